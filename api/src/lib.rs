@@ -1,0 +1,26 @@
+//! Rudder's object model: Kubernetes' own schema (from `k8s-openapi`, one pinned version) and the
+//! machinery every component shares to handle it.
+//!
+//! Layout:
+//! - [`registry`]: the kind registry (group, version, kind, plural, short names, scope, status) and
+//!   the per-kind admission operations (strict decode, defaults, validation).
+//! - [`decode`]: YAML/JSON to typed objects, strictly, with errors that name the field path.
+//! - [`meta`]: generic access to `metadata` on untyped JSON objects.
+//! - [`selector`]: label selectors (strings and `LabelSelector` objects) and field selectors.
+//! - [`quantity`]: resource quantities (`500m`, `128Mi`) as integer milli-units and bytes.
+//! - [`defaults`] and [`validation`]: Kubernetes' defaulting and validation, kind by kind.
+//!
+//! All typed (de)serialisation lives in this crate so that its compile cost is paid once.
+
+pub mod decode;
+pub mod defaults;
+pub mod meta;
+pub mod registry;
+pub mod selector;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use registry::{KindInfo, Registry};
+
+/// The Kubernetes schema version this build is pinned to.
+pub const KUBERNETES_SCHEMA: &str = "1.34";

@@ -1,0 +1,133 @@
+//! Generic access to an object's `metadata` on untyped JSON, for the server's kind-independent
+//! machinery (uid, resourceVersion, generation, finalizers, labels).
+
+use serde_json::{Map, Value};
+
+/// Borrowed view of a JSON object's metadata fields.
+pub fn metadata(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata")?.as_object()
+}
+
+/// Mutable metadata, created if absent.
+pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    let root = match obj {
+        Value::Object(m) => m,
+        other => {
+            *other = Value::Object(Map::new());
+            match other {
+                Value::Object(m) => m,
+                _ => unreachable!("just assigned an object"),
+            }
+        }
+    };
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    match meta {
+        Value::Object(m) => m,
+        _ => unreachable!("ensured an object above"),
+    }
+}
+
+pub fn str_field<'a>(obj: &'a Value, field: &str) -> &'a str {
+    metadata(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub fn name(obj: &Value) -> &str {
+    str_field(obj, "name")
+}
+
+pub fn namespace(obj: &Value) -> &str {
+    str_field(obj, "namespace")
+}
+
+pub fn uid(obj: &Value) -> &str {
+    str_field(obj, "uid")
+}
+
+/// `metadata.resourceVersion` as a number; 0 when absent or not a number.
+pub fn resource_version(obj: &Value) -> u64 {
+    str_field(obj, "resourceVersion").parse().unwrap_or(0)
+}
+
+pub fn generation(obj: &Value) -> i64 {
+    metadata(obj)
+        .and_then(|m| m.get("generation"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    metadata(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn is_deleting(obj: &Value) -> bool {
+    metadata(obj)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Labels as owned pairs, sorted by key.
+pub fn labels(obj: &Value) -> std::collections::BTreeMap<String, String> {
+    string_map(obj, "labels")
+}
+
+pub fn annotations(obj: &Value) -> std::collections::BTreeMap<String, String> {
+    string_map(obj, "annotations")
+}
+
+fn string_map(obj: &Value, field: &str) -> std::collections::BTreeMap<String, String> {
+    metadata(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Follows a dotted path (`spec.nodeName`) to a scalar and renders it as a field selector sees
+/// it: strings as they are, numbers and booleans in JSON form, absent as "".
+pub fn field_value(obj: &Value, path: &str) -> String {
+    let mut cur = obj;
+    for seg in path.split('.') {
+        match cur.get(seg) {
+            Some(v) => cur = v,
+            None => return String::new(),
+        }
+    }
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Everything but `metadata` and `status`: a change here bumps `metadata.generation`.
+pub fn content_differs(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a != b;
+    };
+    let skip = |k: &String| k != "metadata" && k != "status";
+    let ka: Vec<_> = a.iter().filter(|(k, _)| skip(k)).collect();
+    let kb: Vec<_> = b.iter().filter(|(k, _)| skip(k)).collect();
+    ka != kb
+}

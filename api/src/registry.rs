@@ -1,0 +1,378 @@
+//! The kind registry: one entry per kind, driving the API server, the CLI and validation.
+//!
+//! An entry holds the kind's names (group, version, kind, plural, singular, short names), its
+//! scope, whether it has a status subresource, the fields a field selector may test, and its
+//! [`KindOps`]: how to decode, default and validate it. Built-in kinds are typed k8s-openapi
+//! structs; custom resources will add entries at run time with schema-driven ops, which is why the
+//! registry is data, not a `match` over kinds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::decode::{DecodeError, from_value_lenient, from_value_strict};
+use crate::defaults::Defaulting;
+use crate::validation::{FieldError, NameRule, Validate, validate_object_meta};
+
+/// What the registry knows of one kind.
+#[derive(Clone)]
+pub struct KindInfo {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    pub namespaced: bool,
+    /// Whether `status` is a subresource: updates keep the stored status and status updates keep
+    /// the stored spec.
+    pub has_status: bool,
+    /// How `metadata.name` is validated.
+    pub name_rule: NameRule,
+    /// JSON paths (dotted) a field selector may test, besides `metadata.name` and
+    /// `metadata.namespace`.
+    pub selectable_fields: &'static [&'static str],
+    pub ops: Arc<dyn KindOps>,
+}
+
+impl std::fmt::Debug for KindInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KindInfo({}/{})", self.api_version(), self.kind)
+    }
+}
+
+impl KindInfo {
+    /// `v1` for the core group, else `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// kubectl's name for the resource type: `deployment.apps`, `pod`.
+    pub fn qualified_singular(&self) -> String {
+        if self.group.is_empty() {
+            self.singular.to_string()
+        } else {
+            format!("{}.{}", self.singular, self.group)
+        }
+    }
+
+    /// kubectl's `resource.group` form: `deployments.apps`, `pods`.
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// Why an object was not admitted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{}", render_field_errors(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn render_field_errors(errs: &[FieldError]) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Per-kind admission: strict decode, defaults, validation.
+pub trait KindOps: Send + Sync {
+    /// Decodes `obj` strictly, fills Kubernetes' defaults and validates it (against `old` on an
+    /// update, for immutable fields). Returns the normalised object as JSON.
+    fn admit(&self, info: &KindInfo, obj: Value, old: Option<&Value>) -> Result<Value, AdmitError>;
+}
+
+/// [`KindOps`] for a typed k8s-openapi kind.
+pub struct Typed<K>(std::marker::PhantomData<fn() -> K>);
+
+impl<K> Typed<K> {
+    pub fn new() -> Self {
+        Typed(std::marker::PhantomData)
+    }
+}
+
+impl<K> Default for Typed<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> KindOps for Typed<K>
+where
+    K: DeserializeOwned
+        + Serialize
+        + Defaulting
+        + Validate
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    fn admit(&self, info: &KindInfo, obj: Value, old: Option<&Value>) -> Result<Value, AdmitError> {
+        let mut typed: K = from_value_strict(obj)?;
+        typed.apply_defaults();
+        let old_typed: Option<K> = match old {
+            Some(v) => Some(from_value_lenient(v.clone())?),
+            None => None,
+        };
+        let mut errs = validate_object_meta(typed.metadata(), info);
+        errs.extend(typed.validate(old_typed.as_ref()));
+        if !errs.is_empty() {
+            return Err(AdmitError::Invalid(errs));
+        }
+        serde_json::to_value(&typed).map_err(|e| DecodeError::Shape(e.to_string()).into())
+    }
+}
+
+/// Every kind the server serves, with lookups by apiVersion/kind and by the names people type.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    kinds: Vec<Arc<KindInfo>>,
+    by_gvk: HashMap<(String, String), usize>,
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+/// A kind that is not in the registry, named as the request named it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no kind \"{kind}\" is registered in version \"{api_version}\"")]
+    UnknownKind { api_version: String, kind: String },
+    #[error("the server doesn't have a resource type \"{0}\"")]
+    UnknownResource(String),
+    #[error("resource type \"{name}\" is ambiguous: {candidates}")]
+    Ambiguous { name: String, candidates: String },
+}
+
+impl Registry {
+    /// An empty registry; see [`Registry::builtin`] for the served kinds.
+    pub fn empty() -> Self {
+        Registry {
+            kinds: Vec::new(),
+            by_gvk: HashMap::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a kind.
+    pub fn register(&mut self, info: KindInfo) {
+        let key = (info.api_version(), info.kind.to_string());
+        let idx = match self.by_gvk.get(&key) {
+            Some(&i) => {
+                self.kinds[i] = Arc::new(info);
+                i
+            }
+            None => {
+                self.kinds.push(Arc::new(info));
+                self.kinds.len() - 1
+            }
+        };
+        self.by_gvk.insert(key, idx);
+        let k = self.kinds[idx].clone();
+        let mut names: Vec<String> = vec![
+            k.plural.to_string(),
+            k.singular.to_string(),
+            k.kind.to_lowercase(),
+            k.qualified_plural(),
+            k.qualified_singular(),
+        ];
+        names.extend(k.short_names.iter().map(|s| s.to_string()));
+        for n in names {
+            let entry = self.by_name.entry(n).or_default();
+            if !entry.contains(&idx) {
+                entry.push(idx);
+            }
+        }
+    }
+
+    /// The kinds Rudder serves out of the box.
+    pub fn builtin() -> &'static Registry {
+        static REG: OnceLock<Registry> = OnceLock::new();
+        REG.get_or_init(build_builtin)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<KindInfo>> {
+        self.kinds.iter()
+    }
+
+    /// Looks a kind up by `apiVersion` and `kind`, as written in a manifest.
+    pub fn by_api_version_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<&Arc<KindInfo>, LookupError> {
+        self.by_gvk
+            .get(&(api_version.to_string(), kind.to_string()))
+            .map(|&i| &self.kinds[i])
+            .ok_or_else(|| LookupError::UnknownKind {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            })
+    }
+
+    /// Looks a kind up by what a person types: plural, singular, kind, short name, optionally
+    /// qualified by group (`deployments.apps`), case-insensitively.
+    pub fn by_resource_name(&self, name: &str) -> Result<&Arc<KindInfo>, LookupError> {
+        let lower = name.to_lowercase();
+        match self.by_name.get(&lower).map(Vec::as_slice) {
+            Some([one]) => Ok(&self.kinds[*one]),
+            Some(many) if !many.is_empty() => {
+                // Prefer the core group, as kubectl does for `events`.
+                if let Some(&i) = many.iter().find(|&&i| self.kinds[i].group.is_empty()) {
+                    return Ok(&self.kinds[i]);
+                }
+                Err(LookupError::Ambiguous {
+                    name: name.to_string(),
+                    candidates: many
+                        .iter()
+                        .map(|&i| self.kinds[i].qualified_plural())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+            _ => Err(LookupError::UnknownResource(name.to_string())),
+        }
+    }
+
+    /// Resolves a request's kind reference, which may carry apiVersion+kind, or a resource name
+    /// in `kind` with an empty apiVersion.
+    pub fn resolve(&self, api_version: &str, kind: &str) -> Result<&Arc<KindInfo>, LookupError> {
+        if api_version.is_empty() {
+            self.by_resource_name(kind)
+        } else {
+            self.by_api_version_kind(api_version, kind)
+        }
+    }
+}
+
+struct Entry {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+    has_status: bool,
+    name_rule: NameRule,
+    selectable_fields: &'static [&'static str],
+}
+
+fn typed<K>(e: Entry) -> KindInfo
+where
+    K: DeserializeOwned
+        + Serialize
+        + Defaulting
+        + Validate
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + 'static,
+{
+    KindInfo {
+        group: e.group,
+        version: e.version,
+        kind: e.kind,
+        plural: e.plural,
+        singular: leak_lower(e.kind),
+        short_names: e.short_names,
+        namespaced: e.namespaced,
+        has_status: e.has_status,
+        name_rule: e.name_rule,
+        selectable_fields: e.selectable_fields,
+        ops: Arc::new(Typed::<K>::new()),
+    }
+}
+
+fn leak_lower(s: &'static str) -> &'static str {
+    // Built once per kind for the process lifetime (registry entries are never dropped).
+    Box::leak(s.to_lowercase().into_boxed_str())
+}
+
+const NS: bool = true;
+const CLUSTER: bool = false;
+
+macro_rules! entry {
+    ($group:expr, $version:expr, $kind:expr, $plural:expr, [$($short:expr),*], $ns:expr, $status:expr, $rule:expr, [$($field:expr),*]) => {
+        Entry {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            short_names: &[$($short),*],
+            namespaced: $ns,
+            has_status: $status,
+            name_rule: $rule,
+            selectable_fields: &[$($field),*],
+        }
+    };
+}
+
+fn build_builtin() -> Registry {
+    use NameRule::{Label, PathSegment, Subdomain};
+    let mut r = Registry::empty();
+    // core/v1
+    r.register(typed::<api::core::v1::Namespace>(entry!("", "v1", "Namespace", "namespaces", ["ns"], CLUSTER, true, Label, ["status.phase"])));
+    r.register(typed::<api::core::v1::Node>(entry!("", "v1", "Node", "nodes", ["no"], CLUSTER, true, Subdomain, ["spec.unschedulable"])));
+    r.register(typed::<api::core::v1::Pod>(entry!("", "v1", "Pod", "pods", ["po"], NS, true, Subdomain,
+        ["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName"])));
+    r.register(typed::<api::core::v1::Service>(entry!("", "v1", "Service", "services", ["svc"], NS, true, Label, ["spec.clusterIP", "spec.type"])));
+    r.register(typed::<api::core::v1::Endpoints>(entry!("", "v1", "Endpoints", "endpoints", ["ep"], NS, false, Subdomain, [])));
+    r.register(typed::<api::core::v1::ConfigMap>(entry!("", "v1", "ConfigMap", "configmaps", ["cm"], NS, false, Subdomain, [])));
+    r.register(typed::<api::core::v1::Secret>(entry!("", "v1", "Secret", "secrets", [], NS, false, Subdomain, ["type"])));
+    r.register(typed::<api::core::v1::ServiceAccount>(entry!("", "v1", "ServiceAccount", "serviceaccounts", ["sa"], NS, false, Subdomain, [])));
+    r.register(typed::<api::core::v1::Event>(entry!("", "v1", "Event", "events", ["ev"], NS, false, Subdomain,
+        ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "reason", "type", "source"])));
+    r.register(typed::<api::core::v1::PersistentVolume>(entry!("", "v1", "PersistentVolume", "persistentvolumes", ["pv"], CLUSTER, true, Subdomain, [])));
+    r.register(typed::<api::core::v1::PersistentVolumeClaim>(entry!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", ["pvc"], NS, true, Subdomain, [])));
+    // apps/v1
+    r.register(typed::<api::apps::v1::ReplicaSet>(entry!("apps", "v1", "ReplicaSet", "replicasets", ["rs"], NS, true, Subdomain, [])));
+    r.register(typed::<api::apps::v1::Deployment>(entry!("apps", "v1", "Deployment", "deployments", ["deploy"], NS, true, Subdomain, [])));
+    r.register(typed::<api::apps::v1::DaemonSet>(entry!("apps", "v1", "DaemonSet", "daemonsets", ["ds"], NS, true, Subdomain, [])));
+    r.register(typed::<api::apps::v1::StatefulSet>(entry!("apps", "v1", "StatefulSet", "statefulsets", ["sts"], NS, true, Subdomain, [])));
+    r.register(typed::<api::apps::v1::ControllerRevision>(entry!("apps", "v1", "ControllerRevision", "controllerrevisions", [], NS, false, Subdomain, [])));
+    // batch/v1
+    r.register(typed::<api::batch::v1::Job>(entry!("batch", "v1", "Job", "jobs", [], NS, true, Subdomain, ["status.successful"])));
+    r.register(typed::<api::batch::v1::CronJob>(entry!("batch", "v1", "CronJob", "cronjobs", ["cj"], NS, true, Subdomain, [])));
+    // networking, discovery, coordination, scheduling, policy, storage, autoscaling
+    r.register(typed::<api::networking::v1::Ingress>(entry!("networking.k8s.io", "v1", "Ingress", "ingresses", ["ing"], NS, true, Subdomain, [])));
+    r.register(typed::<api::networking::v1::IngressClass>(entry!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", [], CLUSTER, false, Subdomain, [])));
+    r.register(typed::<api::discovery::v1::EndpointSlice>(entry!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", [], NS, false, Subdomain, ["addressType"])));
+    r.register(typed::<api::coordination::v1::Lease>(entry!("coordination.k8s.io", "v1", "Lease", "leases", [], NS, false, Subdomain, [])));
+    r.register(typed::<api::scheduling::v1::PriorityClass>(entry!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", ["pc"], CLUSTER, false, Subdomain, [])));
+    r.register(typed::<api::policy::v1::PodDisruptionBudget>(entry!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", ["pdb"], NS, true, Subdomain, [])));
+    r.register(typed::<api::storage::v1::StorageClass>(entry!("storage.k8s.io", "v1", "StorageClass", "storageclasses", ["sc"], CLUSTER, false, Subdomain, [])));
+    r.register(typed::<api::autoscaling::v2::HorizontalPodAutoscaler>(entry!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", ["hpa"], NS, true, Subdomain, [])));
+    // rbac.authorization.k8s.io/v1
+    r.register(typed::<api::rbac::v1::Role>(entry!("rbac.authorization.k8s.io", "v1", "Role", "roles", [], NS, false, PathSegment, [])));
+    r.register(typed::<api::rbac::v1::ClusterRole>(entry!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", [], CLUSTER, false, PathSegment, [])));
+    r.register(typed::<api::rbac::v1::RoleBinding>(entry!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", [], NS, false, PathSegment, [])));
+    r.register(typed::<api::rbac::v1::ClusterRoleBinding>(entry!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", [], CLUSTER, false, PathSegment, [])));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        let r = Registry::builtin();
+        assert_eq!(r.by_resource_name("deploy").unwrap().kind, "Deployment");
+        assert_eq!(r.by_resource_name("Deployments.apps").unwrap().kind, "Deployment");
+        assert_eq!(r.by_resource_name("po").unwrap().kind, "Pod");
+        assert_eq!(r.by_api_version_kind("autoscaling/v2", "HorizontalPodAutoscaler").unwrap().plural, "horizontalpodautoscalers");
+        let e = r.by_api_version_kind("example.com/v1", "Widget").unwrap_err();
+        assert_eq!(e.to_string(), "no kind \"Widget\" is registered in version \"example.com/v1\"");
+        assert_eq!(r.kinds().count(), 30);
+    }
+}
