@@ -1,0 +1,1 @@
+//! The `rudder` command line (filled in by the CLI work).
