@@ -34,10 +34,11 @@ fn doc_suffix(document: usize) -> String {
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, DecodeError> {
     let mut out = Vec::new();
     for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
-        let value = <Value as serde::Deserialize>::deserialize(doc).map_err(|e| DecodeError::Yaml {
-            document: i,
-            message: e.to_string(),
-        })?;
+        let value =
+            <Value as serde::Deserialize>::deserialize(doc).map_err(|e| DecodeError::Yaml {
+                document: i,
+                message: e.to_string(),
+            })?;
         match value {
             Value::Null => continue,
             Value::Object(ref map)
@@ -101,7 +102,11 @@ pub fn from_value_strict<T: DeserializeOwned>(value: Value) -> Result<T, DecodeE
             let path = clean_path(&e.path().to_string());
             let message = e.into_inner().to_string();
             Err(DecodeError::WrongType {
-                path: if path.is_empty() { "<root>".into() } else { path },
+                path: if path.is_empty() {
+                    "<root>".into()
+                } else {
+                    path
+                },
                 message,
             })
         }
@@ -113,7 +118,11 @@ pub fn from_value_strict<T: DeserializeOwned>(value: Value) -> Result<T, DecodeE
                     Some(i) => (p[..i].to_string(), p[i + 1..].to_string()),
                     None => ("<root>".to_string(), p),
                 };
-                let path = if path.is_empty() { "<root>".into() } else { path };
+                let path = if path.is_empty() {
+                    "<root>".into()
+                } else {
+                    path
+                };
                 Err(DecodeError::UnknownField { path, field })
             }
         },
@@ -181,7 +190,10 @@ mod tests {
         let v = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
             "spec":{"containers":[{"name":"c","image":"i","comand":["x"]}]}});
         let e = from_value_strict::<Pod>(v).unwrap_err();
-        assert_eq!(e.to_string(), "spec.containers[0]: unknown field \"comand\"");
+        assert_eq!(
+            e.to_string(),
+            "spec.containers[0]: unknown field \"comand\""
+        );
     }
 
     #[test]
@@ -190,7 +202,10 @@ mod tests {
             "spec":{"replicas":"three","selector":{},"template":{}}});
         let e = from_value_strict::<Deployment>(v).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("spec.replicas: invalid type: string \"three\""), "{s}");
+        assert!(
+            s.starts_with("spec.replicas: invalid type: string \"three\""),
+            "{s}"
+        );
     }
 
     #[test]

@@ -194,12 +194,12 @@ pub fn validate_key(k: &str) -> Result<(), SelectorError> {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !is_dns_subdomain(p) {
-            return Err(SelectorError(format!(
-                "invalid label key \"{k}\": prefix part must be a DNS subdomain"
-            )));
-        }
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || !is_dns_subdomain(p))
+    {
+        return Err(SelectorError(format!(
+            "invalid label key \"{k}\": prefix part must be a DNS subdomain"
+        )));
     }
     if name.is_empty() || name.len() > 63 || !is_qualified_name_part(name) {
         return Err(SelectorError(format!(
@@ -227,8 +227,7 @@ fn is_qualified_name_part(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -248,8 +247,7 @@ fn is_dns_label_body(s: &str) -> bool {
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
         && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -429,7 +427,11 @@ impl FieldSelector {
     }
 
     /// Checks that every field is one `allowed` says a kind can select on.
-    pub fn check_fields(&self, allowed: &dyn Fn(&str) -> bool, kind: &str) -> Result<(), SelectorError> {
+    pub fn check_fields(
+        &self,
+        allowed: &dyn Fn(&str) -> bool,
+        kind: &str,
+    ) -> Result<(), SelectorError> {
         for r in &self.requirements {
             if !allowed(&r.field) {
                 return Err(SelectorError(format!(
@@ -505,17 +507,32 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_and_matches_every_operator() {
-        let s = LabelSelector::parse("app=web, tier in (a, b),!canary,env!=prod,track notin (x),zone").unwrap();
+        let s =
+            LabelSelector::parse("app=web, tier in (a, b),!canary,env!=prod,track notin (x),zone")
+                .unwrap();
         assert_eq!(s.requirements().len(), 6);
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "a"), ("zone", "z")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("zone", "z"), ("canary", "")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("zone", "z"),
+            ("canary", "")
+        ])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "c"), ("zone", "z")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("zone", "z"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("zone", "z"),
+            ("env", "prod")
+        ])));
         assert!(LabelSelector::parse("").unwrap().matches(&labels(&[])));
         assert_eq!(LabelSelector::parse("a==b").unwrap().to_string(), "a=b");
     }

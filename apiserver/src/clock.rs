@@ -29,10 +29,10 @@ impl ManualClock {
 
     pub fn advance(&self, d: std::time::Duration) {
         let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(span) = jiff::SignedDuration::try_from(d) {
-            if let Ok(next) = t.checked_add(span) {
-                *t = next;
-            }
+        if let Ok(span) = jiff::SignedDuration::try_from(d)
+            && let Ok(next) = t.checked_add(span)
+        {
+            *t = next;
         }
     }
 }
@@ -65,7 +65,9 @@ impl Ids {
 
     pub fn uid(&self) -> String {
         let bytes: [u8; 16] = self.0.lock().unwrap_or_else(|p| p.into_inner()).random();
-        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
     }
 
     /// Five characters for `generateName`.

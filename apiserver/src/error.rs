@@ -15,9 +15,17 @@ pub enum ApiError {
     #[error("{resource} \"{name}\" already exists")]
     AlreadyExists { resource: String, name: String },
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {detail}")]
-    Conflict { resource: String, name: String, detail: String },
+    Conflict {
+        resource: String,
+        name: String,
+        detail: String,
+    },
     #[error("{kind} \"{name}\" is invalid: {detail}")]
-    Invalid { kind: String, name: String, detail: String },
+    Invalid {
+        kind: String,
+        name: String,
+        detail: String,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -36,15 +44,25 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn not_found(info: &KindInfo, name: &str) -> Self {
-        ApiError::NotFound { resource: info.qualified_plural(), name: name.to_string() }
+        ApiError::NotFound {
+            resource: info.qualified_plural(),
+            name: name.to_string(),
+        }
     }
 
     pub fn already_exists(info: &KindInfo, name: &str) -> Self {
-        ApiError::AlreadyExists { resource: info.qualified_plural(), name: name.to_string() }
+        ApiError::AlreadyExists {
+            resource: info.qualified_plural(),
+            name: name.to_string(),
+        }
     }
 
     pub fn conflict(info: &KindInfo, name: &str, detail: impl Into<String>) -> Self {
-        ApiError::Conflict { resource: info.qualified_plural(), name: name.to_string(), detail: detail.into() }
+        ApiError::Conflict {
+            resource: info.qualified_plural(),
+            name: name.to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// The standard stale-version conflict.
@@ -57,8 +75,16 @@ impl ApiError {
     }
 
     pub fn invalid(info: &KindInfo, name: &str, detail: impl Into<String>) -> Self {
-        let kind = if info.group.is_empty() { info.kind.to_string() } else { format!("{}.{}", info.kind, info.group) };
-        ApiError::Invalid { kind, name: name.to_string(), detail: detail.into() }
+        let kind = if info.group.is_empty() {
+            info.kind.to_string()
+        } else {
+            format!("{}.{}", info.kind, info.group)
+        };
+        ApiError::Invalid {
+            kind,
+            name: name.to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// Kubernetes' reason string.
@@ -83,7 +109,9 @@ impl ApiError {
             ApiError::NotFound { .. } => Code::NotFound,
             ApiError::AlreadyExists { .. } => Code::AlreadyExists,
             ApiError::Conflict { .. } => Code::Aborted,
-            ApiError::Invalid { .. } | ApiError::BadRequest(_) | ApiError::TooLarge { .. } => Code::InvalidArgument,
+            ApiError::Invalid { .. } | ApiError::BadRequest(_) | ApiError::TooLarge { .. } => {
+                Code::InvalidArgument
+            }
             ApiError::Forbidden(_) => Code::PermissionDenied,
             ApiError::Expired(_) => Code::OutOfRange,
             ApiError::InsufficientStorage(_) => Code::ResourceExhausted,
@@ -96,7 +124,10 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let mut s = Status::new(e.code(), e.to_string());
-        s.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(e.reason()));
+        s.metadata_mut().insert(
+            REASON_METADATA,
+            tonic::metadata::MetadataValue::from_static(e.reason()),
+        );
         s
     }
 }

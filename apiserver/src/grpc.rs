@@ -34,13 +34,18 @@ fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
 macro_rules! unary {
     ($self:ident, $req:ident, $method:ident) => {{
         let id = identity(&$req)?;
-        Ok(Response::new($self.api.$method(&id, $req.into_inner()).await?))
+        Ok(Response::new(
+            $self.api.$method(&id, $req.into_inner()).await?,
+        ))
     }};
 }
 
 #[tonic::async_trait]
 impl pb::resources_server::Resources for GrpcApi {
-    async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::Object>, Status> {
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::Object>, Status> {
         unary!(self, req, create)
     }
 
@@ -48,15 +53,24 @@ impl pb::resources_server::Resources for GrpcApi {
         unary!(self, req, get)
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         unary!(self, req, list)
     }
 
-    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::Object>, Status> {
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Object>, Status> {
         unary!(self, req, update)
     }
 
-    async fn update_status(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::Object>, Status> {
+    async fn update_status(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Object>, Status> {
         unary!(self, req, update_status)
     }
 
@@ -64,7 +78,10 @@ impl pb::resources_server::Resources for GrpcApi {
         unary!(self, req, patch)
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         unary!(self, req, delete)
     }
 
@@ -74,7 +91,10 @@ impl pb::resources_server::Resources for GrpcApi {
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let id = identity(&req)?;
         let rx = self.api.watch(&id, req.into_inner()).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
@@ -83,7 +103,10 @@ impl pb::resources_server::Resources for GrpcApi {
 
 #[tonic::async_trait]
 impl pb::discovery_server::Discovery for GrpcApi {
-    async fn api_resources(&self, req: Request<pb::DiscoveryRequest>) -> Result<Response<pb::DiscoveryResponse>, Status> {
+    async fn api_resources(
+        &self,
+        req: Request<pb::DiscoveryRequest>,
+    ) -> Result<Response<pb::DiscoveryResponse>, Status> {
         identity(&req)?;
         let resources = self
             .api
@@ -106,7 +129,10 @@ impl pb::discovery_server::Discovery for GrpcApi {
 
 #[tonic::async_trait]
 impl pb::health_server::Health for GrpcApi {
-    async fn check(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+    async fn check(
+        &self,
+        _req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
         let (status, writable) = match self.api.store().writable() {
             Ok(()) => ("ok".to_string(), true),
             Err(reason) => (reason, false),
@@ -114,10 +140,15 @@ impl pb::health_server::Health for GrpcApi {
         Ok(Response::new(pb::HealthResponse { status, writable }))
     }
 
-    async fn version(&self, _req: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _req: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
         Ok(Response::new(pb::VersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            git_commit: option_env!("RUDDER_GIT_COMMIT").unwrap_or("unknown").to_string(),
+            git_commit: option_env!("RUDDER_GIT_COMMIT")
+                .unwrap_or("unknown")
+                .to_string(),
             kubernetes_schema: rudder_api::KUBERNETES_SCHEMA.to_string(),
         }))
     }
@@ -125,7 +156,10 @@ impl pb::health_server::Health for GrpcApi {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for GrpcApi {
-    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         identity(&req)?;
         let s = self.api.store().stats();
         Ok(Response::new(pb::StatsResponse {

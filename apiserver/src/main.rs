@@ -47,10 +47,15 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let server = Server::start(config, listener)
-        .await
-        .with_context(|| format!("cannot start with data directory {}", args.data_dir.display()))?;
+    let server = Server::start(config, listener).await.with_context(|| {
+        format!(
+            "cannot start with data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     tracing::info!(addr = %server.addr, data_dir = %args.data_dir.display(), "rudder-apiserver serving");
+    // One machine-readable line, so callers that passed port 0 learn the port.
+    println!("listening on {}", server.addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -12,6 +12,7 @@ use rudder_proto as pb;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::{Anonymous, AuthLayer};
@@ -71,14 +72,32 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
         match registry.by_api_version_kind(av, kind) {
             Ok(info) => index_object(info, v),
             Err(_) => {
-                tracing::warn!(?key, "stored object of an unregistered kind; indexing labels only");
-                (rudder_api::meta::labels(v).into_iter().collect(), Vec::new())
+                tracing::warn!(
+                    ?key,
+                    "stored object of an unregistered kind; indexing labels only"
+                );
+                (
+                    rudder_api::meta::labels(v).into_iter().collect(),
+                    Vec::new(),
+                )
             }
         }
     };
     let store = Store::open(storage, config.store.clone(), &indexer)?;
-    let api = Api::new(store, registry, config.clock.clone(), config.ids.clone(), config.api.clone());
-    api.bootstrap().await?;
+    let api = Api::new(
+        store,
+        registry,
+        config.clock.clone(),
+        config.ids.clone(),
+        config.api.clone(),
+    );
+    match api.bootstrap().await {
+        // Serve reads even when the disk is full: the operator needs to look around.
+        Err(crate::error::ApiError::InsufficientStorage(reason)) => {
+            tracing::warn!(%reason, "system namespaces not created: the store refuses writes");
+        }
+        other => other?,
+    }
     Ok(api)
 }
 
@@ -92,7 +111,9 @@ impl Server {
 
     /// Serves an already opened API on `listener`.
     pub fn serve(api: Api, listener: TcpListener) -> Server {
-        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let grpc = GrpcApi::new(api.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
@@ -106,10 +127,23 @@ impl Server {
             .add_service(pb::discovery_server::DiscoveryServer::new(grpc.clone()))
             .add_service(pb::health_server::HealthServer::new(grpc.clone()))
             .add_service(pb::admin_server::AdminServer::new(grpc));
-        let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        // Accepted sockets do not inherit the builder's TCP_NODELAY; without it small replies
+        // wait out the peer's delayed ACK (~40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|s| {
+            s.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        });
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = rx.await;
         }));
-        Server { addr, api, shutdown: Some(tx), task }
+        Server {
+            addr,
+            api,
+            shutdown: Some(tx),
+            task,
+        }
     }
 
     /// Stops accepting, lets in-flight calls finish, and waits for the server to end.

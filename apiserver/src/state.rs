@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// Key-value string pairs (labels, selectable fields), sorted where lookups need it.
+pub type Pairs = Vec<(String, String)>;
+
 /// Group and kind, e.g. `apps/Deployment`, `/Pod` for the core group.
 pub type KindKey = Arc<str>;
 
@@ -77,7 +80,10 @@ pub enum Command {
         fields: Vec<(String, String)>,
         deleting: bool,
     },
-    Delete { key: ObjKey, expect: Expect },
+    Delete {
+        key: ObjKey,
+        expect: Expect,
+    },
 }
 
 impl Command {
@@ -190,11 +196,23 @@ impl State {
 
     /// Checks a command's preconditions at log position `index` and computes its effect, without
     /// changing the state. Earlier commands of the same batch are seen through `overlay`.
-    pub fn evaluate(&self, overlay: &Overlay, index: u64, cmd: &Command) -> Result<Event, ApplyError> {
+    pub fn evaluate(
+        &self,
+        overlay: &Overlay,
+        index: u64,
+        cmd: &Command,
+    ) -> Result<Event, ApplyError> {
         let key = cmd.key();
         let current = self.get_with(overlay, key);
         match cmd {
-            Command::Put { expect, object, labels, fields, deleting, .. } => {
+            Command::Put {
+                expect,
+                object,
+                labels,
+                fields,
+                deleting,
+                ..
+            } => {
                 check_expect(current, *expect)?;
                 if current.is_none() && !key.namespace.is_empty() {
                     let ns_key = ObjKey {
@@ -219,7 +237,11 @@ impl State {
                 });
                 Ok(Event {
                     rv: index,
-                    kind: if current.is_some() { EventType::Modified } else { EventType::Added },
+                    kind: if current.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
                     key: key.clone(),
                     object: stored,
                     prev: current.cloned(),
@@ -277,7 +299,10 @@ fn check_expect(current: Option<&Arc<StoredObject>>, expect: Expect) -> Result<(
     match (current, expect) {
         (Some(_), Expect::Absent) => Err(ApplyError::AlreadyExists),
         (None, Expect::Version(_)) => Err(ApplyError::NotFound),
-        (Some(c), Expect::Version(v)) if c.rv != v => Err(ApplyError::Conflict { stored: c.rv, expected: v }),
+        (Some(c), Expect::Version(v)) if c.rv != v => Err(ApplyError::Conflict {
+            stored: c.rv,
+            expected: v,
+        }),
         _ => Ok(()),
     }
 }
@@ -301,12 +326,18 @@ pub fn set_resource_version(json: &[u8], rv: u64) -> Bytes {
     out.push(b'"');
     let rest = if let Some(after) = body.strip_prefix(PREFIX) {
         // Skip the old value and its closing quote.
-        let end = after.iter().position(|&b| b == b'"').map_or(after.len(), |p| p + 1);
+        let end = after
+            .iter()
+            .position(|&b| b == b'"')
+            .map_or(after.len(), |p| p + 1);
         &after[end..]
     } else {
         body
     };
-    let rest_trim = rest.iter().position(|b| !b.is_ascii_whitespace()).map_or(rest, |p| &rest[p..]);
+    let rest_trim = rest
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(rest, |p| &rest[p..]);
     if !rest_trim.starts_with(b"}") && !rest_trim.starts_with(b",") {
         out.push(b',');
     }
@@ -380,7 +411,11 @@ mod tests {
 
     fn put(kind: &str, ns: &str, name: &str, expect: Expect) -> Command {
         Command::Put {
-            key: ObjKey { kind: Arc::from(kind), namespace: ns.into(), name: name.into() },
+            key: ObjKey {
+                kind: Arc::from(kind),
+                namespace: ns.into(),
+                name: name.into(),
+            },
             expect,
             object: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
             labels: vec![],
@@ -393,18 +428,30 @@ mod tests {
     fn preconditions_are_checked_deterministically() {
         let mut s = State::default();
         let ov = Overlay::new();
-        let e = s.evaluate(&ov, 1, &put("/Pod", "default", "p", Expect::Absent)).unwrap_err();
+        let e = s
+            .evaluate(&ov, 1, &put("/Pod", "default", "p", Expect::Absent))
+            .unwrap_err();
         assert_eq!(e, ApplyError::NamespaceNotFound("default".into()));
-        let ev = s.evaluate(&ov, 1, &put(NAMESPACE_KIND, "", "default", Expect::Absent)).unwrap();
+        let ev = s
+            .evaluate(&ov, 1, &put(NAMESPACE_KIND, "", "default", Expect::Absent))
+            .unwrap();
         s.commit(&ev);
-        let ev = s.evaluate(&ov, 2, &put("/Pod", "default", "p", Expect::Absent)).unwrap();
+        let ev = s
+            .evaluate(&ov, 2, &put("/Pod", "default", "p", Expect::Absent))
+            .unwrap();
         assert_eq!(ev.kind, EventType::Added);
         s.commit(&ev);
         assert_eq!(
-            s.evaluate(&ov, 3, &put("/Pod", "default", "p", Expect::Version(1))).unwrap_err(),
-            ApplyError::Conflict { stored: 2, expected: 1 }
+            s.evaluate(&ov, 3, &put("/Pod", "default", "p", Expect::Version(1)))
+                .unwrap_err(),
+            ApplyError::Conflict {
+                stored: 2,
+                expected: 1
+            }
         );
-        let ev = s.evaluate(&ov, 3, &put("/Pod", "default", "p", Expect::Version(2))).unwrap();
+        let ev = s
+            .evaluate(&ov, 3, &put("/Pod", "default", "p", Expect::Version(2)))
+            .unwrap();
         assert_eq!(ev.kind, EventType::Modified);
         assert_eq!(s.rv, 2);
     }

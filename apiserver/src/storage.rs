@@ -18,6 +18,9 @@ pub enum StorageError {
     Corrupt(String),
 }
 
+/// Keys and values, in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -28,7 +31,7 @@ pub enum Op {
 /// A key-value engine with atomic batches and an explicit durability point.
 pub trait Storage: Send + Sync + 'static {
     /// Every key and value, in key order.
-    fn scan_all(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn scan_all(&self) -> Result<KvPairs, StorageError>;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Applies the batch atomically (all or nothing), not yet necessarily durable.
     fn apply(&self, batch: Vec<Op>) -> Result<(), StorageError>;
@@ -48,7 +51,8 @@ pub struct SledStorage {
 
 impl SledStorage {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir.join("store"))
             // Durability comes from our explicit flush before acknowledging; sled's own periodic
@@ -57,12 +61,15 @@ impl SledStorage {
             .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|e| StorageError::Io(format!("opening {}: {e}", dir.display())))?;
-        Ok(SledStorage { db, dir: dir.to_path_buf() })
+        Ok(SledStorage {
+            db,
+            dir: dir.to_path_buf(),
+        })
     }
 }
 
 impl Storage for SledStorage {
-    fn scan_all(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan_all(&self) -> Result<KvPairs, StorageError> {
         self.db
             .iter()
             .map(|r| {
@@ -87,7 +94,9 @@ impl Storage for SledStorage {
                 Op::Delete(k) => b.remove(k),
             }
         }
-        self.db.apply_batch(b).map_err(|e| StorageError::Io(e.to_string()))
+        self.db
+            .apply_batch(b)
+            .map_err(|e| StorageError::Io(e.to_string()))
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -121,7 +130,8 @@ impl MemStorage {
 
     /// Makes every later flush fail, as a full or broken disk would.
     pub fn fail_flushes(&self) {
-        self.fail_flush.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.fail_flush
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
@@ -131,8 +141,12 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn scan_all(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        Ok(self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn scan_all(&self) -> Result<KvPairs, StorageError> {
+        Ok(self
+            .map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -156,14 +170,19 @@ impl Storage for MemStorage {
 
     async fn flush(&self) -> Result<(), StorageError> {
         if self.fail_flush.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(StorageError::Io("No space left on device (os error 28)".into()))
+            Err(StorageError::Io(
+                "No space left on device (os error 28)".into(),
+            ))
         } else {
             Ok(())
         }
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.map().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        self.map()
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 
     fn dir(&self) -> Option<&Path> {
@@ -182,13 +201,25 @@ mod tests {
     use super::*;
 
     async fn conformance<S: Storage>(s: S) {
-        s.apply(vec![Op::Put(b"a".to_vec(), b"1".to_vec()), Op::Put(b"b".to_vec(), b"2".to_vec())])
-            .unwrap();
-        s.apply(vec![Op::Delete(b"a".to_vec()), Op::Put(b"c".to_vec(), b"3".to_vec())])
-            .unwrap();
+        s.apply(vec![
+            Op::Put(b"a".to_vec(), b"1".to_vec()),
+            Op::Put(b"b".to_vec(), b"2".to_vec()),
+        ])
+        .unwrap();
+        s.apply(vec![
+            Op::Delete(b"a".to_vec()),
+            Op::Put(b"c".to_vec(), b"3".to_vec()),
+        ])
+        .unwrap();
         s.flush().await.unwrap();
         let all = s.scan_all().unwrap();
-        assert_eq!(all, vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"3".to_vec())]);
+        assert_eq!(
+            all,
+            vec![
+                (b"b".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"3".to_vec())
+            ]
+        );
         assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
         assert_eq!(s.get(b"a").unwrap(), None);
     }
@@ -205,7 +236,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStorage::open(dir.path()).unwrap();
-            s.apply(vec![Op::Put(b"k".to_vec(), b"v".to_vec())]).unwrap();
+            s.apply(vec![Op::Put(b"k".to_vec(), b"v".to_vec())])
+                .unwrap();
             s.flush().await.unwrap();
         }
         let s = SledStorage::open(dir.path()).unwrap();

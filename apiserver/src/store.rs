@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::state::{ApplyError, Command, Event, EventType, ObjKey, Overlay, State, StoredObject};
+use crate::state::{
+    ApplyError, Command, Event, EventType, ObjKey, Overlay, Pairs, State, StoredObject,
+};
 use crate::storage::{Op, Storage, StorageError, free_bytes};
 
 /// Tunables of the store.
@@ -138,37 +140,63 @@ fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
     let kind = std::str::from_utf8(parts.next()?).ok()?;
     let ns = std::str::from_utf8(parts.next()?).ok()?;
     let name = std::str::from_utf8(parts.next()?).ok()?;
-    Some(ObjKey { kind: Arc::from(kind), namespace: ns.to_string(), name: name.to_string() })
+    Some(ObjKey {
+        kind: Arc::from(kind),
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// Computes an object's labels and selectable fields from its JSON; supplied by the service
 /// layer, which knows each kind's selectable fields.
-pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> (Vec<(String, String)>, Vec<(String, String)>) + Send + Sync;
+pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> (Pairs, Pairs) + Send + Sync;
 
 impl Store {
     /// Opens the store over `storage`, loading every object, and starts the writer task.
-    pub fn open<S: Storage>(storage: S, config: StoreConfig, indexer: &Indexer) -> Result<Store, StorageError> {
+    pub fn open<S: Storage>(
+        storage: S,
+        config: StoreConfig,
+        indexer: &Indexer,
+    ) -> Result<Store, StorageError> {
         let mut state = State::default();
         let mut applied = 0;
         for (k, v) in storage.scan_all()? {
             if k == META_APPLIED {
-                let b: [u8; 8] = v.as_slice().try_into().map_err(|_| StorageError::Corrupt("applied index".into()))?;
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("applied index".into()))?;
                 applied = u64::from_be_bytes(b);
                 continue;
             }
-            let Some(key) = parse_object_key(&k) else { continue };
+            let Some(key) = parse_object_key(&k) else {
+                continue;
+            };
             let value: serde_json::Value = serde_json::from_slice(&v)
                 .map_err(|e| StorageError::Corrupt(format!("object {key:?}: {e}")))?;
             let rv = rudder_api::meta::resource_version(&value);
             let (labels, fields) = indexer(&key, &value);
             let deleting = rudder_api::meta::is_deleting(&value);
-            state.load(key, Arc::new(StoredObject { rv, json: v.into(), labels, fields, deleting }));
+            state.load(
+                key,
+                Arc::new(StoredObject {
+                    rv,
+                    json: v.into(),
+                    labels,
+                    fields,
+                    deleting,
+                }),
+            );
         }
         state.rv = state.rv.max(applied);
         let compacted = state.rv;
         let (events, _) = broadcast::channel(config.watch_buffer.max(16));
         let shared = Arc::new(Shared {
-            inner: RwLock::new(Inner { state, history: VecDeque::new(), compacted }),
+            inner: RwLock::new(Inner {
+                state,
+                history: VecDeque::new(),
+                compacted,
+            }),
             events,
             failed: Mutex::new(None),
             size_on_disk: AtomicU64::new(storage.size_on_disk()),
@@ -183,7 +211,10 @@ impl Store {
     /// Proposes a write and waits until it is durable and applied (or refused).
     pub async fn propose(&self, cmd: Command) -> Result<Arc<Event>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Proposal { cmd, reply }).await.map_err(|_| StoreError::ShuttingDown)?;
+        self.tx
+            .send(Proposal { cmd, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
@@ -218,7 +249,11 @@ impl Store {
     }
 
     fn failed_reason(&self) -> Option<String> {
-        self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -236,10 +271,13 @@ impl Store {
 
     /// Subscribes to events after `from`: returns the backlog from the history (events with a
     /// version above `from`, in order) and a receiver for everything later. No gap, no duplicate.
-    pub fn subscribe_from(&self, from: u64) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Expired> {
+    pub fn subscribe_from(&self, from: u64) -> Result<Backlog, Expired> {
         let inner = self.read();
         if from < inner.compacted {
-            return Err(Expired { requested: from, oldest: inner.compacted });
+            return Err(Expired {
+                requested: from,
+                oldest: inner.compacted,
+            });
         }
         // Publishing happens under the write lock, so nothing can slip between the backlog and
         // the receiver while we hold the read lock.
@@ -251,18 +289,21 @@ impl Store {
 
     /// The current objects of `kind` (in `namespace`, or all) with a receiver for every later
     /// event, atomically: for watches that start with the current state.
-    pub fn snapshot_and_subscribe(
-        &self,
-        kind: &str,
-        namespace: &str,
-    ) -> (Vec<(ObjKey, Arc<StoredObject>)>, u64, broadcast::Receiver<Arc<Event>>) {
+    pub fn snapshot_and_subscribe(&self, kind: &str, namespace: &str) -> Snapshot {
         let inner = self.read();
         let rx = self.shared.events.subscribe();
         let items = inner
             .state
             .range(kind, namespace, None)
             .map(|((ns, name), o)| {
-                (ObjKey { kind: Arc::from(kind), namespace: ns.clone(), name: name.clone() }, o.clone())
+                (
+                    ObjKey {
+                        kind: Arc::from(kind),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    o.clone(),
+                )
             })
             .collect();
         (items, inner.state.rv, rx)
@@ -289,11 +330,16 @@ impl Store {
         let mut undo: BTreeMap<(String, String), Option<Arc<StoredObject>>> = BTreeMap::new();
         if rv < inner.state.rv {
             if rv < inner.compacted {
-                return Err(Expired { requested: rv, oldest: inner.compacted });
+                return Err(Expired {
+                    requested: rv,
+                    oldest: inner.compacted,
+                });
             }
             let start = inner.history.partition_point(|e| e.rv <= rv);
             for ev in inner.history.iter().skip(start) {
-                if ev.key.kind.as_ref() != kind || (!namespace.is_empty() && ev.key.namespace != namespace) {
+                if ev.key.kind.as_ref() != kind
+                    || (!namespace.is_empty() && ev.key.namespace != namespace)
+                {
                     continue;
                 }
                 let k = (ev.key.namespace.clone(), ev.key.name.clone());
@@ -303,9 +349,15 @@ impl Store {
                 undo.entry(k).or_insert_with(|| ev.prev.clone());
             }
         }
-        let current = inner.state.range(kind, namespace, after).filter(|(k, _)| !undo.contains_key(*k));
+        let current = inner
+            .state
+            .range(kind, namespace, after)
+            .filter(|(k, _)| !undo.contains_key(*k));
         let past = undo.iter().filter_map(|(k, v)| v.as_ref().map(|o| (k, o)));
-        let merged = MergeByKey { a: current.peekable(), b: past.peekable() };
+        let merged = MergeByKey {
+            a: current.peekable(),
+            b: past.peekable(),
+        };
         let mut items = Vec::new();
         let mut last = None;
         let mut remaining = 0u64;
@@ -320,7 +372,12 @@ impl Store {
                 remaining += 1;
             }
         }
-        Ok(ListPage { items, resource_version: rv, continue_after: if remaining > 0 { last } else { None }, remaining })
+        Ok(ListPage {
+            items,
+            resource_version: rv,
+            continue_after: if remaining > 0 { last } else { None },
+            remaining,
+        })
     }
 
     /// Events a watcher may lag by before being cut off.
@@ -328,6 +385,16 @@ impl Store {
         self.shared.config.watch_buffer
     }
 }
+
+/// History after a version, then the live feed.
+pub type Backlog = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
+/// The current objects of a kind, the version they are at, and the live feed after it.
+pub type Snapshot = (
+    Vec<(ObjKey, Arc<StoredObject>)>,
+    u64,
+    broadcast::Receiver<Arc<Event>>,
+);
 
 /// One page of a list.
 pub struct ListPage {
@@ -382,7 +449,11 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
             last_stats = tokio::time::Instant::now();
         }
         let refuse = {
-            let failed = shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let failed = shared
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             failed.or_else(|| {
                 let free = shared.disk_free.load(Ordering::Relaxed);
                 (free < shared.config.min_free_bytes).then(|| {
@@ -395,7 +466,9 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
         };
         if let Some(reason) = refuse {
             for p in batch {
-                let _ = p.reply.send(Err(StoreError::InsufficientStorage(reason.clone())));
+                let _ = p
+                    .reply
+                    .send(Err(StoreError::InsufficientStorage(reason.clone())));
             }
             continue;
         }
@@ -440,7 +513,9 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
                 tracing::error!(%reason, "storage failure");
                 *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
                 for p in batch {
-                    let _ = p.reply.send(Err(StoreError::InsufficientStorage(reason.clone())));
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::InsufficientStorage(reason.clone())));
                 }
                 continue;
             }
@@ -464,7 +539,9 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
 }
 
 fn refresh_stats<S: Storage>(shared: &Shared, storage: &S) {
-    shared.size_on_disk.store(storage.size_on_disk(), Ordering::Relaxed);
+    shared
+        .size_on_disk
+        .store(storage.size_on_disk(), Ordering::Relaxed);
     if let Some(free) = storage.dir().and_then(free_bytes) {
         shared.disk_free.store(free, Ordering::Relaxed);
     }

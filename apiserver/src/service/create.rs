@@ -20,7 +20,11 @@ const SERVER_OWNED: [&str; 7] = [
 ];
 
 impl Api {
-    pub async fn create(&self, _id: &Identity, req: pb::CreateRequest) -> Result<pb::Object, ApiError> {
+    pub async fn create(
+        &self,
+        _id: &Identity,
+        req: pb::CreateRequest,
+    ) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
         let mut obj = self.parse_body(&info, &req.json)?;
         let body_ns = meta::namespace(&obj).to_string();
@@ -39,7 +43,8 @@ impl Api {
         } else {
             "default".to_string()
         };
-        if meta::resource_version(&obj) != 0 || !meta::str_field(&obj, "resourceVersion").is_empty() {
+        if meta::resource_version(&obj) != 0 || !meta::str_field(&obj, "resourceVersion").is_empty()
+        {
             return Err(ApiError::BadRequest(
                 "metadata.resourceVersion: Invalid value: resourceVersion should not be set on objects to be created".into(),
             ));
@@ -60,7 +65,11 @@ impl Api {
         let given_name = meta::name(&obj).to_string();
         let generate = meta::str_field(&obj, "generateName").to_string();
         if given_name.is_empty() && generate.is_empty() {
-            return Err(ApiError::invalid(&info, "", "metadata.name: Required value: name or generateName is required"));
+            return Err(ApiError::invalid(
+                &info,
+                "",
+                "metadata.name: Required value: name or generateName is required",
+            ));
         }
         // A generated name can collide; Kubernetes leaves the retry to the client, we retry a few
         // times because the suffix space is large and a collision is pure bad luck.
@@ -75,8 +84,16 @@ impl Api {
             let mut candidate = obj.clone();
             meta::metadata_mut(&mut candidate).insert("name".into(), Value::String(name.clone()));
             let key = self.key(&info, &ns, &name);
+            if !dry_run(&req.options) {
+                self.store
+                    .writable()
+                    .map_err(ApiError::InsufficientStorage)?;
+            }
             if info.namespaced && self.store.get(&self.namespace_key(&ns)).is_none() {
-                return Err(ApiError::NotFound { resource: "namespaces".into(), name: ns });
+                return Err(ApiError::NotFound {
+                    resource: "namespaces".into(),
+                    name: ns,
+                });
             }
             let mut admitted = self.admit(&info, &name, candidate, None)?;
             {
@@ -94,7 +111,9 @@ impl Api {
             }
             match self.propose(&info, cmd).await {
                 Ok(ev) => return Ok(self.to_pb(&info, &ev.key, &ev.object)),
-                Err(e @ ApiError::AlreadyExists { .. }) if given_name.is_empty() => last_err = Some(e),
+                Err(e @ ApiError::AlreadyExists { .. }) if given_name.is_empty() => {
+                    last_err = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -116,7 +135,9 @@ fn reset_status_on_create(kind: &str, has_status: bool, obj: &mut Value) {
     if !has_status || kind == "Node" {
         return;
     }
-    let Some(map) = obj.as_object_mut() else { return };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
     match kind {
         "Pod" => {
             map.insert("status".into(), json!({"phase": "Pending"}));

@@ -25,25 +25,39 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    fn new(info: &KindInfo, namespace: &str, label_selector: &str, field_selector: &str) -> Result<Self, ApiError> {
+    fn new(
+        info: &KindInfo,
+        namespace: &str,
+        label_selector: &str,
+        field_selector: &str,
+    ) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(label_selector)
             .map_err(|e| ApiError::BadRequest(format!("labelSelector: {e}")))?;
         let fields = FieldSelector::parse(field_selector)
             .map_err(|e| ApiError::BadRequest(format!("fieldSelector: {e}")))?;
-        let allowed = |f: &str| f == "metadata.name" || f == "metadata.namespace" || info.selectable_fields.contains(&f);
+        let allowed = |f: &str| {
+            f == "metadata.name" || f == "metadata.namespace" || info.selectable_fields.contains(&f)
+        };
         fields
             .check_fields(&allowed, info.kind)
             .map_err(|e| ApiError::BadRequest(format!("fieldSelector: {e}")))?;
         Ok(Filter {
             kind: kind_key(info),
-            namespace: if info.namespaced { namespace.to_string() } else { String::new() },
+            namespace: if info.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
             labels,
             fields,
         })
     }
 
     fn matches(&self, ns: &str, name: &str, obj: &StoredObject) -> bool {
-        (self.labels.is_empty() || self.labels.matches_fn(&|k| obj.label(k).map(str::to_string)))
+        (self.labels.is_empty()
+            || self
+                .labels
+                .matches_fn(&|k| obj.label(k).map(str::to_string)))
             && (self.fields.is_empty()
                 || self.fields.matches(&|f| match f {
                     "metadata.name" => name.to_string(),
@@ -65,20 +79,37 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: u64, (ns, name): &(String, String)) -> String {
-    let raw = serde_json::to_vec(&ContinueToken { rv, ns: ns.clone(), name: name.clone() }).unwrap_or_default();
+    let raw = serde_json::to_vec(&ContinueToken {
+        rv,
+        ns: ns.clone(),
+        name: name.clone(),
+    })
+    .unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
-    let bad = || ApiError::BadRequest("continue: Invalid value: the continue token is not valid".into());
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bad =
+        || ApiError::BadRequest("continue: Invalid value: the continue token is not valid".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     serde_json::from_slice(&raw).map_err(|_| bad())
 }
 
 impl Api {
-    pub async fn list(&self, _id: &Identity, req: pb::ListRequest) -> Result<pb::ListResponse, ApiError> {
+    pub async fn list(
+        &self,
+        _id: &Identity,
+        req: pb::ListRequest,
+    ) -> Result<pb::ListResponse, ApiError> {
         let info = self.kind(&req.kind)?;
-        let filter = Filter::new(&info, &req.namespace, &req.label_selector, &req.field_selector)?;
+        let filter = Filter::new(
+            &info,
+            &req.namespace,
+            &req.label_selector,
+            &req.field_selector,
+        )?;
         let (at, after) = if req.continue_token.is_empty() {
             (None, None)
         } else {
@@ -99,14 +130,21 @@ impl Api {
             .items
             .iter()
             .map(|((ns, name), o)| {
-                let key = ObjKey { kind: filter.kind.clone(), namespace: ns.clone(), name: name.clone() };
+                let key = ObjKey {
+                    kind: filter.kind.clone(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                };
                 self.to_pb(&info, &key, o)
             })
             .collect();
         Ok(pb::ListResponse {
             items,
             resource_version: page.resource_version,
-            continue_token: page.continue_after.map(|k| encode_continue(page.resource_version, &k)).unwrap_or_default(),
+            continue_token: page
+                .continue_after
+                .map(|k| encode_continue(page.resource_version, &k))
+                .unwrap_or_default(),
             remaining_item_count: page.remaining,
         })
     }
@@ -119,7 +157,12 @@ impl Api {
         req: pb::WatchRequest,
     ) -> Result<mpsc::Receiver<pb::WatchEvent>, ApiError> {
         let info = self.kind(&req.kind)?;
-        let filter = Filter::new(&info, &req.namespace, &req.label_selector, &req.field_selector)?;
+        let filter = Filter::new(
+            &info,
+            &req.namespace,
+            &req.label_selector,
+            &req.field_selector,
+        )?;
         let interval = if req.bookmark_interval_ms > 0 {
             Duration::from_millis(u64::from(req.bookmark_interval_ms))
         } else {
@@ -139,7 +182,9 @@ impl Api {
         // Subscribe before returning, so an expired version is reported in the stream at once
         // and events written right after this call are not missed.
         let start = if req.resource_version == 0 {
-            let (items, rv, rx) = self.store.snapshot_and_subscribe(&w.filter.kind, &w.filter.namespace);
+            let (items, rv, rx) = self
+                .store
+                .snapshot_and_subscribe(&w.filter.kind, &w.filter.namespace);
             Start::Snapshot(items, rv, rx)
         } else {
             match self.store.subscribe_from(req.resource_version) {
@@ -153,7 +198,11 @@ impl Api {
 }
 
 enum Start {
-    Snapshot(Vec<(ObjKey, Arc<StoredObject>)>, u64, broadcast::Receiver<Arc<Event>>),
+    Snapshot(
+        Vec<(ObjKey, Arc<StoredObject>)>,
+        u64,
+        broadcast::Receiver<Arc<Event>>,
+    ),
     From(u64, Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>),
     Expired(String),
 }
@@ -192,7 +241,12 @@ fn error_event(code: i32, reason: &str, message: String, resume: u64) -> pb::Wat
         r#type: pb::EventType::Error as i32,
         object: None,
         resource_version: resume,
-        error: Some(pb::WatchError { code, reason: reason.into(), message, resume_resource_version: resume }),
+        error: Some(pb::WatchError {
+            code,
+            reason: reason.into(),
+            message,
+            resume_resource_version: resume,
+        }),
     }
 }
 
@@ -205,7 +259,9 @@ impl Watcher {
             }
             Start::Snapshot(items, rv, rx) => {
                 for (key, obj) in items {
-                    if self.filter.matches(&key.namespace, &key.name, &obj) && !self.send(EventType::Added, &key, &obj).await {
+                    if self.filter.matches(&key.namespace, &key.name, &obj)
+                        && !self.send(EventType::Added, &key, &obj).await
+                    {
                         return;
                     }
                 }
@@ -222,7 +278,8 @@ impl Watcher {
                 rx
             }
         };
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -274,7 +331,10 @@ impl Watcher {
         }
         let (ns, name) = (&ev.key.namespace, &ev.key.name);
         let now = self.filter.matches(ns, name, &ev.object);
-        let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(ns, name, p));
+        let before = ev
+            .prev
+            .as_ref()
+            .is_some_and(|p| self.filter.matches(ns, name, p));
         // An object entering or leaving the selection is ADDED or DELETED for this watcher.
         let kind = match ev.kind {
             EventType::Deleted if before => EventType::Deleted,

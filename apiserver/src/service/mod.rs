@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Ids, format_time};
 use crate::error::ApiError;
-use crate::state::{ApplyError, Command, Expect, KindKey, ObjKey, StoredObject};
+use crate::state::{ApplyError, Command, Expect, KindKey, ObjKey, Pairs, StoredObject};
 use crate::store::{Store, StoreError};
 
 /// Kubernetes' limit on one stored object (etcd's request limit).
@@ -44,7 +44,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn anonymous() -> Self {
-        Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
     }
 }
 
@@ -57,7 +60,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bookmark_interval: Duration::from_secs(10) }
+        ApiConfig {
+            bookmark_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -78,7 +83,7 @@ pub fn kind_key(info: &KindInfo) -> KindKey {
 }
 
 /// Labels and selectable field values of an object, as the store indexes them.
-pub fn index_object(info: &KindInfo, obj: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn index_object(info: &KindInfo, obj: &Value) -> (Pairs, Pairs) {
     let labels = meta::labels(obj).into_iter().collect();
     let fields = info
         .selectable_fields
@@ -89,8 +94,21 @@ pub fn index_object(info: &KindInfo, obj: &Value) -> (Vec<(String, String)>, Vec
 }
 
 impl Api {
-    pub fn new(store: Store, registry: &'static Registry, clock: Arc<dyn Clock>, ids: Arc<Ids>, config: ApiConfig) -> Self {
-        Api { store, registry, clock, ids, config, watchers: Arc::default() }
+    pub fn new(
+        store: Store,
+        registry: &'static Registry,
+        clock: Arc<dyn Clock>,
+        ids: Arc<Ids>,
+        config: ApiConfig,
+    ) -> Self {
+        Api {
+            store,
+            registry,
+            clock,
+            ids,
+            config,
+            watchers: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -111,12 +129,24 @@ impl Api {
         for ns in SYSTEM_NAMESPACES {
             let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let req = pb::CreateRequest {
-                kind: Some(pb::KindRef { api_version: "v1".into(), kind: "Namespace".into() }),
+                kind: Some(pb::KindRef {
+                    api_version: "v1".into(),
+                    kind: "Namespace".into(),
+                }),
                 namespace: String::new(),
                 json: Bytes::from(body.to_string()),
                 options: None,
             };
-            match self.create(&Identity { user: "system:apiserver".into(), groups: vec!["system:masters".into()] }, req).await {
+            match self
+                .create(
+                    &Identity {
+                        user: "system:apiserver".into(),
+                        groups: vec!["system:masters".into()],
+                    },
+                    req,
+                )
+                .await
+            {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -126,7 +156,9 @@ impl Api {
 
     /// Resolves a request's kind through the registry.
     pub(crate) fn kind(&self, r: &Option<pb::KindRef>) -> Result<Arc<KindInfo>, ApiError> {
-        let r = r.as_ref().ok_or_else(|| ApiError::BadRequest("kind: Required value".into()))?;
+        let r = r
+            .as_ref()
+            .ok_or_else(|| ApiError::BadRequest("kind: Required value".into()))?;
         self.registry
             .resolve(&r.api_version, &r.kind)
             .cloned()
@@ -136,7 +168,11 @@ impl Api {
     pub(crate) fn key(&self, info: &KindInfo, namespace: &str, name: &str) -> ObjKey {
         ObjKey {
             kind: kind_key(info),
-            namespace: if info.namespaced { namespace.to_string() } else { String::new() },
+            namespace: if info.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
             name: name.to_string(),
         }
     }
@@ -161,7 +197,10 @@ impl Api {
         let info = self.kind(&req.kind)?;
         let ns = self.request_namespace(&info, &req.namespace);
         let key = self.key(&info, &ns, &req.name);
-        let obj = self.store.get(&key).ok_or_else(|| ApiError::not_found(&info, &req.name))?;
+        let obj = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&info, &req.name))?;
         Ok(self.to_pb(&info, &key, &obj))
     }
 
@@ -180,11 +219,16 @@ impl Api {
     /// (filling them in when absent).
     pub(crate) fn parse_body(&self, info: &KindInfo, json: &[u8]) -> Result<Value, ApiError> {
         if json.len() > MAX_OBJECT_BYTES {
-            return Err(ApiError::TooLarge { size: json.len(), limit: MAX_OBJECT_BYTES });
+            return Err(ApiError::TooLarge {
+                size: json.len(),
+                limit: MAX_OBJECT_BYTES,
+            });
         }
         let mut obj = decode::parse_json(json).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let want_av = info.api_version();
-        let map = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("expected a JSON object".into()))?;
+        let map = obj
+            .as_object_mut()
+            .ok_or_else(|| ApiError::BadRequest("expected a JSON object".into()))?;
         match map.get("apiVersion").and_then(Value::as_str) {
             None | Some("") => {
                 map.insert("apiVersion".into(), Value::String(want_av.clone()));
@@ -192,7 +236,10 @@ impl Api {
             Some(av) if av != want_av => {
                 let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
                 // Name the object's own apiVersion/kind when it is not served at all.
-                if let Err(e) = self.registry.by_api_version_kind(av, if kind.is_empty() { info.kind } else { kind }) {
+                if let Err(e) = self
+                    .registry
+                    .by_api_version_kind(av, if kind.is_empty() { info.kind } else { kind })
+                {
                     return Err(ApiError::BadRequest(e.to_string()));
                 }
                 return Err(ApiError::BadRequest(format!(
@@ -217,7 +264,13 @@ impl Api {
     }
 
     /// Runs the kind's admission (strict decode, defaults, validation).
-    pub(crate) fn admit(&self, info: &KindInfo, name: &str, obj: Value, old: Option<&Value>) -> Result<Value, ApiError> {
+    pub(crate) fn admit(
+        &self,
+        info: &KindInfo,
+        name: &str,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         info.ops.admit(info, obj, old).map_err(|e| match e {
             AdmitError::Decode(d) => ApiError::BadRequest(format!("{} \"{name}\": {d}", info.kind)),
             AdmitError::Invalid(_) => ApiError::invalid(info, name, e.to_string()),
@@ -225,21 +278,44 @@ impl Api {
     }
 
     /// Serialises an admitted object for storage (without resourceVersion) and builds the put.
-    pub(crate) fn put_command(&self, info: &KindInfo, key: ObjKey, expect: Expect, mut obj: Value) -> Result<Command, ApiError> {
+    pub(crate) fn put_command(
+        &self,
+        info: &KindInfo,
+        key: ObjKey,
+        expect: Expect,
+        mut obj: Value,
+    ) -> Result<Command, ApiError> {
         meta::metadata_mut(&mut obj).remove("resourceVersion");
         let (labels, fields) = index_object(info, &obj);
         let deleting = meta::is_deleting(&obj);
         let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(e.to_string()))?;
         if bytes.len() > MAX_OBJECT_BYTES {
-            return Err(ApiError::TooLarge { size: bytes.len(), limit: MAX_OBJECT_BYTES });
+            return Err(ApiError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_OBJECT_BYTES,
+            });
         }
-        Ok(Command::Put { key, expect, object: Bytes::from(bytes), labels, fields, deleting })
+        Ok(Command::Put {
+            key,
+            expect,
+            object: Bytes::from(bytes),
+            labels,
+            fields,
+            deleting,
+        })
     }
 
     /// A dry-run result: what would be stored, at the current version.
-    pub(crate) fn dry_run_object(&self, info: &KindInfo, key: &ObjKey, cmd: &Command) -> pb::Object {
+    pub(crate) fn dry_run_object(
+        &self,
+        info: &KindInfo,
+        key: &ObjKey,
+        cmd: &Command,
+    ) -> pb::Object {
         let json = match cmd {
-            Command::Put { object, .. } => crate::state::set_resource_version(object, self.store.resource_version()),
+            Command::Put { object, .. } => {
+                crate::state::set_resource_version(object, self.store.resource_version())
+            }
             Command::Delete { .. } => Bytes::new(),
         };
         pb::Object {
@@ -253,31 +329,48 @@ impl Api {
     }
 
     /// Proposes a command and maps the store's refusals to API errors.
-    pub(crate) async fn propose(&self, info: &KindInfo, cmd: Command) -> Result<Arc<crate::state::Event>, ApiError> {
+    pub(crate) async fn propose(
+        &self,
+        info: &KindInfo,
+        cmd: Command,
+    ) -> Result<Arc<crate::state::Event>, ApiError> {
         let key = cmd.key().clone();
-        self.store.propose(cmd).await.map_err(|e| self.store_error(info, &key, e))
+        self.store
+            .propose(cmd)
+            .await
+            .map_err(|e| self.store_error(info, &key, e))
     }
 
     pub(crate) fn store_error(&self, info: &KindInfo, key: &ObjKey, e: StoreError) -> ApiError {
         match e {
             StoreError::Rejected(ApplyError::NotFound) => ApiError::not_found(info, &key.name),
-            StoreError::Rejected(ApplyError::AlreadyExists) => ApiError::already_exists(info, &key.name),
-            StoreError::Rejected(ApplyError::Conflict { .. }) => ApiError::modified(info, &key.name),
-            StoreError::Rejected(ApplyError::NamespaceNotFound(ns)) => {
-                ApiError::NotFound { resource: "namespaces".into(), name: ns }
+            StoreError::Rejected(ApplyError::AlreadyExists) => {
+                ApiError::already_exists(info, &key.name)
             }
-            StoreError::Rejected(ApplyError::NamespaceTerminating(ns)) => ApiError::Forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                info.qualified_plural(),
-                key.name
-            )),
+            StoreError::Rejected(ApplyError::Conflict { .. }) => {
+                ApiError::modified(info, &key.name)
+            }
+            StoreError::Rejected(ApplyError::NamespaceNotFound(ns)) => ApiError::NotFound {
+                resource: "namespaces".into(),
+                name: ns,
+            },
+            StoreError::Rejected(ApplyError::NamespaceTerminating(ns)) => {
+                ApiError::Forbidden(format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    info.qualified_plural(),
+                    key.name
+                ))
+            }
             StoreError::InsufficientStorage(r) => ApiError::InsufficientStorage(r),
-            StoreError::ShuttingDown => ApiError::Unavailable("the API server is shutting down".into()),
+            StoreError::ShuttingDown => {
+                ApiError::Unavailable("the API server is shutting down".into())
+            }
         }
     }
 
     pub(crate) fn parse_stored(obj: &StoredObject) -> Result<Value, ApiError> {
-        serde_json::from_slice(&obj.json).map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))
+        serde_json::from_slice(&obj.json)
+            .map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))
     }
 }
 

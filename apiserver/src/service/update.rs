@@ -23,23 +23,45 @@ use crate::error::ApiError;
 use crate::state::{Command, Expect, ObjKey, StoredObject};
 
 /// Metadata fields only the server sets; kept from the stored object on every update.
-const SERVER_META: [&str; 5] = ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"];
+const SERVER_META: [&str; 5] = [
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+];
 
 impl Api {
-    pub async fn update(&self, _id: &Identity, req: pb::UpdateRequest) -> Result<pb::Object, ApiError> {
+    pub async fn update(
+        &self,
+        _id: &Identity,
+        req: pb::UpdateRequest,
+    ) -> Result<pb::Object, ApiError> {
         self.update_common(req, false).await
     }
 
-    pub async fn update_status(&self, _id: &Identity, req: pb::UpdateRequest) -> Result<pb::Object, ApiError> {
+    pub async fn update_status(
+        &self,
+        _id: &Identity,
+        req: pb::UpdateRequest,
+    ) -> Result<pb::Object, ApiError> {
         self.update_common(req, true).await
     }
 
-    async fn update_common(&self, req: pb::UpdateRequest, status: bool) -> Result<pb::Object, ApiError> {
+    async fn update_common(
+        &self,
+        req: pb::UpdateRequest,
+        status: bool,
+    ) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
         let obj = self.parse_body(&info, &req.json)?;
         let name = meta::name(&obj).to_string();
         if name.is_empty() {
-            return Err(ApiError::invalid(&info, "", "metadata.name: Required value"));
+            return Err(ApiError::invalid(
+                &info,
+                "",
+                "metadata.name: Required value",
+            ));
         }
         let ns = if info.namespaced {
             match (meta::namespace(&obj), req.namespace.as_str()) {
@@ -58,16 +80,28 @@ impl Api {
         let key = self.key(&info, &ns, &name);
         let client_rv = meta::resource_version(&obj);
         let dry = dry_run(&req.options);
-        self.guaranteed_update(&info, &key, client_rv, status, dry, |_, _| Ok(obj.clone())).await
+        self.guaranteed_update(&info, &key, client_rv, status, dry, |_, _| Ok(obj.clone()))
+            .await
     }
 
     /// Applies a JSON merge patch or JSON patch to the stored object, then updates as above.
-    pub async fn patch(&self, _id: &Identity, req: pb::PatchRequest) -> Result<pb::Object, ApiError> {
+    pub async fn patch(
+        &self,
+        _id: &Identity,
+        req: pb::PatchRequest,
+    ) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
-        let ns = if info.namespaced && req.namespace.is_empty() { "default".to_string() } else { req.namespace.clone() };
+        let ns = if info.namespaced && req.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            req.namespace.clone()
+        };
         let key = self.key(&info, &ns, &req.name);
         if req.patch.len() > super::MAX_OBJECT_BYTES {
-            return Err(ApiError::TooLarge { size: req.patch.len(), limit: super::MAX_OBJECT_BYTES });
+            return Err(ApiError::TooLarge {
+                size: req.patch.len(),
+                limit: super::MAX_OBJECT_BYTES,
+            });
         }
         let patch: Value = serde_json::from_slice(&req.patch)
             .map_err(|e| ApiError::BadRequest(format!("invalid patch: {e}")))?;
@@ -79,7 +113,9 @@ impl Api {
             ),
             pb::PatchType::Merge | pb::PatchType::Unspecified => {
                 if !patch.is_object() {
-                    return Err(ApiError::BadRequest("invalid merge patch: must be a JSON object".into()));
+                    return Err(ApiError::BadRequest(
+                        "invalid merge patch: must be a JSON object".into(),
+                    ));
                 }
                 None
             }
@@ -96,8 +132,13 @@ impl Api {
         self.guaranteed_update(&info, &key, client_rv, req.status, dry, move |_, old| {
             let mut doc = old.clone();
             match &json_patch {
-                Some(p) => json_patch::patch(&mut doc, p)
-                    .map_err(|e| ApiError::invalid(&info_c, &name, format!("the JSON patch could not be applied: {e}")))?,
+                Some(p) => json_patch::patch(&mut doc, p).map_err(|e| {
+                    ApiError::invalid(
+                        &info_c,
+                        &name,
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?,
                 None => json_patch::merge(&mut doc, &patch),
             }
             Ok(doc)
@@ -107,26 +148,62 @@ impl Api {
 
     /// Assigns a pod to a node (the binding subresource).
     pub async fn bind(&self, _id: &Identity, req: pb::BindRequest) -> Result<pb::Object, ApiError> {
-        let info = self.registry.by_api_version_kind("v1", "Pod").map_err(|e| ApiError::Internal(e.to_string()))?.clone();
+        let info = self
+            .registry
+            .by_api_version_kind("v1", "Pod")
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .clone();
         if req.node_name.is_empty() {
-            return Err(ApiError::invalid(&info, &req.name, "target.name: Required value"));
+            return Err(ApiError::invalid(
+                &info,
+                &req.name,
+                "target.name: Required value",
+            ));
         }
-        let ns = if req.namespace.is_empty() { "default".to_string() } else { req.namespace.clone() };
+        let ns = if req.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            req.namespace.clone()
+        };
         let key = self.key(&info, &ns, &req.name);
         let dry = dry_run(&req.options);
         for _ in 0..UPDATE_RETRIES {
-            let old = self.store.get(&key).ok_or_else(|| ApiError::not_found(&info, &req.name))?;
+            let old = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(&info, &req.name))?;
             let mut pod = Self::parse_stored(&old)?;
             if !req.uid.is_empty() && meta::uid(&pod) != req.uid {
-                return Err(ApiError::conflict(&info, &req.name, format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}", req.uid, meta::uid(&pod))));
+                return Err(ApiError::conflict(
+                    &info,
+                    &req.name,
+                    format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        req.uid,
+                        meta::uid(&pod)
+                    ),
+                ));
             }
             if old.deleting {
-                return Err(ApiError::conflict(&info, &req.name, format!("pod {} is being deleted, cannot be assigned to a host", req.name)));
+                return Err(ApiError::conflict(
+                    &info,
+                    &req.name,
+                    format!(
+                        "pod {} is being deleted, cannot be assigned to a host",
+                        req.name
+                    ),
+                ));
             }
-            let current = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let current = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !current.is_empty() {
-                return Err(ApiError::conflict(&info, &req.name, format!("pod {} is already assigned to node \"{current}\"", req.name)));
+                return Err(ApiError::conflict(
+                    &info,
+                    &req.name,
+                    format!("pod {} is already assigned to node \"{current}\"", req.name),
+                ));
             }
             if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert("nodeName".into(), Value::String(req.node_name.clone()));
@@ -161,10 +238,16 @@ impl Api {
         F: Fn(&StoredObject, &Value) -> Result<Value, ApiError>,
     {
         if status && !info.has_status {
-            return Err(ApiError::NotFound { resource: format!("{}/status", info.qualified_plural()), name: key.name.clone() });
+            return Err(ApiError::NotFound {
+                resource: format!("{}/status", info.qualified_plural()),
+                name: key.name.clone(),
+            });
         }
         for _ in 0..UPDATE_RETRIES {
-            let old = self.store.get(key).ok_or_else(|| ApiError::not_found(info, &key.name))?;
+            let old = self
+                .store
+                .get(key)
+                .ok_or_else(|| ApiError::not_found(info, &key.name))?;
             if client_rv != 0 && client_rv != old.rv {
                 return Err(ApiError::modified(info, &key.name));
             }
@@ -174,7 +257,10 @@ impl Api {
                 return Ok(self.to_pb(info, key, &old));
             };
             let cmd = if old.deleting && meta::finalizers(&new_v).is_empty() {
-                Command::Delete { key: key.clone(), expect: Expect::Version(old.rv) }
+                Command::Delete {
+                    key: key.clone(),
+                    expect: Expect::Version(old.rv),
+                }
             } else {
                 self.put_command(info, key.clone(), Expect::Version(old.rv), new_v)?
             };
@@ -198,16 +284,31 @@ impl Api {
 
     /// Builds the object to store from the stored one and the requested one, or `None` when
     /// nothing would change.
-    fn prepare_update(&self, info: &KindInfo, key: &ObjKey, old: &Value, mut new: Value, status: bool) -> Result<Option<Value>, ApiError> {
+    fn prepare_update(
+        &self,
+        info: &KindInfo,
+        key: &ObjKey,
+        old: &Value,
+        mut new: Value,
+        status: bool,
+    ) -> Result<Option<Value>, ApiError> {
         let name = key.name.as_str();
         let new_uid = meta::uid(&new).to_string();
         if !new_uid.is_empty() && new_uid != meta::uid(old) {
-            return Err(ApiError::conflict(info, name, format!(
-                "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}", meta::uid(old))));
+            return Err(ApiError::conflict(
+                info,
+                name,
+                format!(
+                    "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {}",
+                    meta::uid(old)
+                ),
+            ));
         }
         if meta::name(&new) != name {
             return Err(ApiError::BadRequest(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})", meta::name(&new))));
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta::name(&new)
+            )));
         }
         if status {
             // Only the status changes; everything else is the stored object's.
@@ -219,13 +320,13 @@ impl Api {
                     None => map.remove("status"),
                 };
             }
-        } else if info.has_status {
-            if let Some(map) = new.as_object_mut() {
-                match old.get("status") {
-                    Some(s) => map.insert("status".into(), s.clone()),
-                    None => map.remove("status"),
-                };
-            }
+        } else if info.has_status
+            && let Some(map) = new.as_object_mut()
+        {
+            match old.get("status") {
+                Some(s) => map.insert("status".into(), s.clone()),
+                None => map.remove("status"),
+            };
         }
         {
             let old_meta = meta::metadata(old).cloned().unwrap_or_default();
@@ -246,15 +347,23 @@ impl Api {
         }
         if meta::is_deleting(old) {
             let before = meta::finalizers(old);
-            if let Some(added) = meta::finalizers(&new).into_iter().find(|f| !before.contains(f)) {
+            if let Some(added) = meta::finalizers(&new)
+                .into_iter()
+                .find(|f| !before.contains(f))
+            {
                 return Err(ApiError::Forbidden(format!(
                     "{} \"{name}\" is forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [\"{added}\"]",
-                    info.qualified_plural())));
+                    info.qualified_plural()
+                )));
             }
         }
         let mut admitted = self.admit(info, name, new, Some(old))?;
         let generation = meta::generation(old).max(1);
-        let generation = if meta::content_differs(old, &admitted) { generation + 1 } else { generation };
+        let generation = if meta::content_differs(old, &admitted) {
+            generation + 1
+        } else {
+            generation
+        };
         meta::metadata_mut(&mut admitted).insert("generation".into(), json!(generation));
         let mut old_cmp = old.clone();
         meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
@@ -267,11 +376,15 @@ impl Api {
 
 /// Sets a pod condition, replacing one of the same type.
 fn set_condition(pod: &mut Value, kind: &str, status: &str, now: &str) {
-    let Some(root) = pod.as_object_mut() else { return };
+    let Some(root) = pod.as_object_mut() else {
+        return;
+    };
     let st = root.entry("status").or_insert_with(|| json!({}));
     let Some(st) = st.as_object_mut() else { return };
     let conds = st.entry("conditions").or_insert_with(|| json!([]));
-    let Some(list) = conds.as_array_mut() else { return };
+    let Some(list) = conds.as_array_mut() else {
+        return;
+    };
     list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
     list.push(json!({"type": kind, "status": status, "lastTransitionTime": now}));
 }
