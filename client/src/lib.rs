@@ -18,6 +18,7 @@ pub mod api;
 pub mod cache;
 pub mod clock;
 pub mod conn;
+pub mod controller;
 pub mod fake;
 pub mod leader;
 pub mod reflector;
