@@ -19,6 +19,7 @@ pub mod cache;
 pub mod clock;
 pub mod conn;
 pub mod controller;
+pub mod events;
 pub mod fake;
 pub mod leader;
 pub mod reflector;
