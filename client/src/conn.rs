@@ -106,9 +106,7 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("addrs", &self.inner.addrs)
-            .finish()
+        f.debug_struct("Client").field("addrs", &self.inner.addrs).finish()
     }
 }
 

@@ -232,10 +232,10 @@ impl Sink {
             options: None,
         };
         self.api.create(req).await?;
-        if self.order.len() >= AGGREGATION_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() >= AGGREGATION_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         self.order.push_back(key.clone());
         let agg = Aggregated {
