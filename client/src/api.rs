@@ -1,0 +1,135 @@
+//! The process boundary: everything a controller needs from the API server, as one trait.
+//!
+//! [`Api`] is object safe (boxed futures and streams), so components hold an `Arc<dyn Api>` and
+//! tests swap the gRPC [`Client`] for the in-memory [`crate::fake::FakeApi`]. Requests are the
+//! wire messages themselves (`rudder_proto::ListRequest`, ...): they already carry every option
+//! and keep this layer from growing a second vocabulary.
+//!
+//! Watch streams yield typed [`WatchEvent`]s. A malformed event from the server (an ADDED without
+//! its object, an unknown type) becomes an `Err` item rather than a panic; callers treat it like
+//! a broken stream and re-watch.
+
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use rudder_proto as pb;
+
+use crate::conn::{Client, ClientError};
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    Added(pb::Object),
+    Modified(pb::Object),
+    /// The object as last stored; its resourceVersion is the deletion's.
+    Deleted(pb::Object),
+    /// Nothing to report: the watch has seen every change up to this version.
+    Bookmark(u64),
+    /// The watch ends. Reason `Expired` (code 410): relist. Reason `TooSlow`: re-watch from
+    /// `resume_resource_version`.
+    Error(pb::WatchError),
+}
+
+/// Reason of an ERROR event whose requested version is older than the server's history.
+pub const REASON_EXPIRED: &str = "Expired";
+/// Reason of an ERROR event cutting a watcher that fell behind.
+pub const REASON_TOO_SLOW: &str = "TooSlow";
+
+impl WatchEvent {
+    /// Whether this ends the watch with "your version is gone, relist".
+    pub fn is_expired(&self) -> bool {
+        matches!(self, WatchEvent::Error(e) if e.code == 410 || e.reason == REASON_EXPIRED)
+    }
+}
+
+impl TryFrom<pb::WatchEvent> for WatchEvent {
+    type Error = ClientError;
+
+    fn try_from(ev: pb::WatchEvent) -> Result<Self, ClientError> {
+        let ty = pb::EventType::try_from(ev.r#type)
+            .map_err(|_| ClientError::Other(format!("unknown watch event type {}", ev.r#type)))?;
+        let object = |o: Option<pb::Object>| {
+            o.ok_or_else(|| ClientError::Other(format!("{ty:?} watch event without an object")))
+        };
+        Ok(match ty {
+            pb::EventType::Added => WatchEvent::Added(object(ev.object)?),
+            pb::EventType::Modified => WatchEvent::Modified(object(ev.object)?),
+            pb::EventType::Deleted => WatchEvent::Deleted(object(ev.object)?),
+            pb::EventType::Bookmark => WatchEvent::Bookmark(ev.resource_version),
+            pb::EventType::Error => WatchEvent::Error(ev.error.unwrap_or_default()),
+            pb::EventType::Unspecified => {
+                return Err(ClientError::Other("watch event without a type".into()));
+            }
+        })
+    }
+}
+
+/// A watch: events in version order, ending with an ERROR event, an `Err` or the stream's end.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent, ClientError>>;
+
+/// Result of an API call, boxed so that [`Api`] stays object safe.
+pub type ApiFuture<'a, T> = BoxFuture<'a, Result<T, ClientError>>;
+
+/// The API server as controllers see it. Implemented by [`Client`] (gRPC, with failover) and
+/// [`crate::fake::FakeApi`] (in memory).
+pub trait Api: Send + Sync + 'static {
+    fn get(&self, req: pb::GetRequest) -> ApiFuture<'_, pb::Object>;
+    /// One page of a list; a non-empty `continue_token` in the reply asks for the next page.
+    fn list(&self, req: pb::ListRequest) -> ApiFuture<'_, pb::ListResponse>;
+    fn watch(&self, req: pb::WatchRequest) -> ApiFuture<'_, WatchStream>;
+    fn create(&self, req: pb::CreateRequest) -> ApiFuture<'_, pb::Object>;
+    fn update(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object>;
+    fn update_status(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object>;
+    fn patch(&self, req: pb::PatchRequest) -> ApiFuture<'_, pb::Object>;
+    fn delete(&self, req: pb::DeleteRequest) -> ApiFuture<'_, pb::DeleteResponse>;
+}
+
+impl Api for Client {
+    fn get(&self, req: pb::GetRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::get(self, req))
+    }
+
+    fn list(&self, req: pb::ListRequest) -> ApiFuture<'_, pb::ListResponse> {
+        Box::pin(Client::list(self, req))
+    }
+
+    fn watch(&self, req: pb::WatchRequest) -> ApiFuture<'_, WatchStream> {
+        Box::pin(async move {
+            let stream = Client::watch(self, req).await?;
+            let events = stream.map(|item| match item {
+                Ok(ev) => WatchEvent::try_from(ev),
+                Err(status) => Err(ClientError::from(status)),
+            });
+            Ok(events.boxed())
+        })
+    }
+
+    fn create(&self, req: pb::CreateRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::create(self, req))
+    }
+
+    fn update(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::update(self, req))
+    }
+
+    fn update_status(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::update_status(self, req))
+    }
+
+    fn patch(&self, req: pb::PatchRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::patch(self, req))
+    }
+
+    fn delete(&self, req: pb::DeleteRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        Box::pin(Client::delete(self, req))
+    }
+}
+
+/// Decodes an object's JSON, reporting a server that sent something unparsable.
+pub fn decode_json(obj: &pb::Object) -> Result<serde_json::Value, ClientError> {
+    serde_json::from_slice(&obj.json).map_err(|e| {
+        ClientError::Other(format!(
+            "undecodable JSON for {} {}/{}: {e}",
+            obj.kind, obj.namespace, obj.name
+        ))
+    })
+}
