@@ -1,1 +1,25 @@
-//! The API server (being written).
+//! Rudder's API server: the only owner of cluster state.
+//!
+//! Layout, from the disk up:
+//! - [`storage`]: the key-value engine trait, sled behind it, and an in-memory fake.
+//! - [`state`]: the deterministic state machine that applies write commands.
+//! - [`store`]: the log in front of the state machine (group commit, durability before
+//!   acknowledgement), the watch history window and event fan-out.
+//! - [`service`]: the API's semantics (create/get/list/update/status/patch/delete/watch/bind) as
+//!   plain async functions, with Kubernetes' rules for metadata, concurrency, finalizers and
+//!   namespaces.
+//! - [`auth`]: the one authentication layer every request passes.
+//! - [`grpc`]: thin tonic handlers over the service.
+//! - [`server`]: assembling and running all of it.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod grpc;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod storage;
+pub mod store;
+
+pub use server::{Server, ServerConfig};

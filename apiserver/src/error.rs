@@ -1,0 +1,102 @@
+//! API errors with Kubernetes' reasons and wording, and their one conversion to `tonic::Status`.
+
+use tonic::{Code, Status};
+
+use rudder_api::registry::KindInfo;
+
+/// Metadata key carrying the Kubernetes reason on every error status.
+pub const REASON_METADATA: &str = "rudder-reason";
+
+/// An API call that failed, as a client should see it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{resource} \"{name}\" not found")]
+    NotFound { resource: String, name: String },
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists { resource: String, name: String },
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {detail}")]
+    Conflict { resource: String, name: String, detail: String },
+    #[error("{kind} \"{name}\" is invalid: {detail}")]
+    Invalid { kind: String, name: String, detail: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Expired(String),
+    #[error("Request entity too large: the object is {size} bytes; the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn not_found(info: &KindInfo, name: &str) -> Self {
+        ApiError::NotFound { resource: info.qualified_plural(), name: name.to_string() }
+    }
+
+    pub fn already_exists(info: &KindInfo, name: &str) -> Self {
+        ApiError::AlreadyExists { resource: info.qualified_plural(), name: name.to_string() }
+    }
+
+    pub fn conflict(info: &KindInfo, name: &str, detail: impl Into<String>) -> Self {
+        ApiError::Conflict { resource: info.qualified_plural(), name: name.to_string(), detail: detail.into() }
+    }
+
+    /// The standard stale-version conflict.
+    pub fn modified(info: &KindInfo, name: &str) -> Self {
+        Self::conflict(
+            info,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    pub fn invalid(info: &KindInfo, name: &str, detail: impl Into<String>) -> Self {
+        let kind = if info.group.is_empty() { info.kind.to_string() } else { format!("{}.{}", info.kind, info.group) };
+        ApiError::Invalid { kind, name: name.to_string(), detail: detail.into() }
+    }
+
+    /// Kubernetes' reason string.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Expired(_) => "Expired",
+            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::InsufficientStorage(_) => "InsufficientStorage",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists { .. } => Code::AlreadyExists,
+            ApiError::Conflict { .. } => Code::Aborted,
+            ApiError::Invalid { .. } | ApiError::BadRequest(_) | ApiError::TooLarge { .. } => Code::InvalidArgument,
+            ApiError::Forbidden(_) => Code::PermissionDenied,
+            ApiError::Expired(_) => Code::OutOfRange,
+            ApiError::InsufficientStorage(_) => Code::ResourceExhausted,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let mut s = Status::new(e.code(), e.to_string());
+        s.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(e.reason()));
+        s
+    }
+}

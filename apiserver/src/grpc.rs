@@ -1,0 +1,143 @@
+//! gRPC glue: tonic handlers that unwrap the request, take the caller's identity from the
+//! authentication layer, call [`crate::service::Api`] and convert its errors once.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use rudder_proto as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::service::{Api, Identity};
+
+/// Serves every gRPC service over one [`Api`].
+#[derive(Clone)]
+pub struct GrpcApi {
+    api: Api,
+}
+
+impl GrpcApi {
+    pub fn new(api: Api) -> Self {
+        GrpcApi { api }
+    }
+}
+
+/// The identity the auth layer attached; refusing the call if it is missing keeps the seam
+/// fail-closed should a server be assembled without the layer.
+fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
+    req.extensions()
+        .get::<Identity>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no identity: the authentication layer did not run"))
+}
+
+macro_rules! unary {
+    ($self:ident, $req:ident, $method:ident) => {{
+        let id = identity(&$req)?;
+        Ok(Response::new($self.api.$method(&id, $req.into_inner()).await?))
+    }};
+}
+
+#[tonic::async_trait]
+impl pb::resources_server::Resources for GrpcApi {
+    async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, create)
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, get)
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        unary!(self, req, list)
+    }
+
+    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, update)
+    }
+
+    async fn update_status(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, update_status)
+    }
+
+    async fn patch(&self, req: Request<pb::PatchRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, patch)
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        unary!(self, req, delete)
+    }
+
+    async fn bind(&self, req: Request<pb::BindRequest>) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, bind)
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let id = identity(&req)?;
+        let rx = self.api.watch(&id, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::discovery_server::Discovery for GrpcApi {
+    async fn api_resources(&self, req: Request<pb::DiscoveryRequest>) -> Result<Response<pb::DiscoveryResponse>, Status> {
+        identity(&req)?;
+        let resources = self
+            .api
+            .registry()
+            .kinds()
+            .map(|k| pb::ApiResource {
+                group: k.group.to_string(),
+                version: k.version.to_string(),
+                kind: k.kind.to_string(),
+                plural: k.plural.to_string(),
+                singular: k.singular.to_string(),
+                short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
+                namespaced: k.namespaced,
+                has_status: k.has_status,
+            })
+            .collect();
+        Ok(Response::new(pb::DiscoveryResponse { resources }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::health_server::Health for GrpcApi {
+    async fn check(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        let (status, writable) = match self.api.store().writable() {
+            Ok(()) => ("ok".to_string(), true),
+            Err(reason) => (reason, false),
+        };
+        Ok(Response::new(pb::HealthResponse { status, writable }))
+    }
+
+    async fn version(&self, _req: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: option_env!("RUDDER_GIT_COMMIT").unwrap_or("unknown").to_string(),
+            kubernetes_schema: rudder_api::KUBERNETES_SCHEMA.to_string(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for GrpcApi {
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        identity(&req)?;
+        let s = self.api.store().stats();
+        Ok(Response::new(pb::StatsResponse {
+            resource_version: s.resource_version,
+            object_count: s.objects,
+            store_size_bytes: s.size_on_disk,
+            disk_free_bytes: s.disk_free,
+            history_oldest_version: s.history_oldest,
+            history_events: s.history_events,
+            watchers: self.api.watch_count(),
+            writable: s.unwritable_reason.is_none(),
+            unwritable_reason: s.unwritable_reason.unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,80 @@
+//! `rudder-apiserver`: parses flags, sets up logging, runs the server until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rudder_apiserver::{Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "rudder-apiserver", version, about = "Rudder's API server")]
+struct Args {
+    /// Directory holding the store.
+    #[arg(long, env = "RUDDER_DATA_DIR", default_value = "./rudder-data")]
+    data_dir: PathBuf,
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// Events kept for watches to resume from.
+    #[arg(long, default_value_t = 100_000)]
+    history_window: usize,
+    /// Events a watcher may fall behind before it is cut off.
+    #[arg(long, default_value_t = 8192)]
+    watch_buffer: usize,
+    /// Refuse writes while the data directory's filesystem has fewer free bytes than this.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    min_free_bytes: u64,
+    /// Default interval between watch bookmarks, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    bookmark_interval_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = ServerConfig::new(&args.data_dir);
+    config.store.history_window = args.history_window;
+    config.store.watch_buffer = args.watch_buffer;
+    config.store.min_free_bytes = args.min_free_bytes;
+    config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = Server::start(config, listener)
+        .await
+        .with_context(|| format!("cannot start with data directory {}", args.data_dir.display()))?;
+    tracing::info!(addr = %server.addr, data_dir = %args.data_dir.display(), "rudder-apiserver serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,126 @@
+//! Assembling and running an API server: storage, store, API, gRPC services, auth layer.
+//!
+//! [`Server::start`] is what the binary runs and what in-process tests run, so both exercise
+//! the same path. The listener is passed in (`serve_with_incoming`), so tests pick free ports and
+//! a simulated network can later stand in for TCP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rudder_proto as pb;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{Anonymous, AuthLayer};
+use crate::clock::{Clock, Ids, SystemClock};
+use crate::grpc::GrpcApi;
+use crate::service::{Api, ApiConfig, index_object};
+use crate::storage::{SledStorage, Storage, StorageError};
+use crate::store::{Store, StoreConfig};
+
+/// Everything needed to start a server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<Ids>,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            store: StoreConfig::default(),
+            api: ApiConfig::default(),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(Ids::from_entropy()),
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot create the system namespaces: {0}")]
+    Bootstrap(#[from] crate::error::ApiError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub api: Api,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Opens the store over any storage engine and returns the API on it.
+pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<Api, StartError> {
+    let registry = rudder_api::Registry::builtin();
+    let indexer = move |key: &crate::state::ObjKey, v: &serde_json::Value| {
+        let av = v.get("apiVersion").and_then(|x| x.as_str()).unwrap_or("");
+        let kind = v.get("kind").and_then(|x| x.as_str()).unwrap_or("");
+        match registry.by_api_version_kind(av, kind) {
+            Ok(info) => index_object(info, v),
+            Err(_) => {
+                tracing::warn!(?key, "stored object of an unregistered kind; indexing labels only");
+                (rudder_api::meta::labels(v).into_iter().collect(), Vec::new())
+            }
+        }
+    };
+    let store = Store::open(storage, config.store.clone(), &indexer)?;
+    let api = Api::new(store, registry, config.clock.clone(), config.ids.clone(), config.api.clone());
+    api.bootstrap().await?;
+    Ok(api)
+}
+
+impl Server {
+    /// Opens the sled store under `data_dir` and serves on `listener`.
+    pub async fn start(config: ServerConfig, listener: TcpListener) -> Result<Server, StartError> {
+        let storage = SledStorage::open(&config.data_dir)?;
+        let api = open_api(storage, &config).await?;
+        Ok(Self::serve(api, listener))
+    }
+
+    /// Serves an already opened API on `listener`.
+    pub fn serve(api: Api, listener: TcpListener) -> Server {
+        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let grpc = GrpcApi::new(api.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(AuthLayer::new(Arc::new(Anonymous)))
+            .add_service(
+                pb::resources_server::ResourcesServer::new(grpc.clone())
+                    .max_decoding_message_size(16 * 1024 * 1024)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(pb::discovery_server::DiscoveryServer::new(grpc.clone()))
+            .add_service(pb::health_server::HealthServer::new(grpc.clone()))
+            .add_service(pb::admin_server::AdminServer::new(grpc));
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = rx.await;
+        }));
+        Server { addr, api, shutdown: Some(tx), task }
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+    }
+}

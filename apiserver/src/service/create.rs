@@ -1,0 +1,131 @@
+//! Create: server-managed fields, generateName, status reset, admission, proposal.
+
+use rudder_api::meta;
+use rudder_proto as pb;
+use serde_json::{Value, json};
+
+use super::{Api, Identity, dry_run};
+use crate::error::ApiError;
+use crate::state::Expect;
+
+/// Fields a client may not set on create; the server owns them.
+const SERVER_OWNED: [&str; 7] = [
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+    "managedFields",
+];
+
+impl Api {
+    pub async fn create(&self, _id: &Identity, req: pb::CreateRequest) -> Result<pb::Object, ApiError> {
+        let info = self.kind(&req.kind)?;
+        let mut obj = self.parse_body(&info, &req.json)?;
+        let body_ns = meta::namespace(&obj).to_string();
+        let ns = if !info.namespaced {
+            String::new()
+        } else if !body_ns.is_empty() {
+            if !req.namespace.is_empty() && req.namespace != body_ns {
+                return Err(ApiError::BadRequest(format!(
+                    "the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({})",
+                    req.namespace
+                )));
+            }
+            body_ns
+        } else if !req.namespace.is_empty() {
+            req.namespace.clone()
+        } else {
+            "default".to_string()
+        };
+        if meta::resource_version(&obj) != 0 || !meta::str_field(&obj, "resourceVersion").is_empty() {
+            return Err(ApiError::BadRequest(
+                "metadata.resourceVersion: Invalid value: resourceVersion should not be set on objects to be created".into(),
+            ));
+        }
+        {
+            let m = meta::metadata_mut(&mut obj);
+            for f in SERVER_OWNED {
+                m.remove(f);
+            }
+            if info.namespaced {
+                m.insert("namespace".into(), Value::String(ns.clone()));
+            } else {
+                m.remove("namespace");
+            }
+        }
+        reset_status_on_create(info.kind, info.has_status, &mut obj);
+
+        let given_name = meta::name(&obj).to_string();
+        let generate = meta::str_field(&obj, "generateName").to_string();
+        if given_name.is_empty() && generate.is_empty() {
+            return Err(ApiError::invalid(&info, "", "metadata.name: Required value: name or generateName is required"));
+        }
+        // A generated name can collide; Kubernetes leaves the retry to the client, we retry a few
+        // times because the suffix space is large and a collision is pure bad luck.
+        let attempts = if given_name.is_empty() { 5 } else { 1 };
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let name = if given_name.is_empty() {
+                format!("{generate}{}", self.ids.name_suffix())
+            } else {
+                given_name.clone()
+            };
+            let mut candidate = obj.clone();
+            meta::metadata_mut(&mut candidate).insert("name".into(), Value::String(name.clone()));
+            let key = self.key(&info, &ns, &name);
+            if info.namespaced && self.store.get(&self.namespace_key(&ns)).is_none() {
+                return Err(ApiError::NotFound { resource: "namespaces".into(), name: ns });
+            }
+            let mut admitted = self.admit(&info, &name, candidate, None)?;
+            {
+                let m = meta::metadata_mut(&mut admitted);
+                m.insert("uid".into(), Value::String(self.ids.uid()));
+                m.insert("creationTimestamp".into(), Value::String(self.now()));
+                m.insert("generation".into(), json!(1));
+            }
+            let cmd = self.put_command(&info, key.clone(), Expect::Absent, admitted)?;
+            if dry_run(&req.options) {
+                if self.store.get(&key).is_some() {
+                    return Err(ApiError::already_exists(&info, &name));
+                }
+                return Ok(self.dry_run_object(&info, &key, &cmd));
+            }
+            match self.propose(&info, cmd).await {
+                Ok(ev) => return Ok(self.to_pb(&info, &ev.key, &ev.object)),
+                Err(e @ ApiError::AlreadyExists { .. }) if given_name.is_empty() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ApiError::Internal("name generation failed".into())))
+    }
+
+    pub(crate) fn namespace_key(&self, ns: &str) -> crate::state::ObjKey {
+        crate::state::ObjKey {
+            kind: std::sync::Arc::from(crate::state::NAMESPACE_KIND),
+            namespace: String::new(),
+            name: ns.to_string(),
+        }
+    }
+}
+
+/// Status is not the client's to set on create (Kubernetes' PrepareForCreate), except on Nodes,
+/// whose agent reports it from the start.
+fn reset_status_on_create(kind: &str, has_status: bool, obj: &mut Value) {
+    if !has_status || kind == "Node" {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else { return };
+    match kind {
+        "Pod" => {
+            map.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        "Namespace" => {
+            map.insert("status".into(), json!({"phase": "Active"}));
+        }
+        _ => {
+            map.remove("status");
+        }
+    }
+}

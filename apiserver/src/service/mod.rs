@@ -1,0 +1,287 @@
+//! The API's logic as a plain async interface, independent of gRPC: the tonic handlers in
+//! [`crate::grpc`] are thin wrappers, tests call this directly, and a Kubernetes-compatible HTTP
+//! front can later sit on the same functions.
+//!
+//! Every write goes: resolve the kind → decode strictly → server-managed fields → defaults and
+//! validation (the kind's [`rudder_api::registry::KindOps`]) → a [`Command`] proposed to the
+//! store. Preconditions the store re-checks deterministically (existence, resourceVersion,
+//! namespace) are also checked here first for a clear error without a round trip through the log.
+
+mod create;
+mod delete;
+mod list;
+mod update;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rudder_api::registry::{AdmitError, KindInfo, Registry};
+use rudder_api::{decode, meta};
+use rudder_proto as pb;
+use serde_json::Value;
+
+use crate::clock::{Clock, Ids, format_time};
+use crate::error::ApiError;
+use crate::state::{ApplyError, Command, Expect, KindKey, ObjKey, StoredObject};
+use crate::store::{Store, StoreError};
+
+/// Kubernetes' limit on one stored object (etcd's request limit).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// How many times a write without a client-given resourceVersion is retried after losing a race.
+const UPDATE_RETRIES: usize = 8;
+
+/// Namespaces that exist from the start and cannot be deleted.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// The caller, as established by the authentication layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+    }
+}
+
+/// Tunables of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Default interval between BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bookmark_interval: Duration::from_secs(10) }
+    }
+}
+
+/// The API: the registry, the store, and injected time and randomness.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) store: Store,
+    pub(crate) registry: &'static Registry,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ids: Arc<Ids>,
+    pub(crate) config: ApiConfig,
+    pub(crate) watchers: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The store key of a kind: `group/Kind`.
+pub fn kind_key(info: &KindInfo) -> KindKey {
+    Arc::from(format!("{}/{}", info.group, info.kind))
+}
+
+/// Labels and selectable field values of an object, as the store indexes them.
+pub fn index_object(info: &KindInfo, obj: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let labels = meta::labels(obj).into_iter().collect();
+    let fields = info
+        .selectable_fields
+        .iter()
+        .map(|f| (f.to_string(), meta::field_value(obj, f)))
+        .collect();
+    (labels, fields)
+}
+
+impl Api {
+    pub fn new(store: Store, registry: &'static Registry, clock: Arc<dyn Clock>, ids: Arc<Ids>, config: ApiConfig) -> Self {
+        Api { store, registry, clock, ids, config, watchers: Arc::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Watches currently open.
+    pub fn watch_count(&self) -> u64 {
+        self.watchers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn registry(&self) -> &'static Registry {
+        self.registry
+    }
+
+    /// Creates the namespaces that exist from the start, if missing.
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        for ns in SYSTEM_NAMESPACES {
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let req = pb::CreateRequest {
+                kind: Some(pb::KindRef { api_version: "v1".into(), kind: "Namespace".into() }),
+                namespace: String::new(),
+                json: Bytes::from(body.to_string()),
+                options: None,
+            };
+            match self.create(&Identity { user: "system:apiserver".into(), groups: vec!["system:masters".into()] }, req).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a request's kind through the registry.
+    pub(crate) fn kind(&self, r: &Option<pb::KindRef>) -> Result<Arc<KindInfo>, ApiError> {
+        let r = r.as_ref().ok_or_else(|| ApiError::BadRequest("kind: Required value".into()))?;
+        self.registry
+            .resolve(&r.api_version, &r.kind)
+            .cloned()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+
+    pub(crate) fn key(&self, info: &KindInfo, namespace: &str, name: &str) -> ObjKey {
+        ObjKey {
+            kind: kind_key(info),
+            namespace: if info.namespaced { namespace.to_string() } else { String::new() },
+            name: name.to_string(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> String {
+        format_time(self.clock.now())
+    }
+
+    /// The wire form of a stored object.
+    pub(crate) fn to_pb(&self, info: &KindInfo, key: &ObjKey, obj: &StoredObject) -> pb::Object {
+        pb::Object {
+            api_version: info.api_version(),
+            kind: info.kind.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            resource_version: obj.rv,
+            json: obj.json.clone(),
+        }
+    }
+
+    pub async fn get(&self, _id: &Identity, req: pb::GetRequest) -> Result<pb::Object, ApiError> {
+        let info = self.kind(&req.kind)?;
+        let ns = self.request_namespace(&info, &req.namespace);
+        let key = self.key(&info, &ns, &req.name);
+        let obj = self.store.get(&key).ok_or_else(|| ApiError::not_found(&info, &req.name))?;
+        Ok(self.to_pb(&info, &key, &obj))
+    }
+
+    /// Namespace of a request for a namespaced kind: as given, `default` when empty.
+    fn request_namespace(&self, info: &KindInfo, ns: &str) -> String {
+        if !info.namespaced {
+            String::new()
+        } else if ns.is_empty() {
+            "default".into()
+        } else {
+            ns.to_string()
+        }
+    }
+
+    /// Parses a request body, checking its size and that its apiVersion/kind are the request's
+    /// (filling them in when absent).
+    pub(crate) fn parse_body(&self, info: &KindInfo, json: &[u8]) -> Result<Value, ApiError> {
+        if json.len() > MAX_OBJECT_BYTES {
+            return Err(ApiError::TooLarge { size: json.len(), limit: MAX_OBJECT_BYTES });
+        }
+        let mut obj = decode::parse_json(json).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let want_av = info.api_version();
+        let map = obj.as_object_mut().ok_or_else(|| ApiError::BadRequest("expected a JSON object".into()))?;
+        match map.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("apiVersion".into(), Value::String(want_av.clone()));
+            }
+            Some(av) if av != want_av => {
+                let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+                // Name the object's own apiVersion/kind when it is not served at all.
+                if let Err(e) = self.registry.by_api_version_kind(av, if kind.is_empty() { info.kind } else { kind }) {
+                    return Err(ApiError::BadRequest(e.to_string()));
+                }
+                return Err(ApiError::BadRequest(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({want_av})"
+                )));
+            }
+            Some(_) => {}
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("kind".into(), Value::String(info.kind.to_string()));
+            }
+            Some(k) if k != info.kind => {
+                return Err(ApiError::BadRequest(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    info.kind
+                )));
+            }
+            Some(_) => {}
+        }
+        Ok(obj)
+    }
+
+    /// Runs the kind's admission (strict decode, defaults, validation).
+    pub(crate) fn admit(&self, info: &KindInfo, name: &str, obj: Value, old: Option<&Value>) -> Result<Value, ApiError> {
+        info.ops.admit(info, obj, old).map_err(|e| match e {
+            AdmitError::Decode(d) => ApiError::BadRequest(format!("{} \"{name}\": {d}", info.kind)),
+            AdmitError::Invalid(_) => ApiError::invalid(info, name, e.to_string()),
+        })
+    }
+
+    /// Serialises an admitted object for storage (without resourceVersion) and builds the put.
+    pub(crate) fn put_command(&self, info: &KindInfo, key: ObjKey, expect: Expect, mut obj: Value) -> Result<Command, ApiError> {
+        meta::metadata_mut(&mut obj).remove("resourceVersion");
+        let (labels, fields) = index_object(info, &obj);
+        let deleting = meta::is_deleting(&obj);
+        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if bytes.len() > MAX_OBJECT_BYTES {
+            return Err(ApiError::TooLarge { size: bytes.len(), limit: MAX_OBJECT_BYTES });
+        }
+        Ok(Command::Put { key, expect, object: Bytes::from(bytes), labels, fields, deleting })
+    }
+
+    /// A dry-run result: what would be stored, at the current version.
+    pub(crate) fn dry_run_object(&self, info: &KindInfo, key: &ObjKey, cmd: &Command) -> pb::Object {
+        let json = match cmd {
+            Command::Put { object, .. } => crate::state::set_resource_version(object, self.store.resource_version()),
+            Command::Delete { .. } => Bytes::new(),
+        };
+        pb::Object {
+            api_version: info.api_version(),
+            kind: info.kind.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            resource_version: self.store.resource_version(),
+            json,
+        }
+    }
+
+    /// Proposes a command and maps the store's refusals to API errors.
+    pub(crate) async fn propose(&self, info: &KindInfo, cmd: Command) -> Result<Arc<crate::state::Event>, ApiError> {
+        let key = cmd.key().clone();
+        self.store.propose(cmd).await.map_err(|e| self.store_error(info, &key, e))
+    }
+
+    pub(crate) fn store_error(&self, info: &KindInfo, key: &ObjKey, e: StoreError) -> ApiError {
+        match e {
+            StoreError::Rejected(ApplyError::NotFound) => ApiError::not_found(info, &key.name),
+            StoreError::Rejected(ApplyError::AlreadyExists) => ApiError::already_exists(info, &key.name),
+            StoreError::Rejected(ApplyError::Conflict { .. }) => ApiError::modified(info, &key.name),
+            StoreError::Rejected(ApplyError::NamespaceNotFound(ns)) => {
+                ApiError::NotFound { resource: "namespaces".into(), name: ns }
+            }
+            StoreError::Rejected(ApplyError::NamespaceTerminating(ns)) => ApiError::Forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                info.qualified_plural(),
+                key.name
+            )),
+            StoreError::InsufficientStorage(r) => ApiError::InsufficientStorage(r),
+            StoreError::ShuttingDown => ApiError::Unavailable("the API server is shutting down".into()),
+        }
+    }
+
+    pub(crate) fn parse_stored(obj: &StoredObject) -> Result<Value, ApiError> {
+        serde_json::from_slice(&obj.json).map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))
+    }
+}
+
+/// Reads a request's dry-run flag.
+pub(crate) fn dry_run(o: &Option<pb::WriteOptions>) -> bool {
+    o.as_ref().is_some_and(|o| o.dry_run)
+}
