@@ -68,7 +68,7 @@ pub async fn version(ctx: &Ctx, args: VersionArgs) -> Result<()> {
     }
     let v = ctx.client()?.version().await?;
     let mut line = format!("Server Version: v{}", v.version.trim_start_matches('v'));
-    if !v.git_commit.is_empty() {
+    if !v.git_commit.is_empty() && v.git_commit != "unknown" {
         line.push_str(&format!(" (commit {})", v.git_commit));
     }
     util::outln(&line)?;
