@@ -165,8 +165,8 @@ fn conditions(out: &mut String, obj: &Value) {
 }
 
 /// The kind-specific part.
-fn kind_details(t: &ResourceType, o: &Value, out: &mut String) -> Result<()> {
-    let mut s = Section::new();
+/// `s` holds the common fields so that they align with the kind's own.
+fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -> Result<()> {
     match t.kind.as_str() {
         "Pod" => {
             s.kv("Node", none(st(o, "/spec/nodeName")));
@@ -283,6 +283,7 @@ fn kind_details(t: &ResourceType, o: &Value, out: &mut String) -> Result<()> {
             out.push_str(&s.render());
         }
         "ConfigMap" => {
+            out.push_str(&s.render());
             let _ = writeln!(out, "\nData\n====");
             if let Some(m) = o.get("data").and_then(Value::as_object) {
                 for (k, v) in m {
@@ -321,6 +322,7 @@ fn kind_details(t: &ResourceType, o: &Value, out: &mut String) -> Result<()> {
             conditions(out, o);
         }
         _ => {
+            out.push_str(&s.render());
             // Unknown shape: show spec and status as they are.
             for f in ["spec", "status", "data"] {
                 if let Some(v) = o.get(f) {
@@ -377,8 +379,7 @@ pub fn render(t: &ResourceType, o: &Value, events: &[Value], now: Timestamp) -> 
     if rudder_api::meta::is_deleting(o) {
         s.kv("DeletionTimestamp", st(o, "/metadata/deletionTimestamp"));
     }
-    out.push_str(&s.render());
-    kind_details(t, o, &mut out)?;
+    kind_details(t, o, s, &mut out)?;
     if events.is_empty() {
         out.push_str("Events:  <none>\n");
     } else {
