@@ -1,1 +1,178 @@
-//! The `rudder` command line (filled in by the CLI work).
+//! `rudder`: kubectl's habits over Rudder's gRPC API.
+//!
+//! `main.rs` only parses arguments and turns an error into one line and an exit code; every
+//! command lives here, one module per family:
+//! - [`config`]: where the server is (flag, env, config file, default).
+//! - [`kinds`]: resource type names resolved through the server's discovery.
+//! - [`apply`] and [`merge`]: `apply` and its three-way merge; [`diff`] for `diff`.
+//! - [`get`] and [`printers`]: `get` with kubectl's tables and `-o` formats.
+//! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
+//!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status).
+
+pub mod apply;
+pub mod cluster;
+pub mod config;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod diff;
+pub mod edit;
+pub mod error;
+pub mod get;
+pub mod info;
+pub mod kinds;
+pub mod merge;
+pub mod modify;
+pub mod printers;
+pub mod util;
+pub mod wait;
+
+use clap::{Parser, Subcommand};
+use rudder_client::Client;
+use tokio::sync::OnceCell;
+
+pub use error::{CliError, Result};
+use kinds::Kinds;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rudder",
+    version,
+    about = "rudder controls a Rudder cluster, the kubectl way",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// API server address(es), comma-separated for failover.
+    #[arg(
+        long,
+        global = true,
+        env = "RUDDER_SERVER",
+        value_name = "ADDR[,ADDR...]"
+    )]
+    pub server: Option<String>,
+    /// Namespace for this request (default: the config file's `namespace:`, else "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// List or act across all namespaces.
+    #[arg(short = 'A', long = "all-namespaces", global = true)]
+    pub all_namespaces: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from files so that they match the files.
+    Apply(apply::ApplyArgs),
+    /// List objects or show some of them.
+    Get(get::GetArgs),
+    /// Show a readable summary of objects and their events.
+    Describe(describe::DescribeArgs),
+    /// Delete objects by name, file, selector or all.
+    Delete(delete::DeleteArgs),
+    /// Create a namespace, config map, secret or objects from files.
+    Create(create::CreateArgs),
+    /// Add, change or remove labels.
+    Label(modify::LabelArgs),
+    /// Add, change or remove annotations.
+    Annotate(modify::LabelArgs),
+    /// Patch an object with a merge or JSON patch.
+    Patch(modify::PatchArgs),
+    /// Edit an object in $EDITOR and update it.
+    Edit(edit::EditArgs),
+    /// Wait for a condition on objects, or for their deletion.
+    Wait(wait::WaitArgs),
+    /// Show what `apply` would change, as a unified diff (exit 1 when there are differences).
+    Diff(diff::DiffArgs),
+    /// List the resource types the server serves.
+    ApiResources(info::ApiResourcesArgs),
+    /// Print the client and server versions.
+    Version(info::VersionArgs),
+    /// Start a local cluster (the API server) in the background.
+    Up(cluster::UpArgs),
+    /// Stop the local cluster started by `up`.
+    Down(cluster::DataDirArgs),
+    /// Show the local cluster's processes, health and store statistics.
+    Status(cluster::DataDirArgs),
+}
+
+/// What every command shares: the connection, the namespace, the discovered kinds.
+pub struct Ctx {
+    pub servers: Vec<String>,
+    pub namespace: String,
+    pub all_namespaces: bool,
+    // Made on first use: building a client needs the async runtime, and `up`/`down` need none.
+    client: std::sync::OnceLock<std::result::Result<Client, rudder_client::ClientError>>,
+    kinds: OnceCell<Kinds>,
+}
+
+impl Ctx {
+    pub fn new(servers: Vec<String>, namespace: String, all_namespaces: bool) -> Self {
+        Ctx {
+            servers,
+            namespace,
+            all_namespaces,
+            client: std::sync::OnceLock::new(),
+            kinds: OnceCell::new(),
+        }
+    }
+
+    pub fn client(&self) -> Result<&Client> {
+        self.client
+            .get_or_init(|| Client::new(&self.servers))
+            .as_ref()
+            .map_err(|e| CliError::msg(e.to_string()))
+    }
+
+    /// The server's resource types, asked once per run.
+    pub async fn kinds(&self) -> Result<&Kinds> {
+        let client = self.client()?;
+        self.kinds.get_or_try_init(|| Kinds::discover(client)).await
+    }
+}
+
+/// Runs a parsed command line. Returns the exit code for successes that still signal something
+/// (`diff` finding differences); errors carry their own line and exit 1.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let cfg_path = config::config_path();
+    let cfg_text = match &cfg_path {
+        Some(p) => config::read_config(p)?,
+        None => None,
+    };
+    let cfg = cfg_path.as_deref().zip(cfg_text.as_deref());
+    let (servers, _source) = config::resolve_servers(cli.server.as_deref(), cfg);
+    let namespace = cli
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            cfg_text
+                .as_deref()
+                .and_then(|t| config::lookup(t, "namespace"))
+        })
+        .unwrap_or_else(|| "default".to_string());
+    let ctx = Ctx::new(servers, namespace, cli.all_namespaces);
+    match cli.command {
+        Command::Apply(a) => apply::run(&ctx, a).await.map(|_| 0),
+        Command::Get(a) => get::run(&ctx, a).await.map(|_| 0),
+        Command::Describe(a) => describe::run(&ctx, a).await.map(|_| 0),
+        Command::Delete(a) => delete::run(&ctx, a).await.map(|_| 0),
+        Command::Create(c) => create::run(&ctx, c).await.map(|_| 0),
+        Command::Label(a) => modify::label(&ctx, a, modify::Field::Labels)
+            .await
+            .map(|_| 0),
+        Command::Annotate(a) => modify::label(&ctx, a, modify::Field::Annotations)
+            .await
+            .map(|_| 0),
+        Command::Patch(a) => modify::patch(&ctx, a).await.map(|_| 0),
+        Command::Edit(a) => edit::run(&ctx, a).await.map(|_| 0),
+        Command::Wait(a) => wait::run(&ctx, a).await.map(|_| 0),
+        Command::Diff(a) => diff::run(&ctx, a).await,
+        Command::ApiResources(a) => info::api_resources(&ctx, a).await.map(|_| 0),
+        Command::Version(a) => info::version(&ctx, a).await.map(|_| 0),
+        Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),
+        Command::Down(a) => cluster::down(a).await.map(|_| 0),
+        Command::Status(a) => cluster::status(a).await,
+    }
+}

@@ -1,0 +1,403 @@
+//! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
+//!
+//! Layout of the data dir, per component (today only the API server):
+//! `<dir>/<component>.pid`, `<dir>/<component>.addr` (where it listens), `<dir>/logs/<component>.log`,
+//! and the API server's store in `<dir>/apiserver/`. The processes are started in their own
+//! process group so that a Ctrl-C in the terminal that ran `rudder up` does not stop them.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rudder_client::Client;
+
+use crate::config;
+use crate::error::{CliError, Result};
+use crate::printers::Table;
+use crate::util;
+
+#[derive(Debug, Args, Clone)]
+pub struct DataDirArgs {
+    /// Where the cluster keeps its state, pid files and logs.
+    #[arg(long, env = "RUDDER_DATA_DIR", default_value = ".rudder-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// Address the API server listens on.
+    #[arg(long, default_value = config::DEFAULT_SERVER)]
+    pub listen: String,
+}
+
+const APISERVER: &str = "apiserver";
+const APISERVER_BIN: &str = "rudder-apiserver";
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pid_file(dir: &Path, c: &str) -> PathBuf {
+    dir.join(format!("{c}.pid"))
+}
+fn addr_file(dir: &Path, c: &str) -> PathBuf {
+    dir.join(format!("{c}.addr"))
+}
+fn log_file(dir: &Path, c: &str) -> PathBuf {
+    dir.join("logs").join(format!("{c}.log"))
+}
+
+fn read_trimmed(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn read_pid(dir: &Path, c: &str) -> Option<i32> {
+    read_trimmed(&pid_file(dir, c)).and_then(|s| s.parse().ok())
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: i32) -> bool {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    if rustix::process::test_kill_process(p).is_err() {
+        return false;
+    }
+    // A zombie still answers kill(0) but has exited; /proc tells (state field after the name).
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Whether `pid` runs `bin`: a pid file can outlive its process and the pid be reused, and
+/// signalling a stranger's process must not happen.
+fn is_ours(pid: i32, bin: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(c) => String::from_utf8_lossy(&c).contains(bin),
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// A listen address made dialable: a wildcard host becomes loopback.
+pub fn dial_addr(listen: &str) -> String {
+    for wild in ["0.0.0.0:", "[::]:", ":"] {
+        if let Some(port) = listen.strip_prefix(wild) {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    listen.to_string()
+}
+
+/// The server binary: next to this executable, else on PATH.
+fn find_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    if let Some(dir) = exe.as_ref().and_then(|e| e.parent()) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            let p = d.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(CliError::msg(format!(
+        "cannot find the {name} binary next to {} or on PATH (build it with `cargo build -p {name}`)",
+        exe.map(|e| e.display().to_string())
+            .unwrap_or_else(|| "rudder".into())
+    )))
+}
+
+fn log_tail(p: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn healthy(addr: &str) -> std::result::Result<(), String> {
+    let c = Client::new(&[addr]).map_err(|e| e.to_string())?;
+    match c.health().await {
+        Ok(h) if h.status == "ok" => Ok(()),
+        Ok(h) => Err(h.status),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn print_hints(addr: &str, cfg: Option<&Path>) -> Result<()> {
+    if let Some(p) = cfg {
+        util::outln(&format!("Wrote server {addr} to {}.", p.display()))?;
+    }
+    util::outln(&format!(
+        "To reach it:\n  export RUDDER_SERVER={addr}\n  rudder get ns"
+    ))
+}
+
+fn write_config(cfg: Option<&Path>, addr: &str) -> Result<Option<PathBuf>> {
+    match cfg {
+        Some(p) => config::write_server(p, addr).map(|_| Some(p.to_path_buf())),
+        None => Ok(None),
+    }
+}
+
+pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
+    let dir = &args.dir.data_dir;
+    std::fs::create_dir_all(dir.join("logs"))
+        .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| CliError::io(format!("resolving {}", dir.display()), e))?;
+    let log = log_file(&dir, APISERVER);
+    if let Some(pid) = read_pid(&dir, APISERVER).filter(|&p| alive(p) && is_ours(p, APISERVER_BIN))
+    {
+        let addr =
+            read_trimmed(&addr_file(&dir, APISERVER)).unwrap_or_else(|| dial_addr(&args.listen));
+        return match healthy(&addr).await {
+            Ok(()) => {
+                util::outln(&format!(
+                    "apiserver is already running (pid {pid}) at {addr}"
+                ))?;
+                let written = write_config(cfg, &addr)?;
+                print_hints(&addr, written.as_deref())
+            }
+            Err(why) => Err(CliError::msg(format!(
+                "apiserver (pid {pid}) is running but not healthy at {addr} ({why}); see {} or run `rudder down`",
+                log.display()
+            ))),
+        };
+    }
+    let bin = find_binary(APISERVER_BIN)?;
+    let store = dir.join(APISERVER);
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| CliError::io(format!("opening {}", log.display()), e))?;
+    let logf2 = logf
+        .try_clone()
+        .map_err(|e| CliError::io("duplicating the log file", e))?;
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--data-dir")
+        .arg(&store)
+        .arg("--listen")
+        .arg(&args.listen)
+        .stdin(Stdio::null())
+        .stdout(logf)
+        .stderr(logf2);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::io(format!("starting {}", bin.display()), e))?;
+    let pid = child.id();
+    let addr = dial_addr(&args.listen);
+    std::fs::write(pid_file(&dir, APISERVER), format!("{pid}\n"))
+        .and_then(|_| std::fs::write(addr_file(&dir, APISERVER), format!("{addr}\n")))
+        .map_err(|e| CliError::io(format!("writing pid file in {}", dir.display()), e))?;
+    let deadline = Instant::now() + HEALTH_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = std::fs::remove_file(pid_file(&dir, APISERVER));
+            eprintln!("{}", log_tail(&log, 20));
+            return Err(CliError::msg(format!(
+                "apiserver exited ({status}) before becoming healthy; log above, full log in {}",
+                log.display()
+            )));
+        }
+        let last = match healthy(&addr).await {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            eprintln!("{}", log_tail(&log, 20));
+            return Err(CliError::msg(format!(
+                "apiserver (pid {pid}) not healthy at {addr} after {}s ({last}); log above, full log in {}; it is still running, stop it with `rudder down`",
+                HEALTH_TIMEOUT.as_secs(),
+                log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    util::outln(&format!(
+        "apiserver started (pid {pid}), listening on {addr}; logs in {}",
+        log.display()
+    ))?;
+    let written = write_config(cfg, &addr)?;
+    print_hints(&addr, written.as_deref())
+}
+
+fn signal(pid: i32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        // It may have exited in the meantime: nothing to do then.
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+async fn wait_exit(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    !alive(pid)
+}
+
+pub async fn down(args: DataDirArgs) -> Result<()> {
+    let dir = &args.data_dir;
+    let mut any = false;
+    for c in [APISERVER] {
+        let Some(pid) = read_pid(dir, c) else {
+            continue;
+        };
+        any = true;
+        if !alive(pid) || !is_ours(pid, APISERVER_BIN) {
+            let _ = std::fs::remove_file(pid_file(dir, c));
+            util::outln(&format!("{c} was not running (removed stale pid file)"))?;
+            continue;
+        }
+        signal(pid, rustix::process::Signal::TERM);
+        if !wait_exit(pid, STOP_TIMEOUT).await {
+            eprintln!(
+                "{c} (pid {pid}) did not stop within {}s; killing it",
+                STOP_TIMEOUT.as_secs()
+            );
+            signal(pid, rustix::process::Signal::KILL);
+            if !wait_exit(pid, Duration::from_secs(5)).await {
+                return Err(CliError::msg(format!(
+                    "{c} (pid {pid}) is still running after SIGKILL"
+                )));
+            }
+        }
+        let _ = std::fs::remove_file(pid_file(dir, c));
+        util::outln(&format!("{c} (pid {pid}) stopped"))?;
+    }
+    if !any {
+        util::outln(&format!("nothing is running from {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints the components and the server's statistics. Exit code 0 when everything is running
+/// and healthy, 3 otherwise (as `systemctl status`), so scripts can test it.
+pub async fn status(args: DataDirArgs) -> Result<i32> {
+    let dir = &args.data_dir;
+    let mut ok = true;
+    let mut rows = Vec::new();
+    let mut stats_addr = None;
+    for c in [APISERVER] {
+        let pid = read_pid(dir, c);
+        let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, APISERVER_BIN));
+        let addr = read_trimmed(&addr_file(dir, c)).unwrap_or_default();
+        let health = if is_alive && !addr.is_empty() {
+            match healthy(&addr).await {
+                Ok(()) => {
+                    stats_addr = Some(addr.clone());
+                    "ok".to_string()
+                }
+                Err(e) => e,
+            }
+        } else {
+            "-".to_string()
+        };
+        ok &= is_alive && health == "ok";
+        rows.push(vec![
+            c.to_string(),
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            if is_alive { "yes" } else { "no" }.to_string(),
+            health,
+            if addr.is_empty() { "-".into() } else { addr },
+        ]);
+    }
+    let t = Table {
+        headers: ["COMPONENT", "PID", "ALIVE", "HEALTH", "ADDRESS"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    };
+    util::out(&t.render(true))?;
+    if let Some(addr) = stats_addr {
+        let c = Client::new(&[addr.as_str()])?;
+        match c.stats().await {
+            Ok(s) => {
+                let writable = if s.writable {
+                    "yes".to_string()
+                } else {
+                    format!("no ({})", s.unwritable_reason)
+                };
+                util::out(&format!(
+                    "\nresourceVersion: {}\nobjects:         {}\nstore size:      {}\ndisk free:       {}\nwatchers:        {}\nwritable:        {writable}\n",
+                    s.resource_version,
+                    s.object_count,
+                    bytes(s.store_size_bytes),
+                    bytes(s.disk_free_bytes),
+                    s.watchers,
+                ))?;
+                ok &= s.writable;
+            }
+            Err(e) => {
+                eprintln!("{}", CliError::from(e));
+                ok = false;
+            }
+        }
+    } else if !dir.exists() {
+        util::outln(&format!(
+            "\nno cluster in {} (start one with `rudder up`)",
+            dir.display()
+        ))?;
+    }
+    Ok(if ok { 0 } else { 3 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialable_addresses() {
+        assert_eq!(dial_addr("0.0.0.0:6443"), "127.0.0.1:6443");
+        assert_eq!(dial_addr("[::]:7"), "127.0.0.1:7");
+        assert_eq!(dial_addr("127.0.0.1:9"), "127.0.0.1:9");
+    }
+
+    #[test]
+    fn liveness_of_this_process_and_a_dead_one() {
+        assert!(alive(std::process::id() as i32));
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id() as i32;
+        c.wait().unwrap();
+        assert!(!alive(pid));
+        assert!(!alive(0) || cfg!(not(target_os = "linux")));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(12), "12 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}

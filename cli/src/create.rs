@@ -1,0 +1,295 @@
+//! `rudder create`: namespaces, config maps, generic secrets, or objects from files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use clap::{Args, Subcommand};
+use rudder_client::proto as pb;
+use serde_json::{Value, json};
+
+use crate::Ctx;
+use crate::error::{CliError, Result};
+use crate::get::{self, Output};
+use crate::kinds::ResourceType;
+use crate::util::{self, DryRun};
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a namespace.
+    #[command(alias = "ns")]
+    Namespace {
+        name: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Create a config map from literals and files.
+    #[command(alias = "cm")]
+    Configmap(DataArgs),
+    /// Create a secret.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CreateArgs {
+    /// Create the objects in these files (fails for ones that exist; see `apply`).
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Option<CreateCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// A secret from literals and files (values base64-encoded into `data`).
+    Generic(DataArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// none, client (print only) or server (server-side dry run).
+    #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
+    pub dry_run: DryRun,
+    /// Print the object (yaml, json or name) instead of "created".
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    pub name: String,
+    /// key=value; repeatable.
+    #[arg(long = "from-literal")]
+    pub from_literal: Vec<String>,
+    /// [key=]path: the file's content under its base name (or key); a directory adds each file.
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Collects `--from-literal` and `--from-file` into key → bytes.
+pub fn collect_data(literals: &[String], files: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut data = BTreeMap::new();
+    let mut put = |k: String, v: Vec<u8>| -> Result<()> {
+        if k.is_empty() {
+            return Err(CliError::msg("data keys must not be empty"));
+        }
+        if data.insert(k.clone(), v).is_some() {
+            return Err(CliError::msg(format!(
+                "cannot add key \"{k}\", another key by that name already exists"
+            )));
+        }
+        Ok(())
+    };
+    for l in literals {
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(CliError::msg(format!(
+                "invalid literal source \"{l}\", expected key=value"
+            )));
+        };
+        put(k.to_string(), v.as_bytes().to_vec())?;
+    }
+    for f in files {
+        let (key, path) = match f.split_once('=') {
+            Some((k, p)) => (Some(k.to_string()), p),
+            None => (None, f.as_str()),
+        };
+        let p = Path::new(path);
+        if p.is_dir() {
+            if key.is_some() {
+                return Err(CliError::msg(format!(
+                    "cannot give a key for directory \"{path}\""
+                )));
+            }
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| CliError::io(format!("reading {path}"), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| e.is_file())
+                .collect();
+            entries.sort();
+            for e in entries {
+                let k = e
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let v = std::fs::read(&e)
+                    .map_err(|err| CliError::io(format!("reading {}", e.display()), err))?;
+                put(k, v)?;
+            }
+        } else {
+            let v = std::fs::read(p).map_err(|e| CliError::io(format!("reading {path}"), e))?;
+            let k = key.unwrap_or_else(|| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            put(k, v)?;
+        }
+    }
+    Ok(data)
+}
+
+pub fn configmap_object(name: &str, ns: &str, data: &BTreeMap<String, Vec<u8>>) -> Value {
+    let mut text = serde_json::Map::new();
+    let mut binary = serde_json::Map::new();
+    for (k, v) in data {
+        match std::str::from_utf8(v) {
+            Ok(s) => {
+                text.insert(k.clone(), Value::String(s.to_string()));
+            }
+            Err(_) => {
+                binary.insert(
+                    k.clone(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+                );
+            }
+        }
+    }
+    let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}});
+    if !text.is_empty() {
+        o["data"] = Value::Object(text);
+    }
+    if !binary.is_empty() {
+        o["binaryData"] = Value::Object(binary);
+    }
+    o
+}
+
+pub fn secret_object(name: &str, ns: &str, data: &BTreeMap<String, Vec<u8>>) -> Value {
+    let enc: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+            )
+        })
+        .collect();
+    let mut o = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns}});
+    if !enc.is_empty() {
+        o["data"] = Value::Object(enc);
+    }
+    o
+}
+
+/// Creates one object and reports it as kubectl does.
+pub async fn create_one(
+    ctx: &Ctx,
+    t: &ResourceType,
+    obj: Value,
+    common: &CommonArgs,
+) -> Result<()> {
+    let out = match common.output.as_deref() {
+        None => None,
+        o => Some(Output::parse(o)?),
+    };
+    let ns = match rudder_api::meta::namespace(&obj) {
+        "" => ctx.namespace.clone(),
+        n => n.to_string(),
+    };
+    let result = if common.dry_run == DryRun::Client {
+        obj
+    } else {
+        let o = ctx
+            .client()?
+            .create(pb::CreateRequest {
+                kind: Some(t.kind_ref()),
+                namespace: t.scope(&ns).to_string(),
+                json: util::to_json_bytes(&obj),
+                options: common.dry_run.options(),
+            })
+            .await?;
+        util::decode(&o)?
+    };
+    match out {
+        Some(Output::Name) => util::outln(&util::ref_name(t, &result)),
+        Some(o @ (Output::Json | Output::Yaml)) => get::print_structured(o, &result),
+        _ => util::outln(&format!(
+            "{} created{}",
+            util::ref_name(t, &result),
+            common.dry_run.suffix()
+        )),
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    let Some(cmd) = args.command else {
+        return create_files(ctx, &args.files, &args.common).await;
+    };
+    let builtin = crate::kinds::Kinds::builtin();
+    // Namespaces, config maps and secrets are core kinds: no need to ask the server for them,
+    // which keeps `--dry-run=client` working offline.
+    let core = |n: &str| builtin.lookup(n).cloned();
+    match cmd {
+        CreateCommand::Namespace { name, common } => {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            create_one(ctx, &core("namespace")?, obj, &common).await
+        }
+        CreateCommand::Configmap(a) => {
+            let data = collect_data(&a.from_literal, &a.from_file)?;
+            let obj = configmap_object(&a.name, &ctx.namespace, &data);
+            create_one(ctx, &core("configmap")?, obj, &a.common).await
+        }
+        CreateCommand::Secret(SecretCommand::Generic(a)) => {
+            let data = collect_data(&a.from_literal, &a.from_file)?;
+            let obj = secret_object(&a.name, &ctx.namespace, &data);
+            create_one(ctx, &core("secret")?, obj, &a.common).await
+        }
+    }
+}
+
+async fn create_files(ctx: &Ctx, files: &[String], common: &CommonArgs) -> Result<()> {
+    let kinds = ctx.kinds().await?;
+    let mut failed = false;
+    for m in util::read_manifests(files)? {
+        let r = match util::manifest_type(kinds, &m) {
+            Ok(t) => create_one(ctx, t, m.object.clone(), common)
+                .await
+                .map_err(|e| e.with_context(format!("error when creating \"{}\"", m.source))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            eprintln!("{e}");
+            failed = true;
+        }
+    }
+    if failed {
+        Err(CliError::Reported)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_from_literals_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("app.conf");
+        std::fs::write(&f, "x=1\n").unwrap();
+        let data = collect_data(
+            &["a=1".into(), "b=x=y".into()],
+            &[f.display().to_string(), format!("k={}", f.display())],
+        )
+        .unwrap();
+        assert_eq!(data["a"], b"1");
+        assert_eq!(data["b"], b"x=y");
+        assert_eq!(data["app.conf"], b"x=1\n");
+        assert_eq!(data["k"], b"x=1\n");
+        assert!(collect_data(&["novalue".into()], &[]).is_err());
+        assert!(collect_data(&["a=1".into(), "a=2".into()], &[]).is_err());
+        let s = secret_object("s", "ns", &data);
+        assert_eq!(s["data"]["a"], "MQ==");
+        assert_eq!(s["type"], "Opaque");
+        let c = configmap_object("c", "ns", &data);
+        assert_eq!(c["data"]["b"], "x=y");
+    }
+}

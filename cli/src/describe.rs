@@ -1,0 +1,500 @@
+//! `rudder describe`: a readable summary of an object, its key spec/status fields per kind, and
+//! the events about it.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::Ctx;
+use crate::error::{CliError, Result};
+use crate::kinds::ResourceType;
+use crate::printers::{self, Table};
+use crate::util;
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// KIND [NAME...] or KIND/NAME...
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Describe the objects matching this label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+fn st(v: &Value, ptr: &str) -> String {
+    match v.pointer(ptr) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn none(s: String) -> String {
+    if s.is_empty() { "<none>".into() } else { s }
+}
+
+fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// `Key:  value` lines aligned on the values, with multi-valued maps continued below.
+struct Section {
+    lines: Vec<(String, String)>,
+}
+
+impl Section {
+    fn new() -> Self {
+        Section { lines: Vec::new() }
+    }
+    fn kv(&mut self, k: &str, v: impl Into<String>) {
+        self.lines.push((format!("{k}:"), v.into()));
+    }
+    fn map(&mut self, k: &str, m: &std::collections::BTreeMap<String, String>) {
+        if m.is_empty() {
+            self.kv(k, "<none>");
+            return;
+        }
+        for (i, (mk, mv)) in m.iter().enumerate() {
+            let key = if i == 0 {
+                format!("{k}:")
+            } else {
+                String::new()
+            };
+            self.lines.push((key, format!("{mk}={mv}")));
+        }
+    }
+    fn render(&self) -> String {
+        let w = self.lines.iter().map(|l| l.0.len()).max().unwrap_or(0) + 2;
+        self.lines
+            .iter()
+            .map(|(k, v)| format!("{}\n", format!("{k:<w$}{v}").trim_end()))
+            .collect()
+    }
+}
+
+fn containers(out: &mut String, obj: &Value, ptr: &str, statuses: &[Value]) {
+    let cs = arr(obj, ptr);
+    if cs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Containers:");
+    for c in cs {
+        let name = st(c, "/name");
+        let _ = writeln!(out, "  {name}:");
+        let mut s = Section::new();
+        s.kv("    Image", st(c, "/image"));
+        let ports: Vec<String> = arr(c, "/ports")
+            .iter()
+            .map(|p| {
+                format!("{}/{}", st(p, "/containerPort"), {
+                    let x = st(p, "/protocol");
+                    if x.is_empty() { "TCP".into() } else { x }
+                })
+            })
+            .collect();
+        if !ports.is_empty() {
+            s.kv("    Ports", ports.join(", "));
+        }
+        let cmd: Vec<String> = arr(c, "/command")
+            .iter()
+            .chain(arr(c, "/args"))
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        if !cmd.is_empty() {
+            s.kv("    Command", cmd.join(" "));
+        }
+        if let Some(cs) = statuses.iter().find(|s| st(s, "/name") == name) {
+            let state = cs
+                .pointer("/state")
+                .and_then(Value::as_object)
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default();
+            let mut state = state;
+            if let Some(first) = state.get(..1) {
+                state = first.to_uppercase() + &state[1..];
+            }
+            s.kv("    State", none(state));
+            s.kv("    Ready", none(st(cs, "/ready")));
+            s.kv("    Restart Count", none(st(cs, "/restartCount")));
+        }
+        let env: Vec<String> = arr(c, "/env")
+            .iter()
+            .map(|e| format!("{}={}", st(e, "/name"), st(e, "/value")))
+            .collect();
+        s.kv(
+            "    Environment",
+            if env.is_empty() {
+                "<none>".into()
+            } else {
+                env.join(", ")
+            },
+        );
+        out.push_str(&s.render());
+    }
+}
+
+fn conditions(out: &mut String, obj: &Value) {
+    let cs = arr(obj, "/status/conditions");
+    if cs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Conditions:");
+    let t = Table {
+        headers: ["  Type", "Status", "Reason", "Message"]
+            .map(String::from)
+            .to_vec(),
+        rows: cs
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("  {}", st(c, "/type")),
+                    st(c, "/status"),
+                    st(c, "/reason"),
+                    st(c, "/message"),
+                ]
+            })
+            .collect(),
+    };
+    out.push_str(&t.render(true));
+}
+
+/// The kind-specific part.
+/// `s` holds the common fields so that they align with the kind's own.
+fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -> Result<()> {
+    match t.kind.as_str() {
+        "Pod" => {
+            s.kv("Node", none(st(o, "/spec/nodeName")));
+            s.kv("Status", printers_status(o));
+            s.kv("IP", none(st(o, "/status/podIP")));
+            out.push_str(&s.render());
+            containers(
+                out,
+                o,
+                "/spec/containers",
+                arr(o, "/status/containerStatuses"),
+            );
+            conditions(out, o);
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            let sel: std::collections::BTreeMap<String, String> = o
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.map("Selector", &sel);
+            if t.kind == "DaemonSet" {
+                s.kv(
+                    "Desired Number of Nodes Scheduled",
+                    st(o, "/status/desiredNumberScheduled"),
+                );
+                s.kv(
+                    "Number of Nodes Scheduled with Available Pods",
+                    st(o, "/status/numberAvailable"),
+                );
+            } else {
+                let n = |p: &str| {
+                    let x = st(o, p);
+                    if x.is_empty() { "0".to_string() } else { x }
+                };
+                s.kv(
+                    "Replicas",
+                    format!(
+                        "{} desired | {} updated | {} total | {} available | {} unavailable",
+                        n("/spec/replicas"),
+                        n("/status/updatedReplicas"),
+                        n("/status/replicas"),
+                        n("/status/availableReplicas"),
+                        n("/status/unavailableReplicas")
+                    ),
+                );
+            }
+            if t.kind == "Deployment" {
+                s.kv("StrategyType", none(st(o, "/spec/strategy/type")));
+            }
+            out.push_str(&s.render());
+            let _ = writeln!(out, "Pod Template:");
+            containers(out, o, "/spec/template/spec/containers", &[]);
+            conditions(out, o);
+        }
+        "Service" => {
+            s.kv("Type", none(st(o, "/spec/type")));
+            s.kv("IP", none(st(o, "/spec/clusterIP")));
+            let sel: std::collections::BTreeMap<String, String> = o
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.map("Selector", &sel);
+            for p in arr(o, "/spec/ports") {
+                s.kv(
+                    "Port",
+                    format!(
+                        "{} {}/{}",
+                        none(st(p, "/name")),
+                        st(p, "/port"),
+                        st(p, "/protocol")
+                    ),
+                );
+                s.kv("TargetPort", st(p, "/targetPort"));
+                if !st(p, "/nodePort").is_empty() {
+                    s.kv("NodePort", st(p, "/nodePort"));
+                }
+            }
+            out.push_str(&s.render());
+        }
+        "Node" => {
+            s.kv(
+                "Unschedulable",
+                if o.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+                    "true"
+                } else {
+                    "false"
+                },
+            );
+            for a in arr(o, "/status/addresses") {
+                s.kv(&format!("  {}", st(a, "/type")), st(a, "/address"));
+            }
+            s.kv(
+                "Kubelet Version",
+                none(st(o, "/status/nodeInfo/kubeletVersion")),
+            );
+            out.push_str(&s.render());
+            conditions(out, o);
+        }
+        "Namespace" => {
+            s.kv("Status", {
+                let p = st(o, "/status/phase");
+                if p.is_empty() { "Active".into() } else { p }
+            });
+            out.push_str(&s.render());
+        }
+        "ConfigMap" => {
+            out.push_str(&s.render());
+            let _ = writeln!(out, "\nData\n====");
+            if let Some(m) = o.get("data").and_then(Value::as_object) {
+                for (k, v) in m {
+                    let _ = writeln!(out, "{k}:\n----\n{}\n", v.as_str().unwrap_or(""));
+                }
+            }
+        }
+        "Secret" => {
+            s.kv("Type", st(o, "/type"));
+            out.push_str(&s.render());
+            let _ = writeln!(out, "\nData\n====");
+            if let Some(m) = o.get("data").and_then(Value::as_object) {
+                for (k, v) in m {
+                    // The values are secret: only their decoded sizes are shown.
+                    let n = v
+                        .as_str()
+                        .map(|b| b.trim_end_matches('=').len() * 3 / 4)
+                        .unwrap_or(0);
+                    let _ = writeln!(out, "{k}:  {n} bytes");
+                }
+            }
+        }
+        "Job" => {
+            s.kv("Completions", none(st(o, "/spec/completions")));
+            s.kv("Parallelism", none(st(o, "/spec/parallelism")));
+            s.kv(
+                "Pods Statuses",
+                format!(
+                    "{} Active / {} Succeeded / {} Failed",
+                    st(o, "/status/active").parse::<i64>().unwrap_or(0),
+                    st(o, "/status/succeeded").parse::<i64>().unwrap_or(0),
+                    st(o, "/status/failed").parse::<i64>().unwrap_or(0)
+                ),
+            );
+            out.push_str(&s.render());
+            conditions(out, o);
+        }
+        _ => {
+            out.push_str(&s.render());
+            // Unknown shape: show spec and status as they are.
+            for f in ["spec", "status", "data"] {
+                if let Some(v) = o.get(f) {
+                    let _ = writeln!(out, "{}{}:", f[..1].to_uppercase(), &f[1..]);
+                    for l in util::to_yaml(v)?.lines() {
+                        let _ = writeln!(out, "  {l}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn printers_status(o: &Value) -> String {
+    let k = crate::kinds::Kinds::builtin();
+    match k.lookup("pod") {
+        Ok(t) => printers::table(
+            t,
+            std::slice::from_ref(o),
+            Default::default(),
+            Timestamp::now(),
+        )
+        .rows
+        .first()
+        .and_then(|r| r.get(3))
+        .cloned()
+        .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The whole description of one object, events included.
+pub fn render(t: &ResourceType, o: &Value, events: &[Value], now: Timestamp) -> Result<String> {
+    let mut out = String::new();
+    let mut s = Section::new();
+    s.kv("Name", rudder_api::meta::name(o));
+    if t.namespaced {
+        s.kv("Namespace", rudder_api::meta::namespace(o));
+    }
+    s.map("Labels", &rudder_api::meta::labels(o));
+    let mut ann = rudder_api::meta::annotations(o);
+    // The last-applied configuration is a copy of the object: noise in a summary.
+    ann.remove(crate::apply::LAST_APPLIED);
+    s.map("Annotations", &ann);
+    let created = st(o, "/metadata/creationTimestamp");
+    s.kv(
+        "CreationTimestamp",
+        match created.parse::<Timestamp>() {
+            Ok(ts) => ts.strftime("%a, %d %b %Y %H:%M:%S %z").to_string(),
+            Err(_) => none(created),
+        },
+    );
+    if rudder_api::meta::is_deleting(o) {
+        s.kv("DeletionTimestamp", st(o, "/metadata/deletionTimestamp"));
+    }
+    kind_details(t, o, s, &mut out)?;
+    if events.is_empty() {
+        out.push_str("Events:  <none>\n");
+    } else {
+        out.push_str("Events:\n");
+        let mut rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                let last = [
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/firstTimestamp",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .map(|p| st(e, p))
+                .find(|x| !x.is_empty());
+                vec![
+                    format!("  {}", st(e, "/type")),
+                    st(e, "/reason"),
+                    printers::age(last.as_deref(), now),
+                    none(st(e, "/source/component")),
+                    st(e, "/message"),
+                ]
+            })
+            .collect();
+        rows.sort_by_key(|r| r[2].clone());
+        let t = Table {
+            headers: ["  Type", "Reason", "Age", "From", "Message"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+        };
+        out.push_str(&t.render(true));
+    }
+    Ok(out)
+}
+
+pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let kinds = ctx.kinds().await?;
+    let ev_type = kinds.lookup("events").ok().cloned();
+    let mut first = true;
+    for target in util::parse_targets(&args.args)? {
+        let t = kinds.lookup(&target.kind)?;
+        let objs = match target.names {
+            Some(names) => {
+                let mut v = Vec::new();
+                for n in names {
+                    v.push(util::get_object(client, t, &ctx.namespace, &n).await?);
+                }
+                v
+            }
+            None => {
+                let ns = if ctx.all_namespaces {
+                    ""
+                } else {
+                    ctx.namespace.as_str()
+                };
+                let sel = args.selector.clone().unwrap_or_default();
+                util::list_all(client, t, ns, &sel, "", 500).await?.0
+            }
+        };
+        if objs.is_empty() {
+            return Err(CliError::msg(format!(
+                "no {} found in namespace {}",
+                t.plural, ctx.namespace
+            )));
+        }
+        for o in objs {
+            let events = match &ev_type {
+                Some(et) => {
+                    let ns = rudder_api::meta::namespace(&o);
+                    let fs = format!(
+                        "involvedObject.name={},involvedObject.namespace={ns},involvedObject.kind={}",
+                        rudder_api::meta::name(&o),
+                        t.kind
+                    );
+                    // Events are a courtesy: a failure to list them must not hide the object.
+                    let ev_ns = if ns.is_empty() {
+                        ctx.namespace.as_str()
+                    } else {
+                        ns
+                    };
+                    util::list_all(client, et, ev_ns, "", &fs, 500)
+                        .await
+                        .map(|r| r.0)
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
+            if !first {
+                util::out("\n\n")?;
+            }
+            first = false;
+            util::out(&render(t, &o, &events, Timestamp::now())?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes_a_configmap() {
+        let k = crate::kinds::Kinds::builtin();
+        let t = k.lookup("cm").unwrap();
+        let o = json!({"metadata": {"name": "c", "namespace": "default", "labels": {"a": "1", "b": "2"},
+            "creationTimestamp": "2024-01-01T00:00:00Z"}, "data": {"k": "v"}});
+        let s = render(t, &o, &[], Timestamp::now()).unwrap();
+        assert!(s.starts_with("Name:               c\nNamespace:          default\nLabels:             a=1\n                    b=2\n"), "{s}");
+        assert!(s.contains("Annotations:        <none>\n"), "{s}");
+        assert!(s.contains("k:\n----\nv\n"), "{s}");
+        assert!(s.ends_with("Events:  <none>\n"), "{s}");
+    }
+}

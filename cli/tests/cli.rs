@@ -1,0 +1,527 @@
+//! End-to-end tests: `rudder` against a real `rudder-apiserver`.
+
+mod common;
+
+use common::{Server, run_rudder};
+use serde_json::Value;
+
+const DEPLOY: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, tier: fe}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: c
+        image: nginx
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+";
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+#[test]
+fn apply_get_describe_diff() {
+    let s = Server::start();
+    let f = s.file("web.yaml", DEPLOY);
+    assert_eq!(
+        s.run(&["apply", "-f", &f]).ok(),
+        "deployment.apps/web created\nservice/web created\n"
+    );
+    assert_eq!(
+        s.run(&["apply", "-f", &f]).ok(),
+        "deployment.apps/web unchanged\nservice/web unchanged\n"
+    );
+    // diff: nothing to change → exit 0, no output.
+    let d = s.run(&["diff", "-f", &f]);
+    assert_eq!((d.code, d.stdout.as_str()), (0, ""), "{}", d.stderr);
+
+    // Someone else adds a label; the file changes replicas and drops the "tier" label.
+    s.run(&["label", "deploy", "web", "owner=ops"]).ok();
+    let changed = DEPLOY
+        .replace("replicas: 2", "replicas: 3")
+        .replace(", tier: fe", "");
+    let f2 = s.file("web2.yaml", &changed);
+    let d = s.run(&["diff", "-f", &f2]);
+    assert_eq!(d.code, 1, "{}", d.stderr);
+    assert!(
+        d.stdout.contains("-  replicas: 2\n+  replicas: 3\n"),
+        "{}",
+        d.stdout
+    );
+    assert!(d.stdout.contains("-    tier: fe\n"), "{}", d.stdout);
+    // Server dry run changes nothing.
+    assert_eq!(
+        s.run(&["apply", "-f", &f2, "--dry-run=server"]).ok(),
+        "deployment.apps/web configured (server dry run)\nservice/web unchanged\n"
+    );
+    assert_eq!(
+        s.run(&["apply", "-f", &f2, "--dry-run=client"]).ok(),
+        "deployment.apps/web configured (dry run)\nservice/web unchanged\n"
+    );
+    let live = json(s.run(&["get", "deploy", "web", "-o", "json"]).ok());
+    assert_eq!(live["spec"]["replicas"], 2);
+    assert_eq!(
+        s.run(&["apply", "-f", &f2]).ok(),
+        "deployment.apps/web configured\nservice/web unchanged\n"
+    );
+    let live = json(s.run(&["get", "deploy/web", "-o", "json"]).ok());
+    assert_eq!(live["spec"]["replicas"], 3);
+    let labels = &live["metadata"]["labels"];
+    assert_eq!(
+        labels["tier"],
+        Value::Null,
+        "removed from the file: deleted"
+    );
+    assert_eq!(labels["owner"], "ops", "set by someone else: kept");
+    assert_eq!(labels["app"], "web");
+
+    // Output formats.
+    let list = json(s.run(&["get", "deploy", "-o", "json"]).ok());
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    let y = s.run(&["get", "svc", "-o", "yaml"]).ok().to_string();
+    assert!(y.contains("kind: List\n") && y.contains("name: web"), "{y}");
+    let y = s.run(&["get", "svc", "web", "-o", "yaml"]).ok().to_string();
+    assert!(
+        y.contains("kind: Service\n") && !y.contains("kind: List"),
+        "{y}"
+    );
+    assert_eq!(
+        s.run(&["get", "deploy,svc", "-o", "name"]).ok(),
+        "deployment.apps/web\nservice/web\n"
+    );
+    let wide = s
+        .run(&["get", "deployments.apps", "-o", "wide"])
+        .ok()
+        .to_string();
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        wide.lines().nth(1).unwrap_or("").starts_with("web "),
+        "{wide}"
+    );
+    let t = s.run(&["get", "svc"]).ok().to_string();
+    assert!(t.starts_with("NAME "), "{t}");
+    assert!(t.contains("80/TCP"), "{t}");
+    let a = s.run(&["get", "deploy", "-A"]).ok().to_string();
+    assert!(a.starts_with("NAMESPACE "), "{a}");
+
+    // Selectors.
+    assert_eq!(
+        s.run(&["get", "deploy", "-l", "owner=ops", "-o", "name"])
+            .ok(),
+        "deployment.apps/web\n"
+    );
+    let none = s.run(&["get", "deploy", "-l", "owner=nobody"]);
+    assert_eq!(none.ok(), "");
+    assert_eq!(none.stderr, "No resources found in default namespace.\n");
+    assert_eq!(
+        s.run(&[
+            "get",
+            "svc",
+            "--field-selector",
+            "metadata.name=web",
+            "-o",
+            "name"
+        ])
+        .ok(),
+        "service/web\n"
+    );
+    assert_eq!(
+        s.run(&[
+            "get",
+            "svc",
+            "--field-selector",
+            "metadata.name=x",
+            "-o",
+            "name"
+        ])
+        .ok(),
+        ""
+    );
+    // Pagination: chunk of 1 still returns everything.
+    s.run(&["create", "configmap", "a"]).ok();
+    s.run(&["create", "configmap", "b"]).ok();
+    assert_eq!(
+        s.run(&["get", "cm", "--chunk-size", "1", "-o", "name"])
+            .ok(),
+        "configmap/a\nconfigmap/b\n"
+    );
+
+    let desc = s.run(&["describe", "deploy", "web"]).ok().to_string();
+    assert!(desc.starts_with("Name:"), "{desc}");
+    assert!(
+        desc.contains("Namespace:") && desc.contains("default"),
+        "{desc}"
+    );
+    assert!(desc.contains("owner=ops"), "{desc}");
+    assert!(desc.contains("3 desired"), "{desc}");
+    assert!(desc.contains("Image:") && desc.contains("nginx"), "{desc}");
+    assert!(desc.contains("Events:"), "{desc}");
+
+    // A new object shows in diff as all additions.
+    let cm = s.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fresh}\ndata: {k: v}\n",
+    );
+    let d = s.run(&["diff", "-f", &cm]);
+    assert_eq!(d.code, 1);
+    assert!(d.stdout.contains("+kind: ConfigMap"), "{}", d.stdout);
+    s.run(&["get", "cm", "fresh"]).err_line();
+}
+
+#[test]
+fn apply_from_directory_and_stdin_into_namespace() {
+    let s = Server::start();
+    s.run(&["create", "namespace", "dev"]).ok();
+    let dir = s.home().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("a.json"),
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+    let d = dir.display().to_string();
+    assert_eq!(
+        s.run(&["apply", "-n", "dev", "-f", &d]).ok(),
+        "configmap/a created\nconfigmap/b created\n"
+    );
+    assert_eq!(
+        s.run_stdin(
+            &["apply", "-n", "dev", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+        )
+        .ok(),
+        "configmap/c created\n"
+    );
+    assert_eq!(
+        s.run(&["get", "cm", "-n", "dev", "-o", "name"]).ok(),
+        "configmap/a\nconfigmap/b\nconfigmap/c\n"
+    );
+    assert_eq!(s.run(&["get", "cm", "-o", "name"]).ok(), "");
+}
+
+#[test]
+fn create_label_annotate_patch_delete_wait() {
+    let s = Server::start();
+    assert_eq!(
+        s.run(&["create", "namespace", "dev"]).ok(),
+        "namespace/dev created\n"
+    );
+    let conf = s.file("app.conf", "x=1\n");
+    assert_eq!(
+        s.run(&[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal",
+            "a=1",
+            "--from-file",
+            &conf
+        ])
+        .ok(),
+        "configmap/cfg created\n"
+    );
+    let cm = json(s.run(&["get", "cm", "cfg", "-o", "json"]).ok());
+    assert_eq!(cm["data"]["a"], "1");
+    assert_eq!(cm["data"]["app.conf"], "x=1\n");
+    assert_eq!(
+        s.run(&[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "--from-literal",
+            "p=hunter2"
+        ])
+        .ok(),
+        "secret/sec created\n"
+    );
+    let sec = json(s.run(&["get", "secret", "sec", "-o", "json"]).ok());
+    assert_eq!(sec["data"]["p"], "aHVudGVyMg==");
+    let y = s
+        .run(&[
+            "create",
+            "configmap",
+            "dry",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .ok()
+        .to_string();
+    assert!(y.contains("name: dry"), "{y}");
+    assert_eq!(
+        s.run(&["create", "ns", "x", "--dry-run=server"]).ok(),
+        "namespace/x created (server dry run)\n"
+    );
+    s.run(&["get", "ns", "x"]).err_line();
+
+    // label / annotate
+    assert_eq!(
+        s.run(&["label", "cm", "cfg", "app=web", "tier=fe"]).ok(),
+        "configmap/cfg labeled\n"
+    );
+    assert_eq!(
+        s.run(&["label", "cm", "cfg", "app=db"]).err_line(),
+        "error: 'app' already has a value (web), and --overwrite is false"
+    );
+    s.run(&["label", "cm/cfg", "app=db", "tier-", "--overwrite"])
+        .ok();
+    let cm = json(s.run(&["get", "cm", "cfg", "-o", "json"]).ok());
+    assert_eq!(cm["metadata"]["labels"], serde_json::json!({"app": "db"}));
+    assert_eq!(
+        s.run(&["annotate", "cm", "cfg", "note=hello"]).ok(),
+        "configmap/cfg annotated\n"
+    );
+    let cm = json(s.run(&["get", "cm", "cfg", "-o", "json"]).ok());
+    assert_eq!(cm["metadata"]["annotations"]["note"], "hello");
+
+    // patch
+    assert_eq!(
+        s.run(&["patch", "cm", "cfg", "-p", r#"{"data":{"b":"2"}}"#])
+            .ok(),
+        "configmap/cfg patched\n"
+    );
+    assert_eq!(
+        s.run(&[
+            "patch",
+            "cm",
+            "cfg",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"remove","path":"/data/a"}]"#
+        ])
+        .ok(),
+        "configmap/cfg patched\n"
+    );
+    let cm = json(s.run(&["get", "cm", "cfg", "-o", "json"]).ok());
+    assert_eq!(cm["data"]["b"], "2");
+    assert_eq!(cm["data"]["a"], Value::Null);
+
+    // edit through a scripted editor
+    let o = s.run_env(&["edit", "cm", "cfg"], &[("EDITOR", "sed -i s/hello/bye/")]);
+    assert_eq!(o.ok(), "configmap/cfg edited\n");
+    let cm = json(s.run(&["get", "cm", "cfg", "-o", "json"]).ok());
+    assert_eq!(cm["metadata"]["annotations"]["note"], "bye");
+    assert_eq!(
+        s.run_env(&["edit", "cm", "cfg"], &[("EDITOR", "true")])
+            .ok(),
+        "Edit cancelled, no changes made.\n"
+    );
+
+    // delete by name, label, file, --all
+    s.run(&["create", "cm", "one"]).ok();
+    s.run(&["create", "cm", "two"]).ok();
+    s.run(&["label", "cm", "two", "gone=yes"]).ok();
+    assert_eq!(
+        s.run(&["delete", "cm", "one"]).ok(),
+        "configmap \"one\" deleted\n"
+    );
+    assert_eq!(
+        s.run(&["delete", "cm", "-l", "gone=yes"]).ok(),
+        "configmap \"two\" deleted\n"
+    );
+    let f = s.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: three}\n",
+    );
+    s.run(&["apply", "-f", &f]).ok();
+    assert_eq!(
+        s.run(&["delete", "-f", &f]).ok(),
+        "configmap \"three\" deleted\n"
+    );
+    assert_eq!(
+        s.run(&["delete", "cm", "one"]).err_line(),
+        "Error from server (NotFound): configmaps \"one\" not found"
+    );
+    s.run(&["delete", "cm", "one", "--ignore-not-found"]).ok();
+
+    // wait --for=delete: returns once another process deletes it.
+    let addr = s.addr.clone();
+    let home = s.home().to_path_buf();
+    let deleter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        run_rudder(Some(&addr), &home, &["delete", "secret", "sec"], None, &[])
+    });
+    assert_eq!(
+        s.run(&["wait", "secret/sec", "--for=delete", "--timeout=20s"])
+            .ok(),
+        "secret/sec deleted\n"
+    );
+    deleter.join().unwrap().ok();
+    let to = s.run(&["wait", "cm", "cfg", "--for=condition=Ready", "--timeout=1s"]);
+    assert_eq!(
+        to.err_line(),
+        "error: timed out waiting for the condition on configmaps/cfg"
+    );
+
+    assert_eq!(
+        s.run(&["delete", "cm", "--all"]).ok(),
+        "configmap \"cfg\" deleted\n"
+    );
+}
+
+#[test]
+fn errors_are_one_line() {
+    let s = Server::start();
+    assert_eq!(
+        s.run(&["get", "widgets"]).err_line(),
+        "error: the server doesn't have a resource type \"widgets\""
+    );
+    let bad = s.file("bad.yaml", "a: [1\n");
+    let e = s.run(&["apply", "-f", &bad]).err_line().to_string();
+    assert!(
+        e.starts_with(&format!("error: error parsing {bad}: invalid YAML")),
+        "{e}"
+    );
+    let uf = s.file(
+        "uf.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndataa: {a: b}\n",
+    );
+    let e = s.run(&["apply", "-f", &uf]).err_line().to_string();
+    assert!(e.starts_with("Error from server (Invalid): "), "{e}");
+    assert!(e.contains("unknown field \"dataa\""), "{e}");
+    let uk = s.file(
+        "uk.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
+    );
+    let e = s.run(&["apply", "-f", &uk]).err_line().to_string();
+    assert!(
+        e.starts_with("error: no matches for kind \"Widget\" in version \"example.com/v1\""),
+        "{e}"
+    );
+    assert_eq!(
+        s.run(&["get", "deploy", "nope"]).err_line(),
+        "Error from server (NotFound): deployments.apps \"nope\" not found"
+    );
+    // Unreachable server: one line naming the address.
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let o = run_rudder(Some(&addr), s.home(), &["get", "pods"], None, &[]);
+    let e = o.err_line();
+    assert!(
+        e.starts_with(&format!("error: no API server reachable at {addr}")),
+        "{e}"
+    );
+    // Usage errors exit 2 (clap).
+    assert_eq!(s.run(&["get"]).code, 2);
+
+    let ar = s.run(&["api-resources"]).ok().to_string();
+    let header: Vec<&str> = ar.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
+    assert!(
+        ar.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["deployments", "deploy", "apps/v1", "true", "Deployment"]),
+        "{ar}"
+    );
+    let v = s.run(&["version"]).ok().to_string();
+    assert!(
+        v.starts_with("Client Version: v") && v.contains("Server Version: v"),
+        "{v}"
+    );
+}
+
+#[test]
+fn config_file_names_the_server() {
+    let s = Server::start();
+    std::fs::write(
+        s.home().join("config"),
+        format!("# test\nserver: {}\n", s.addr),
+    )
+    .unwrap();
+    let o = run_rudder(
+        None,
+        s.home(),
+        &["get", "ns", "default", "-o", "name"],
+        None,
+        &[],
+    );
+    assert_eq!(o.ok(), "namespace/default\n");
+    // --server beats the config file.
+    let bad = format!("127.0.0.1:{}", common::free_port());
+    let o = run_rudder(None, s.home(), &["--server", &bad, "get", "ns"], None, &[]);
+    assert!(o.err_line().contains(&bad));
+}
+
+#[test]
+fn up_status_down() {
+    // Checked first so a missing server binary fails with the clear message.
+    common::apiserver_bin();
+    let home = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
+    let up = run(&["up", "--data-dir", "data", "--listen", &listen]);
+    let out = up.ok().to_string();
+    assert!(
+        out.contains(&format!("export RUDDER_SERVER={listen}")),
+        "{out}"
+    );
+    assert!(home.path().join("data/apiserver.pid").is_file());
+    assert!(home.path().join("data/logs/apiserver.log").is_file());
+    let cfg = std::fs::read_to_string(home.path().join("config")).unwrap();
+    assert_eq!(cfg, format!("server: {listen}\n"));
+    // The config file now routes plain commands to it.
+    run(&["get", "ns", "default"]).ok();
+    let again = run(&["up", "--data-dir", "data", "--listen", &listen]);
+    assert!(again.ok().contains("already running"), "{}", again.stdout);
+    let st = run(&["status", "--data-dir", "data"]);
+    let text = st.ok().to_string();
+    assert!(
+        text.contains("apiserver") && text.contains(" yes ") && text.contains(" ok "),
+        "{text}"
+    );
+    assert!(text.contains("objects:"), "{text}");
+    let down = run(&["down", "--data-dir", "data"]);
+    assert!(down.ok().contains("stopped"), "{}", down.stdout);
+    assert!(!home.path().join("data/apiserver.pid").exists());
+    let st = run(&["status", "--data-dir", "data"]);
+    assert_eq!(st.code, 3, "{}", st.stdout);
+    let o = run(&["get", "ns"]);
+    assert!(o.err_line().contains(&listen));
+}

@@ -1,0 +1,188 @@
+//! Test harness: a real `rudder-apiserver` on a free loopback port and `rudder` as a subprocess.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `rudder` binary under test.
+pub fn rudder_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rudder"))
+}
+
+/// `rudder-apiserver`, built into the same target directory. Missing is a failure, not a skip:
+/// these tests are meaningless without it.
+pub fn apiserver_bin() -> PathBuf {
+    let p = rudder_bin()
+        .parent()
+        .expect("the rudder binary has a directory")
+        .join("rudder-apiserver");
+    assert!(
+        p.is_file(),
+        "rudder-apiserver is not built at {}: run `cargo build -p rudder-apiserver` first",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A command's outcome.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "expected success; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts failure with exit 1 and a single stderr line; returns that line.
+    #[track_caller]
+    pub fn err_line(&self) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one error line, got:\n{}",
+            self.stderr
+        );
+        lines[0]
+    }
+}
+
+/// Runs `rudder` with a clean environment pointing at `server` (None: no server configured).
+pub fn run_rudder(
+    server: Option<&str>,
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Out {
+    let mut cmd = Command::new(rudder_bin());
+    cmd.args(args)
+        .env_remove("RUDDER_SERVER")
+        .env_remove("RUDDER_DATA_DIR")
+        .env("RUDDER_CONFIG", home.join("config"))
+        .env("HOME", home)
+        .current_dir(home)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(s) = server {
+        cmd.env("RUDDER_SERVER", s);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("rudder starts");
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().expect("stdin is piped");
+        si.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("rudder runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A running API server with its own data directory, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let bin = apiserver_bin();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir.path().join("store"))
+            .arg("--listen")
+            .arg(&addr)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("rudder-apiserver starts");
+        let s = Server { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = s.run(&["version"]);
+            if o.code == 0 {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(s.dir.path().join("apiserver.log")).unwrap_or_default();
+                panic!(
+                    "rudder-apiserver did not become ready at {}: {}\nlog:\n{log}",
+                    s.addr, o.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        run_rudder(Some(&self.addr), self.dir.path(), args, None, &[])
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        run_rudder(Some(&self.addr), self.dir.path(), args, Some(stdin), &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        run_rudder(Some(&self.addr), self.dir.path(), args, None, env)
+    }
+
+    /// Writes a file in the server's temp dir and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write test file");
+        p.display().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
