@@ -11,7 +11,7 @@ use rudder_apiserver::{Server, ServerConfig};
 #[command(name = "rudder-apiserver", version, about = "Rudder's API server")]
 struct Args {
     /// Directory holding the store.
-    #[arg(long, env = "RUDDER_DATA_DIR", default_value = "./rudder-data")]
+    #[arg(long, default_value = "./rudder-data")]
     data_dir: PathBuf,
     /// Address to serve gRPC on.
     #[arg(long, default_value = "127.0.0.1:6443")]

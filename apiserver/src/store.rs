@@ -434,19 +434,28 @@ where
 /// The single writer: batches proposals, evaluates them in log order, persists the batch with one
 /// flush, then publishes and replies.
 async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Receiver<Proposal>) {
-    let mut last_stats = tokio::time::Instant::now();
     refresh_stats(&shared, &storage);
-    while let Some(first) = rx.recv().await {
+    // Size and free space are sampled on a timer, so health and stats stay current while idle
+    // and the write path never waits on a filesystem query.
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+            _ = stats_tick.tick() => {
+                refresh_stats(&shared, &storage);
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < shared.config.max_batch {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
-        }
-        if last_stats.elapsed() > Duration::from_millis(500) {
-            refresh_stats(&shared, &storage);
-            last_stats = tokio::time::Instant::now();
         }
         let refuse = {
             let failed = shared
