@@ -76,10 +76,10 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
                     ?key,
                     "stored object of an unregistered kind; indexing labels only"
                 );
-                (
-                    rudder_api::meta::labels(v).into_iter().collect(),
-                    Vec::new(),
-                )
+                crate::state::ObjIndex {
+                    labels: rudder_api::meta::labels(v).into_iter().collect(),
+                    ..Default::default()
+                }
             }
         }
     };

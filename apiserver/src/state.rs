@@ -15,6 +15,14 @@ use bytes::Bytes;
 /// Key-value string pairs (labels, selectable fields), sorted where lookups need it.
 pub type Pairs = Vec<(String, String)>;
 
+/// What the store indexes of an object besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ObjIndex {
+    pub labels: Pairs,
+    pub fields: Pairs,
+    pub claims: Vec<String>,
+}
+
 /// Group and kind, e.g. `apps/Deployment`, `/Pod` for the core group.
 pub type KindKey = Arc<str>;
 
@@ -40,6 +48,9 @@ pub struct StoredObject {
     /// Values of the kind's selectable fields, for field selectors.
     pub fields: Vec<(String, String)>,
     pub deleting: bool,
+    /// Unique resources this object holds (a Service's cluster IP, a node port): no two
+    /// objects may hold the same claim.
+    pub claims: Vec<String>,
 }
 
 impl StoredObject {
@@ -79,6 +90,7 @@ pub enum Command {
         labels: Vec<(String, String)>,
         fields: Vec<(String, String)>,
         deleting: bool,
+        claims: Vec<String>,
     },
     Delete {
         key: ObjKey,
@@ -126,6 +138,8 @@ pub enum ApplyError {
     NamespaceNotFound(String),
     #[error("namespace {0} is being terminated")]
     NamespaceTerminating(String),
+    #[error("{0} is already allocated")]
+    ClaimTaken(String),
 }
 
 type Objects = BTreeMap<(String, String), Arc<StoredObject>>;
@@ -134,12 +148,42 @@ type Objects = BTreeMap<(String, String), Arc<StoredObject>>;
 #[derive(Default)]
 pub struct State {
     kinds: HashMap<KindKey, Objects>,
+    /// Which object holds each claim.
+    claims: HashMap<String, ObjKey>,
     /// Position of the last applied command.
     pub rv: u64,
 }
 
 /// Pending effects of commands earlier in the same batch, not yet in [`State`].
-pub type Overlay = HashMap<ObjKey, Option<Arc<StoredObject>>>;
+#[derive(Default)]
+pub struct Overlay {
+    objects: HashMap<ObjKey, Option<Arc<StoredObject>>>,
+    /// Claims taken (`Some`) or released (`None`) by the batch so far.
+    claims: HashMap<String, Option<ObjKey>>,
+}
+
+impl Overlay {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records an evaluated event so later commands of the batch see it.
+    pub fn record(&mut self, ev: &Event) {
+        if let Some(prev) = &ev.prev {
+            for c in &prev.claims {
+                self.claims.insert(c.clone(), None);
+            }
+        }
+        if ev.kind == EventType::Deleted {
+            self.objects.insert(ev.key.clone(), None);
+        } else {
+            for c in &ev.object.claims {
+                self.claims.insert(c.clone(), Some(ev.key.clone()));
+            }
+            self.objects.insert(ev.key.clone(), Some(ev.object.clone()));
+        }
+    }
+}
 
 impl State {
     pub fn get(&self, key: &ObjKey) -> Option<&Arc<StoredObject>> {
@@ -149,10 +193,23 @@ impl State {
     }
 
     fn get_with<'a>(&'a self, overlay: &'a Overlay, key: &ObjKey) -> Option<&'a Arc<StoredObject>> {
-        match overlay.get(key) {
+        match overlay.objects.get(key) {
             Some(pending) => pending.as_ref(),
             None => self.get(key),
         }
+    }
+
+    /// Who holds `claim`, counting the batch's pending changes.
+    fn claim_holder<'a>(&'a self, overlay: &'a Overlay, claim: &str) -> Option<&'a ObjKey> {
+        match overlay.claims.get(claim) {
+            Some(pending) => pending.as_ref(),
+            None => self.claims.get(claim),
+        }
+    }
+
+    /// Whether `claim` is held by an object other than `key`.
+    pub fn claim_taken(&self, claim: &str, key: &ObjKey) -> bool {
+        self.claims.get(claim).is_some_and(|k| k != key)
     }
 
     /// Number of objects of every kind.
@@ -211,9 +268,16 @@ impl State {
                 labels,
                 fields,
                 deleting,
+                claims,
                 ..
             } => {
                 check_expect(current, *expect)?;
+                if let Some(c) = claims
+                    .iter()
+                    .find(|c| self.claim_holder(overlay, c).is_some_and(|k| k != key))
+                {
+                    return Err(ApplyError::ClaimTaken(c.clone()));
+                }
                 if current.is_none() && !key.namespace.is_empty() {
                     let ns_key = ObjKey {
                         kind: Arc::from(NAMESPACE_KIND),
@@ -234,6 +298,7 @@ impl State {
                     labels: labels.clone(),
                     fields: fields.clone(),
                     deleting: *deleting,
+                    claims: claims.clone(),
                 });
                 Ok(Event {
                     rv: index,
@@ -258,6 +323,7 @@ impl State {
                     labels: cur.labels.clone(),
                     fields: cur.fields.clone(),
                     deleting: true,
+                    claims: cur.claims.clone(),
                 });
                 Ok(Event {
                     rv: index,
@@ -274,6 +340,16 @@ impl State {
     pub fn commit(&mut self, ev: &Event) {
         let objs = self.kinds.entry(ev.key.kind.clone()).or_default();
         let k = (ev.key.namespace.clone(), ev.key.name.clone());
+        if let Some(prev) = &ev.prev {
+            for c in &prev.claims {
+                self.claims.remove(c);
+            }
+        }
+        if ev.kind != EventType::Deleted {
+            for c in &ev.object.claims {
+                self.claims.insert(c.clone(), ev.key.clone());
+            }
+        }
         match ev.kind {
             EventType::Deleted => {
                 objs.remove(&k);
@@ -288,6 +364,9 @@ impl State {
     /// Loads an object read from storage at start-up.
     pub fn load(&mut self, key: ObjKey, obj: Arc<StoredObject>) {
         self.rv = self.rv.max(obj.rv);
+        for c in &obj.claims {
+            self.claims.insert(c.clone(), key.clone());
+        }
         self.kinds
             .entry(key.kind)
             .or_default()
@@ -421,6 +500,7 @@ mod tests {
             labels: vec![],
             fields: vec![],
             deleting: false,
+            claims: vec![],
         }
     }
 

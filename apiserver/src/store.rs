@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::state::{
-    ApplyError, Command, Event, EventType, ObjKey, Overlay, Pairs, State, StoredObject,
+    ApplyError, Command, Event, EventType, ObjIndex, ObjKey, Overlay, State, StoredObject,
 };
 use crate::storage::{Op, Storage, StorageError, free_bytes};
 
@@ -149,7 +149,7 @@ fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
 
 /// Computes an object's labels and selectable fields from its JSON; supplied by the service
 /// layer, which knows each kind's selectable fields.
-pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> (Pairs, Pairs) + Send + Sync;
+pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> ObjIndex + Send + Sync;
 
 impl Store {
     /// Opens the store over `storage`, loading every object, and starts the writer task.
@@ -175,7 +175,7 @@ impl Store {
             let value: serde_json::Value = serde_json::from_slice(&v)
                 .map_err(|e| StorageError::Corrupt(format!("object {key:?}: {e}")))?;
             let rv = rudder_api::meta::resource_version(&value);
-            let (labels, fields) = indexer(&key, &value);
+            let ObjIndex { labels, fields, claims } = indexer(&key, &value);
             let deleting = rudder_api::meta::is_deleting(&value);
             state.load(
                 key,
@@ -185,6 +185,7 @@ impl Store {
                     labels,
                     fields,
                     deleting,
+                    claims,
                 }),
             );
         }
@@ -497,11 +498,10 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
                         let skey = object_key(&ev.key);
                         if ev.kind == EventType::Deleted {
                             ops.push(Op::Delete(skey));
-                            overlay.insert(ev.key.clone(), None);
                         } else {
                             ops.push(Op::Put(skey, ev.object.json.to_vec()));
-                            overlay.insert(ev.key.clone(), Some(ev.object.clone()));
                         }
+                        overlay.record(&ev);
                         results.push(Ok(Arc::new(ev)));
                     }
                     Err(e) => results.push(Err(e.into())),

@@ -73,7 +73,8 @@ impl Api {
         }
         // A generated name can collide; Kubernetes leaves the retry to the client, we retry a few
         // times because the suffix space is large and a collision is pure bad luck.
-        let attempts = if given_name.is_empty() { 5 } else { 1 };
+        // Also retried: losing a race for an automatically allocated Service IP or node port.
+        let attempts = 5;
         let mut last_err = None;
         for _ in 0..attempts {
             let name = if given_name.is_empty() {
@@ -102,6 +103,7 @@ impl Api {
                 m.insert("creationTimestamp".into(), Value::String(self.now()));
                 m.insert("generation".into(), json!(1));
             }
+            let auto_allocated = self.allocate_service(&info, &key, &mut admitted, None)?;
             let cmd = self.put_command(&info, key.clone(), Expect::Absent, admitted)?;
             if dry_run(&req.options) {
                 if self.store.get(&key).is_some() {
@@ -114,6 +116,7 @@ impl Api {
                 Err(e @ ApiError::AlreadyExists { .. }) if given_name.is_empty() => {
                     last_err = Some(e)
                 }
+                Err(e @ ApiError::Invalid { .. }) if auto_allocated => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }

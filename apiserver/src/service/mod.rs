@@ -7,6 +7,7 @@
 //! store. Preconditions the store re-checks deterministically (existence, resourceVersion,
 //! namespace) are also checked here first for a clear error without a round trip through the log.
 
+mod allocate;
 mod create;
 mod delete;
 mod list;
@@ -23,7 +24,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Ids, format_time};
 use crate::error::ApiError;
-use crate::state::{ApplyError, Command, Expect, KindKey, ObjKey, Pairs, StoredObject};
+use crate::state::{ApplyError, Command, Expect, KindKey, ObjIndex, ObjKey, StoredObject};
 use crate::store::{Store, StoreError};
 
 /// Kubernetes' limit on one stored object (etcd's request limit).
@@ -82,15 +83,19 @@ pub fn kind_key(info: &KindInfo) -> KindKey {
     Arc::from(format!("{}/{}", info.group, info.kind))
 }
 
-/// Labels and selectable field values of an object, as the store indexes them.
-pub fn index_object(info: &KindInfo, obj: &Value) -> (Pairs, Pairs) {
+/// Labels, selectable field values and claims of an object, as the store indexes them.
+pub fn index_object(info: &KindInfo, obj: &Value) -> ObjIndex {
     let labels = meta::labels(obj).into_iter().collect();
     let fields = info
         .selectable_fields
         .iter()
         .map(|f| (f.to_string(), meta::field_value(obj, f)))
         .collect();
-    (labels, fields)
+    ObjIndex {
+        labels,
+        fields,
+        claims: allocate::claims_of(info, obj),
+    }
 }
 
 impl Api {
@@ -286,7 +291,7 @@ impl Api {
         mut obj: Value,
     ) -> Result<Command, ApiError> {
         meta::metadata_mut(&mut obj).remove("resourceVersion");
-        let (labels, fields) = index_object(info, &obj);
+        let ObjIndex { labels, fields, claims } = index_object(info, &obj);
         let deleting = meta::is_deleting(&obj);
         let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(e.to_string()))?;
         if bytes.len() > MAX_OBJECT_BYTES {
@@ -302,6 +307,7 @@ impl Api {
             labels,
             fields,
             deleting,
+            claims,
         })
     }
 
@@ -354,6 +360,11 @@ impl Api {
                 resource: "namespaces".into(),
                 name: ns,
             },
+            StoreError::Rejected(ApplyError::ClaimTaken(c)) => ApiError::invalid(
+                info,
+                &key.name,
+                format!("{c}: provided value is already allocated"),
+            ),
             StoreError::Rejected(ApplyError::NamespaceTerminating(ns)) => {
                 ApiError::Forbidden(format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",

@@ -357,6 +357,9 @@ impl Api {
                 )));
             }
         }
+        // Keep (or allocate) the Service's IP and node ports before validation, which treats
+        // them as immutable: a request that leaves them out means "as they are".
+        self.allocate_service(info, key, &mut new, Some(old))?;
         let mut admitted = self.admit(info, name, new, Some(old))?;
         let generation = meta::generation(old).max(1);
         let generation = if meta::content_differs(old, &admitted) {

@@ -1,0 +1,201 @@
+//! Service cluster IPs and node ports, allocated by the API server as Kubernetes does.
+//!
+//! A Service of type ClusterIP, NodePort or LoadBalancer gets a virtual IP from the service range
+//! (10.96.0.0/12, `.1` kept for the API's own service), unless it asks for one or is headless
+//! (`clusterIP: None`); NodePort and LoadBalancer ports get node ports from 30000–32767. Each
+//! allocation is a *claim* carried in the write command and checked by the state machine, so two
+//! Services can never hold the same IP or port even when created concurrently: the loser of a race
+//! gets a fresh allocation (or, for a value it asked for, a clear error).
+
+use std::net::Ipv4Addr;
+
+use rand::Rng;
+use rudder_api::registry::KindInfo;
+use serde_json::{Value, json};
+
+use super::Api;
+use crate::error::ApiError;
+use crate::state::ObjKey;
+
+/// The service IP range: 10.96.0.0/12.
+const RANGE_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
+const RANGE_BITS: u32 = 12;
+const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+fn in_range(ip: Ipv4Addr) -> bool {
+    let v = u32::from(ip);
+    v >> (32 - RANGE_BITS) == RANGE_BASE >> (32 - RANGE_BITS)
+}
+
+fn is_service(info: &KindInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
+}
+
+/// The claims an object holds: `service-ip/<ip>` and `nodeport/<protocol>/<port>` for Services.
+pub fn claims_of(info: &KindInfo, obj: &Value) -> Vec<String> {
+    if !is_service(info) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let spec = obj.get("spec");
+    for ip in cluster_ips(obj) {
+        if ip != "None" && !ip.is_empty() {
+            out.push(format!("service-ip/{ip}"));
+        }
+    }
+    for p in spec.and_then(|s| s.get("ports")).and_then(Value::as_array).into_iter().flatten() {
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            out.push(format!("nodeport/{proto}/{np}"));
+        }
+    }
+    out
+}
+
+fn cluster_ips(obj: &Value) -> Vec<String> {
+    let spec = obj.get("spec");
+    let list: Vec<String> = spec
+        .and_then(|s| s.get("clusterIPs"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if !list.is_empty() {
+        return list;
+    }
+    spec.and_then(|s| s.get("clusterIP"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|s| vec![s.to_string()])
+        .unwrap_or_default()
+}
+
+impl Api {
+    /// Fills a Service's cluster IP and node ports: kept from `old` on update when the request
+    /// leaves them out, else allocated. Returns whether anything was allocated here (so a lost
+    /// race may retry with a fresh value).
+    pub(crate) fn allocate_service(
+        &self,
+        info: &KindInfo,
+        key: &ObjKey,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<bool, ApiError> {
+        if !is_service(info) {
+            return Ok(false);
+        }
+        let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let mut allocated = false;
+        let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(false);
+        };
+        // Cluster IP.
+        let requested: Vec<String> = {
+            let tmp = json!({"spec": Value::Object(spec.clone())});
+            cluster_ips(&tmp)
+        };
+        let ip = if svc_type == "ExternalName" {
+            None
+        } else if let Some(first) = requested.first() {
+            if first != "None" {
+                let parsed: Ipv4Addr = first.parse().map_err(|_| {
+                    ApiError::invalid(info, &key.name, format!("spec.clusterIPs[0]: Invalid value: \"{first}\": must be a valid IP address"))
+                })?;
+                let kept = old.is_some_and(|o| cluster_ips(o).first() == Some(first));
+                if !kept && !in_range(parsed) {
+                    return Err(ApiError::invalid(info, &key.name, format!(
+                        "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12")));
+                }
+                if self.store.read().state.claim_taken(&format!("service-ip/{first}"), key) {
+                    return Err(ApiError::invalid(info, &key.name, format!(
+                        "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is already allocated")));
+                }
+            }
+            Some(first.clone())
+        } else if let Some(prev) = old.and_then(|o| cluster_ips(o).into_iter().next()) {
+            Some(prev)
+        } else {
+            allocated = true;
+            Some(self.free_ip(key)?)
+        };
+        if let Some(ip) = ip {
+            spec.insert("clusterIP".into(), Value::String(ip.clone()));
+            spec.insert("clusterIPs".into(), json!([ip]));
+            if ip != "None" {
+                spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+                spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+            }
+        }
+        // Node ports.
+        if svc_type == "NodePort" || svc_type == "LoadBalancer" {
+            let old_ports: Vec<Value> = old
+                .and_then(|o| o.pointer("/spec/ports"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut taken_here = Vec::new();
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for (i, p) in ports.iter_mut().enumerate() {
+                    let Some(p) = p.as_object_mut() else { continue };
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+                    if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+                        if !NODE_PORTS.contains(&np) {
+                            return Err(ApiError::invalid(info, &key.name, format!(
+                                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
+                        }
+                        if self.store.read().state.claim_taken(&format!("nodeport/{proto}/{np}"), key) {
+                            return Err(ApiError::invalid(info, &key.name, format!(
+                                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated")));
+                        }
+                        taken_here.push((proto, np));
+                        continue;
+                    }
+                    let same_port = p.get("port").cloned();
+                    let kept = old_ports
+                        .iter()
+                        .find(|o| o.get("port") == same_port.as_ref() && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == proto)
+                        .and_then(|o| o.get("nodePort").and_then(Value::as_i64));
+                    let np = match kept {
+                        Some(np) => np,
+                        None => {
+                            allocated = true;
+                            self.free_node_port(key, &proto, &taken_here)?
+                        }
+                    };
+                    taken_here.push((proto, np));
+                    p.insert("nodePort".into(), json!(np));
+                }
+            }
+            spec.entry("externalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+        }
+        Ok(allocated)
+    }
+
+    fn free_ip(&self, key: &ObjKey) -> Result<String, ApiError> {
+        let size = 1u32 << (32 - RANGE_BITS);
+        let state = &self.store.read().state;
+        let mut rng = rand::rng();
+        for _ in 0..256 {
+            // Skip the network address and .1 (the API's own service in Kubernetes).
+            let off = rng.random_range(2..size - 1);
+            let ip = Ipv4Addr::from(RANGE_BASE + off);
+            if !state.claim_taken(&format!("service-ip/{ip}"), key) {
+                return Ok(ip.to_string());
+            }
+        }
+        Err(ApiError::Internal("failed to allocate a service IP: the range 10.96.0.0/12 looks full".into()))
+    }
+
+    fn free_node_port(&self, key: &ObjKey, proto: &str, taken_here: &[(String, i64)]) -> Result<i64, ApiError> {
+        let state = &self.store.read().state;
+        let mut rng = rand::rng();
+        for _ in 0..512 {
+            let np = rng.random_range(NODE_PORTS);
+            if !taken_here.iter().any(|(p, n)| p == proto && *n == np)
+                && !state.claim_taken(&format!("nodeport/{proto}/{np}"), key)
+            {
+                return Ok(np);
+            }
+        }
+        Err(ApiError::Internal("failed to allocate a node port: the range 30000-32767 looks full".into()))
+    }
+}
