@@ -81,12 +81,12 @@ fn default_container(c: &mut Container) {
         }
     }
     // A limit without a request means the request equals the limit, resource by resource.
-    if let Some(resources) = c.resources.as_mut() {
-        if let Some(limits) = resources.limits.clone() {
-            let requests = resources.requests.get_or_insert_with(Default::default);
-            for (name, q) in limits {
-                requests.entry(name).or_insert(q);
-            }
+    if let Some(resources) = c.resources.as_mut()
+        && let Some(limits) = resources.limits.clone()
+    {
+        let requests = resources.requests.get_or_insert_with(Default::default);
+        for (name, q) in limits {
+            requests.entry(name).or_insert(q);
         }
     }
 }

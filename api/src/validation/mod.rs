@@ -26,11 +26,27 @@ pub enum NameRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
     Required,
-    Invalid { value: String, detail: String },
-    NotSupported { value: String, supported: Vec<String> },
-    Duplicate { value: String },
-    Forbidden { detail: String },
-    TooLong { max: usize },
+    Invalid {
+        value: String,
+        detail: String,
+    },
+    NotSupported {
+        value: String,
+        supported: Vec<String>,
+    },
+    Duplicate {
+        value: String,
+    },
+    /// A reference to something that does not exist (a volume mount naming no volume).
+    NotFound {
+        value: String,
+    },
+    Forbidden {
+        detail: String,
+    },
+    TooLong {
+        max: usize,
+    },
     Immutable,
 }
 
@@ -43,17 +59,31 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(path: impl Into<String>) -> Self {
-        FieldError { path: path.into(), kind: ErrorKind::Required }
-    }
-
-    pub fn invalid(path: impl Into<String>, value: impl fmt::Display, detail: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
-            kind: ErrorKind::Invalid { value: value.to_string(), detail: detail.into() },
+            kind: ErrorKind::Required,
         }
     }
 
-    pub fn not_supported(path: impl Into<String>, value: impl fmt::Display, supported: &[&str]) -> Self {
+    pub fn invalid(
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Invalid {
+                value: value.to_string(),
+                detail: detail.into(),
+            },
+        }
+    }
+
+    pub fn not_supported(
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         FieldError {
             path: path.into(),
             kind: ErrorKind::NotSupported {
@@ -64,19 +94,44 @@ impl FieldError {
     }
 
     pub fn duplicate(path: impl Into<String>, value: impl fmt::Display) -> Self {
-        FieldError { path: path.into(), kind: ErrorKind::Duplicate { value: value.to_string() } }
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Duplicate {
+                value: value.to_string(),
+            },
+        }
+    }
+
+    pub fn not_found(path: impl Into<String>, value: impl fmt::Display) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::NotFound {
+                value: value.to_string(),
+            },
+        }
     }
 
     pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { path: path.into(), kind: ErrorKind::Forbidden { detail: detail.into() } }
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Forbidden {
+                detail: detail.into(),
+            },
+        }
     }
 
     pub fn too_long(path: impl Into<String>, max: usize) -> Self {
-        FieldError { path: path.into(), kind: ErrorKind::TooLong { max } }
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::TooLong { max },
+        }
     }
 
     pub fn immutable(path: impl Into<String>) -> Self {
-        FieldError { path: path.into(), kind: ErrorKind::Immutable }
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Immutable,
+        }
     }
 }
 
@@ -96,10 +151,17 @@ impl fmt::Display for FieldError {
                     s.join(", ")
                 )
             }
-            ErrorKind::Duplicate { value } => write!(f, "{}: Duplicate value: \"{value}\"", self.path),
+            ErrorKind::Duplicate { value } => {
+                write!(f, "{}: Duplicate value: \"{value}\"", self.path)
+            }
+            ErrorKind::NotFound { value } => write!(f, "{}: Not found: \"{value}\"", self.path),
             ErrorKind::Forbidden { detail } => write!(f, "{}: Forbidden: {detail}", self.path),
             ErrorKind::TooLong { max } => {
-                write!(f, "{}: Too long: may not be more than {max} bytes", self.path)
+                write!(
+                    f,
+                    "{}: Too long: may not be more than {max} bytes",
+                    self.path
+                )
             }
             ErrorKind::Immutable => write!(f, "{}: Invalid value: field is immutable", self.path),
         }
@@ -191,7 +253,10 @@ pub fn validate_object_meta(meta: &ObjectMeta, info: &KindInfo) -> Vec<FieldErro
         total += k.len() + v.len();
     }
     if total > MAX_ANNOTATIONS_BYTES {
-        errs.push(FieldError::too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES));
+        errs.push(FieldError::too_long(
+            "metadata.annotations",
+            MAX_ANNOTATIONS_BYTES,
+        ));
     }
     for (i, f) in meta.finalizers.iter().flatten().enumerate() {
         if validate_key(f).is_err() {
@@ -205,4 +270,17 @@ pub fn validate_object_meta(meta: &ObjectMeta, info: &KindInfo) -> Vec<FieldErro
     errs
 }
 
-mod kinds;
+mod config;
+mod cron;
+mod helpers;
+mod misc;
+mod networking;
+mod pod;
+mod rbac;
+mod service;
+mod storage;
+mod workloads;
+
+pub use cron::validate_schedule;
+pub use helpers::Path;
+pub use pod::{validate_pod_spec, validate_pod_template};
