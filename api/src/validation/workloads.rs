@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -261,7 +261,8 @@ impl Validate for StatefulSet {
             &p.child("revisionHistoryLimit"),
             spec.revision_history_limit,
         );
-        selector_and_template(&mut errs, &p, &spec.selector, &spec.template, ALWAYS);
+        let template = with_claim_volumes(spec);
+        selector_and_template(&mut errs, &p, &spec.selector, &template, ALWAYS);
         opt_enum(
             &mut errs,
             &p.child("podManagementPolicy"),
@@ -329,6 +330,28 @@ impl Validate for StatefulSet {
         }
         errs
     }
+}
+
+/// The template as each pod gets it: every volume claim template becomes a volume of the same
+/// name, so that mounts of claimed volumes resolve (and clashes with plain volumes show).
+fn with_claim_volumes(spec: &StatefulSetSpec) -> PodTemplateSpec {
+    let mut template = spec.template.clone();
+    let claims = spec.volume_claim_templates.iter().flatten();
+    let names: Vec<String> = claims.filter_map(|c| c.metadata.name.clone()).collect();
+    if let (Some(pod), false) = (template.spec.as_mut(), names.is_empty()) {
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        for name in names {
+            volumes.push(Volume {
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: name.clone(),
+                    read_only: None,
+                }),
+                name,
+                ..Default::default()
+            });
+        }
+    }
+    template
 }
 
 /// A StatefulSet spec with the updatable fields cleared, for comparing what must not change.
