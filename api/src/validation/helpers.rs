@@ -330,6 +330,23 @@ pub(crate) fn resource_list(
     out
 }
 
+/// Exactly one of a group of alternatives (`set` names the ones present): none is `Required`
+/// at `path`, each extra one is `Forbidden` at its own path.
+pub(crate) fn exactly_one<S: AsRef<str>>(errs: &mut Errs, path: &Path, set: &[S], what: &str) {
+    match set {
+        [] => errs.push(FieldError::required(path)),
+        [_] => {}
+        [_, rest @ ..] => {
+            for s in rest {
+                errs.push(FieldError::forbidden(
+                    path.child(s.as_ref()),
+                    format!("may not specify more than 1 {what}"),
+                ));
+            }
+        }
+    }
+}
+
 /// How many of a one-of group are set; used for "exactly one of" rules.
 pub(crate) fn count_set(flags: &[bool]) -> usize {
     flags.iter().filter(|b| **b).count()
@@ -357,6 +374,20 @@ pub(crate) fn is_wildcard_dns_subdomain(s: &str) -> bool {
         Some(rest) => is_dns_subdomain(rest),
         None => is_dns_subdomain(s),
     }
+}
+
+/// Test support: decodes `v` (and `old`) as `K`, validates, and renders each error.
+#[cfg(test)]
+pub(crate) fn validate_json<K: super::Validate + serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    old: Option<serde_json::Value>,
+) -> Vec<String> {
+    let new: K = serde_json::from_value(v).expect("test object decodes");
+    let old: Option<K> = old.map(|o| serde_json::from_value(o).expect("old test object decodes"));
+    new.validate(old.as_ref())
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[cfg(test)]

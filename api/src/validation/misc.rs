@@ -292,19 +292,8 @@ impl Validate for HorizontalPodAutoscaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validation::helpers::validate_json as errs;
     use serde_json::{Value, json};
-
-    fn errs<K: Validate + serde::de::DeserializeOwned>(
-        v: Value,
-        old: Option<Value>,
-    ) -> Vec<String> {
-        let new: K = serde_json::from_value(v).unwrap();
-        let old: Option<K> = old.map(|o| serde_json::from_value(o).unwrap());
-        new.validate(old.as_ref())
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
 
     #[test]
     fn nodes_and_leases() {

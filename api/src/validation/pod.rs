@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, Probe, Volume};
 
 use super::helpers::{
-    Errs, Path, at_least, count_set, dns_label, dns_subdomain, enum_value, label_map, non_negative,
-    opt_enum, port_name, port_number, port_number_or_name, required_str, resource_list, unique,
+    Errs, Path, at_least, count_set, dns_label, dns_subdomain, enum_value, exactly_one, label_map,
+    non_negative, opt_enum, port_name, port_number, port_number_or_name, required_str,
+    resource_list, unique,
 };
 use super::{FieldError, Validate};
 
@@ -166,18 +167,7 @@ fn validate_volumes(errs: &mut Errs, volumes: &[Volume], path: &Path) -> HashSet
             }
             _ => Vec::new(),
         };
-        match sources.as_slice() {
-            [] => errs.push(FieldError::required(&p)),
-            [_] => {}
-            [_, rest @ ..] => {
-                for s in rest {
-                    errs.push(FieldError::forbidden(
-                        p.child(s),
-                        "may not specify more than 1 volume type",
-                    ));
-                }
-            }
-        }
+        exactly_one(errs, &p, &sources, "volume type");
     }
     names
 }

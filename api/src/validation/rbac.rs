@@ -124,48 +124,32 @@ fn subject(errs: &mut Errs, s: &Subject, p: &Path, cluster: bool) {
     }
 }
 
-impl Validate for RoleBinding {
-    fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let old_ref = old.map(|o| &o.role_ref);
-        binding(
-            &self.role_ref,
-            self.subjects.as_ref(),
-            old_ref,
-            &["Role", "ClusterRole"],
-            false,
-        )
-    }
+/// Bindings differ only in the role kinds they may reference and whether they are cluster-wide.
+macro_rules! binding_kind {
+    ($t:ty, $ref_kinds:expr, $cluster:expr) => {
+        impl Validate for $t {
+            fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
+                let old_ref = old.map(|o| &o.role_ref);
+                binding(
+                    &self.role_ref,
+                    self.subjects.as_ref(),
+                    old_ref,
+                    $ref_kinds,
+                    $cluster,
+                )
+            }
+        }
+    };
 }
 
-impl Validate for ClusterRoleBinding {
-    fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let old_ref = old.map(|o| &o.role_ref);
-        binding(
-            &self.role_ref,
-            self.subjects.as_ref(),
-            old_ref,
-            &["ClusterRole"],
-            true,
-        )
-    }
-}
+binding_kind!(RoleBinding, &["Role", "ClusterRole"], false);
+binding_kind!(ClusterRoleBinding, &["ClusterRole"], true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validation::helpers::validate_json as errs;
     use serde_json::{Value, json};
-
-    fn errs<K: Validate + serde::de::DeserializeOwned>(
-        v: Value,
-        old: Option<Value>,
-    ) -> Vec<String> {
-        let new: K = serde_json::from_value(v).unwrap();
-        let old: Option<K> = old.map(|o| serde_json::from_value(o).unwrap());
-        new.validate(old.as_ref())
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
 
     #[test]
     fn role_rules() {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
-use super::helpers::{Errs, Path, enum_value, opt_enum, quantity, required_str};
+use super::helpers::{Errs, Path, enum_value, exactly_one, opt_enum, quantity, required_str};
 use super::{FieldError, Validate};
 
 const ACCESS_MODES: &[&str] = &[
@@ -95,18 +95,7 @@ impl Validate for PersistentVolume {
                 .collect(),
             _ => Vec::new(),
         };
-        match set.as_slice() {
-            [] => errs.push(FieldError::required(&p)),
-            [_] => {}
-            [_, rest @ ..] => {
-                for s in rest {
-                    errs.push(FieldError::forbidden(
-                        p.child(s),
-                        "may not specify more than 1 volume type",
-                    ));
-                }
-            }
-        }
+        exactly_one(&mut errs, &p, &set, "volume type");
         opt_enum(
             &mut errs,
             &p.child("persistentVolumeReclaimPolicy"),
@@ -229,19 +218,8 @@ impl Validate for StorageClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
-
-    fn errs<K: Validate + serde::de::DeserializeOwned>(
-        v: Value,
-        old: Option<Value>,
-    ) -> Vec<String> {
-        let new: K = serde_json::from_value(v).unwrap();
-        let old: Option<K> = old.map(|o| serde_json::from_value(o).unwrap());
-        new.validate(old.as_ref())
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
+    use crate::validation::helpers::validate_json as errs;
+    use serde_json::json;
 
     #[test]
     fn persistent_volumes() {

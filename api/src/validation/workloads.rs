@@ -1,8 +1,11 @@
 //! Workload validation (apps/v1, batch/v1): selectors and the templates they must match, replica
 //! counts, update strategies, Job and CronJob rules, and what an update may not change.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::apps::v1::{
-    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet, StatefulSetSpec,
+    ControllerRevision, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, ReplicaSet,
+    ReplicaSetSpec, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume};
@@ -89,54 +92,118 @@ fn surge_and_unavailable(
     }
 }
 
-fn spec_required<T>(spec: Option<&T>) -> Result<&T, Vec<FieldError>> {
-    spec.ok_or_else(|| vec![FieldError::required("spec")])
+const ALWAYS: &[&str] = &["Always"];
+
+/// The parts of an apps/v1 spec that [`apps_common`] checks.
+trait AppsSpec {
+    fn selector(&self) -> &LabelSelector;
+    /// The pod template as the controller will stamp it out, if there is one.
+    fn pod_template(&self) -> Option<Cow<'_, PodTemplateSpec>>;
 }
 
-const ALWAYS: &[&str] = &["Always"];
+macro_rules! apps_spec {
+    ($($t:ty),*) => {
+        $(impl AppsSpec for $t {
+            fn selector(&self) -> &LabelSelector {
+                &self.selector
+            }
+            fn pod_template(&self) -> Option<Cow<'_, PodTemplateSpec>> {
+                Some(Cow::Borrowed(&self.template))
+            }
+        })*
+    };
+}
+
+apps_spec!(DeploymentSpec, DaemonSetSpec);
+
+impl AppsSpec for ReplicaSetSpec {
+    fn selector(&self) -> &LabelSelector {
+        &self.selector
+    }
+    fn pod_template(&self) -> Option<Cow<'_, PodTemplateSpec>> {
+        self.template.as_ref().map(Cow::Borrowed)
+    }
+}
+
+impl AppsSpec for StatefulSetSpec {
+    fn selector(&self) -> &LabelSelector {
+        &self.selector
+    }
+    fn pod_template(&self) -> Option<Cow<'_, PodTemplateSpec>> {
+        Some(Cow::Owned(with_claim_volumes(self)))
+    }
+}
+
+/// What the apps/v1 kinds share: counts that may not be negative, a selector matching the
+/// template, and (on update) a selector that stays put, since changing it would orphan the
+/// pods the controller already owns.
+fn apps_common<S: AppsSpec>(
+    errs: &mut Errs,
+    counts: &[(&str, Option<i32>)],
+    spec: &S,
+    old: Option<&S>,
+) {
+    let p = Path::new("spec");
+    for (field, v) in counts {
+        non_negative(errs, &p.child(field), *v);
+    }
+    match spec.pod_template() {
+        Some(t) => selector_and_template(errs, &p, spec.selector(), &t, ALWAYS),
+        None => errs.push(FieldError::required(p.child("template"))),
+    }
+    if let Some(old) = old {
+        immutable(errs, &p.child("selector"), spec.selector(), old.selector());
+    }
+}
+
+/// An update strategy's type (absent means `RollingUpdate`), checked against `supported`.
+fn strategy_type<'a>(
+    errs: &mut Errs,
+    path: &Path,
+    ty: Option<&'a str>,
+    supported: &[&str],
+) -> &'a str {
+    let ty = ty.unwrap_or("RollingUpdate");
+    enum_value(errs, &path.child("type"), ty, supported);
+    ty
+}
 
 impl Validate for Deployment {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
         let p = Path::new("spec");
         let mut errs = Vec::new();
-        non_negative(&mut errs, &p.child("replicas"), spec.replicas);
-        selector_and_template(&mut errs, &p, &spec.selector, &spec.template, ALWAYS);
-        if let Some(strategy) = spec.strategy.as_ref() {
-            let sp = p.child("strategy");
-            let ty = strategy.type_.as_deref().unwrap_or("RollingUpdate");
-            enum_value(
-                &mut errs,
-                &sp.child("type"),
-                ty,
-                &["Recreate", "RollingUpdate"],
-            );
-            if let Some(ru) = strategy.rolling_update.as_ref() {
-                if ty == "Recreate" {
-                    errs.push(FieldError::forbidden(
-                        sp.child("rollingUpdate"),
-                        "may not be specified when strategy `type` is 'Recreate'",
-                    ));
-                } else {
-                    let rp = sp.child("rollingUpdate");
-                    surge_and_unavailable(
-                        &mut errs,
-                        &rp,
-                        ru.max_surge.as_ref(),
-                        ru.max_unavailable.as_ref(),
-                    );
-                }
-            }
-        }
-        for (field, v) in [
+        let counts = [
+            ("replicas", spec.replicas),
             ("minReadySeconds", spec.min_ready_seconds),
             ("revisionHistoryLimit", spec.revision_history_limit),
             ("progressDeadlineSeconds", spec.progress_deadline_seconds),
-        ] {
-            non_negative(&mut errs, &p.child(field), v);
+        ];
+        apps_common(&mut errs, &counts, spec, old.and_then(|o| o.spec.as_ref()));
+        if let Some(strategy) = spec.strategy.as_ref() {
+            let sp = p.child("strategy");
+            let ty = strategy_type(
+                &mut errs,
+                &sp,
+                strategy.type_.as_deref(),
+                &["Recreate", "RollingUpdate"],
+            );
+            let rp = sp.child("rollingUpdate");
+            match strategy.rolling_update.as_ref() {
+                Some(_) if ty == "Recreate" => errs.push(FieldError::forbidden(
+                    rp,
+                    "may not be specified when strategy `type` is 'Recreate'",
+                )),
+                Some(ru) => surge_and_unavailable(
+                    &mut errs,
+                    &rp,
+                    ru.max_surge.as_ref(),
+                    ru.max_unavailable.as_ref(),
+                ),
+                None => {}
+            }
         }
         if let (Some(deadline), Some(min_ready)) =
             (spec.progress_deadline_seconds, spec.min_ready_seconds)
@@ -148,74 +215,42 @@ impl Validate for Deployment {
                 "must be greater than minReadySeconds",
             ));
         }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            immutable(
-                &mut errs,
-                &p.child("selector"),
-                &spec.selector,
-                &old_spec.selector,
-            );
-        }
         errs
     }
 }
 
 impl Validate for ReplicaSet {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
-        let p = Path::new("spec");
         let mut errs = Vec::new();
-        non_negative(&mut errs, &p.child("replicas"), spec.replicas);
-        non_negative(
-            &mut errs,
-            &p.child("minReadySeconds"),
-            spec.min_ready_seconds,
-        );
-        match spec.template.as_ref() {
-            Some(t) => selector_and_template(&mut errs, &p, &spec.selector, t, ALWAYS),
-            None => errs.push(FieldError::required(p.child("template"))),
-        }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            immutable(
-                &mut errs,
-                &p.child("selector"),
-                &spec.selector,
-                &old_spec.selector,
-            );
-        }
+        let counts = [
+            ("replicas", spec.replicas),
+            ("minReadySeconds", spec.min_ready_seconds),
+        ];
+        apps_common(&mut errs, &counts, spec, old.and_then(|o| o.spec.as_ref()));
         errs
     }
 }
 
 impl Validate for DaemonSet {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
-        let p = Path::new("spec");
         let mut errs = Vec::new();
-        selector_and_template(&mut errs, &p, &spec.selector, &spec.template, ALWAYS);
-        non_negative(
-            &mut errs,
-            &p.child("minReadySeconds"),
-            spec.min_ready_seconds,
-        );
-        non_negative(
-            &mut errs,
-            &p.child("revisionHistoryLimit"),
-            spec.revision_history_limit,
-        );
+        let counts = [
+            ("minReadySeconds", spec.min_ready_seconds),
+            ("revisionHistoryLimit", spec.revision_history_limit),
+        ];
+        apps_common(&mut errs, &counts, spec, old.and_then(|o| o.spec.as_ref()));
         if let Some(strategy) = spec.update_strategy.as_ref() {
-            let sp = p.child("updateStrategy");
-            let ty = strategy.type_.as_deref().unwrap_or("RollingUpdate");
-            enum_value(
+            let sp = Path::new("spec").child("updateStrategy");
+            strategy_type(
                 &mut errs,
-                &sp.child("type"),
-                ty,
+                &sp,
+                strategy.type_.as_deref(),
                 &["OnDelete", "RollingUpdate"],
             );
             if let Some(ru) = strategy.rolling_update.as_ref() {
@@ -228,14 +263,6 @@ impl Validate for DaemonSet {
                 );
             }
         }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            immutable(
-                &mut errs,
-                &p.child("selector"),
-                &spec.selector,
-                &old_spec.selector,
-            );
-        }
         errs
     }
 }
@@ -244,25 +271,18 @@ const STATEFULSET_UPDATE_MSG: &str = "updates to statefulset spec for fields oth
 
 impl Validate for StatefulSet {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
         let p = Path::new("spec");
         let mut errs = Vec::new();
-        non_negative(&mut errs, &p.child("replicas"), spec.replicas);
-        non_negative(
-            &mut errs,
-            &p.child("minReadySeconds"),
-            spec.min_ready_seconds,
-        );
-        non_negative(
-            &mut errs,
-            &p.child("revisionHistoryLimit"),
-            spec.revision_history_limit,
-        );
-        let template = with_claim_volumes(spec);
-        selector_and_template(&mut errs, &p, &spec.selector, &template, ALWAYS);
+        let counts = [
+            ("replicas", spec.replicas),
+            ("minReadySeconds", spec.min_ready_seconds),
+            ("revisionHistoryLimit", spec.revision_history_limit),
+        ];
+        // The selector's immutability is part of the frozen-fields check below.
+        apps_common(&mut errs, &counts, spec, None);
         opt_enum(
             &mut errs,
             &p.child("podManagementPolicy"),
@@ -271,11 +291,10 @@ impl Validate for StatefulSet {
         );
         if let Some(strategy) = spec.update_strategy.as_ref() {
             let sp = p.child("updateStrategy");
-            let ty = strategy.type_.as_deref().unwrap_or("RollingUpdate");
-            enum_value(
+            let ty = strategy_type(
                 &mut errs,
-                &sp.child("type"),
-                ty,
+                &sp,
+                strategy.type_.as_deref(),
                 &["OnDelete", "RollingUpdate"],
             );
             if let Some(ru) = strategy.rolling_update.as_ref() {
@@ -422,9 +441,8 @@ fn validate_job_spec(errs: &mut Errs, spec: &JobSpec, path: &Path) {
 
 impl Validate for Job {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
         let p = Path::new("spec");
         let mut errs = Vec::new();
@@ -455,9 +473,8 @@ impl Validate for Job {
 
 impl Validate for CronJob {
     fn validate(&self, _old: Option<&Self>) -> Vec<FieldError> {
-        let spec = match spec_required(self.spec.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return e,
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
         };
         let p = Path::new("spec");
         let mut errs = Vec::new();
