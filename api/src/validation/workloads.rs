@@ -274,7 +274,6 @@ impl Validate for StatefulSet {
         let Some(spec) = self.spec.as_ref() else {
             return vec![FieldError::required("spec")];
         };
-        let p = Path::new("spec");
         let mut errs = Vec::new();
         let counts = [
             ("replicas", spec.replicas),
@@ -283,6 +282,7 @@ impl Validate for StatefulSet {
         ];
         // The selector's immutability is part of the frozen-fields check below.
         apps_common(&mut errs, &counts, spec, None);
+        let p = Path::new("spec");
         opt_enum(
             &mut errs,
             &p.child("podManagementPolicy"),
