@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod defaults;
 pub mod meta;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod validation;

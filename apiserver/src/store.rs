@@ -175,7 +175,11 @@ impl Store {
             let value: serde_json::Value = serde_json::from_slice(&v)
                 .map_err(|e| StorageError::Corrupt(format!("object {key:?}: {e}")))?;
             let rv = rudder_api::meta::resource_version(&value);
-            let ObjIndex { labels, fields, claims } = indexer(&key, &value);
+            let ObjIndex {
+                labels,
+                fields,
+                claims,
+            } = indexer(&key, &value);
             let deleting = rudder_api::meta::is_deleting(&value);
             state.load(
                 key,

@@ -37,6 +37,10 @@ pub enum ErrorKind {
     Duplicate {
         value: String,
     },
+    /// A reference to something that does not exist (a volume mount naming no volume).
+    NotFound {
+        value: String,
+    },
     Forbidden {
         detail: String,
     },
@@ -98,6 +102,15 @@ impl FieldError {
         }
     }
 
+    pub fn not_found(path: impl Into<String>, value: impl fmt::Display) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::NotFound {
+                value: value.to_string(),
+            },
+        }
+    }
+
     pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
@@ -141,6 +154,7 @@ impl fmt::Display for FieldError {
             ErrorKind::Duplicate { value } => {
                 write!(f, "{}: Duplicate value: \"{value}\"", self.path)
             }
+            ErrorKind::NotFound { value } => write!(f, "{}: Not found: \"{value}\"", self.path),
             ErrorKind::Forbidden { detail } => write!(f, "{}: Forbidden: {detail}", self.path),
             ErrorKind::TooLong { max } => {
                 write!(
@@ -256,4 +270,17 @@ pub fn validate_object_meta(meta: &ObjectMeta, info: &KindInfo) -> Vec<FieldErro
     errs
 }
 
-mod kinds;
+mod config;
+mod cron;
+mod helpers;
+mod misc;
+mod networking;
+mod pod;
+mod rbac;
+mod service;
+mod storage;
+mod workloads;
+
+pub use cron::validate_schedule;
+pub use helpers::Path;
+pub use pod::{validate_pod_spec, validate_pod_template};

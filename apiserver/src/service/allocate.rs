@@ -43,7 +43,12 @@ pub fn claims_of(info: &KindInfo, obj: &Value) -> Vec<String> {
             out.push(format!("service-ip/{ip}"));
         }
     }
-    for p in spec.and_then(|s| s.get("ports")).and_then(Value::as_array).into_iter().flatten() {
+    for p in spec
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
             out.push(format!("nodeport/{proto}/{np}"));
@@ -57,7 +62,11 @@ fn cluster_ips(obj: &Value) -> Vec<String> {
     let list: Vec<String> = spec
         .and_then(|s| s.get("clusterIPs"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     if !list.is_empty() {
         return list;
@@ -83,7 +92,11 @@ impl Api {
         if !is_service(info) {
             return Ok(false);
         }
-        let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let svc_type = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         let mut allocated = false;
         let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
             return Ok(false);
@@ -102,12 +115,27 @@ impl Api {
                 })?;
                 let kept = old.is_some_and(|o| cluster_ips(o).first() == Some(first));
                 if !kept && !in_range(parsed) {
-                    return Err(ApiError::invalid(info, &key.name, format!(
-                        "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12")));
+                    return Err(ApiError::invalid(
+                        info,
+                        &key.name,
+                        format!(
+                            "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+                        ),
+                    ));
                 }
-                if self.store.read().state.claim_taken(&format!("service-ip/{first}"), key) {
-                    return Err(ApiError::invalid(info, &key.name, format!(
-                        "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is already allocated")));
+                if self
+                    .store
+                    .read()
+                    .state
+                    .claim_taken(&format!("service-ip/{first}"), key)
+                {
+                    return Err(ApiError::invalid(
+                        info,
+                        &key.name,
+                        format!(
+                            "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is already allocated"
+                        ),
+                    ));
                 }
             }
             Some(first.clone())
@@ -122,7 +150,8 @@ impl Api {
             spec.insert("clusterIPs".into(), json!([ip]));
             if ip != "None" {
                 spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-                spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+                spec.entry("ipFamilyPolicy")
+                    .or_insert_with(|| json!("SingleStack"));
             }
         }
         // Node ports.
@@ -136,15 +165,34 @@ impl Api {
             if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for (i, p) in ports.iter_mut().enumerate() {
                     let Some(p) = p.as_object_mut() else { continue };
-                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+                    let proto = p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string();
                     if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
                         if !NODE_PORTS.contains(&np) {
-                            return Err(ApiError::invalid(info, &key.name, format!(
-                                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
+                            return Err(ApiError::invalid(
+                                info,
+                                &key.name,
+                                format!(
+                                    "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                                ),
+                            ));
                         }
-                        if self.store.read().state.claim_taken(&format!("nodeport/{proto}/{np}"), key) {
-                            return Err(ApiError::invalid(info, &key.name, format!(
-                                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated")));
+                        if self
+                            .store
+                            .read()
+                            .state
+                            .claim_taken(&format!("nodeport/{proto}/{np}"), key)
+                        {
+                            return Err(ApiError::invalid(
+                                info,
+                                &key.name,
+                                format!(
+                                    "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is already allocated"
+                                ),
+                            ));
                         }
                         taken_here.push((proto, np));
                         continue;
@@ -152,7 +200,11 @@ impl Api {
                     let same_port = p.get("port").cloned();
                     let kept = old_ports
                         .iter()
-                        .find(|o| o.get("port") == same_port.as_ref() && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == proto)
+                        .find(|o| {
+                            o.get("port") == same_port.as_ref()
+                                && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                                    == proto
+                        })
                         .and_then(|o| o.get("nodePort").and_then(Value::as_i64));
                     let np = match kept {
                         Some(np) => np,
@@ -165,7 +217,8 @@ impl Api {
                     p.insert("nodePort".into(), json!(np));
                 }
             }
-            spec.entry("externalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+            spec.entry("externalTrafficPolicy")
+                .or_insert_with(|| json!("Cluster"));
         }
         Ok(allocated)
     }
@@ -182,10 +235,17 @@ impl Api {
                 return Ok(ip.to_string());
             }
         }
-        Err(ApiError::Internal("failed to allocate a service IP: the range 10.96.0.0/12 looks full".into()))
+        Err(ApiError::Internal(
+            "failed to allocate a service IP: the range 10.96.0.0/12 looks full".into(),
+        ))
     }
 
-    fn free_node_port(&self, key: &ObjKey, proto: &str, taken_here: &[(String, i64)]) -> Result<i64, ApiError> {
+    fn free_node_port(
+        &self,
+        key: &ObjKey,
+        proto: &str,
+        taken_here: &[(String, i64)],
+    ) -> Result<i64, ApiError> {
         let state = &self.store.read().state;
         let mut rng = rand::rng();
         for _ in 0..512 {
@@ -196,6 +256,8 @@ impl Api {
                 return Ok(np);
             }
         }
-        Err(ApiError::Internal("failed to allocate a node port: the range 30000-32767 looks full".into()))
+        Err(ApiError::Internal(
+            "failed to allocate a node port: the range 30000-32767 looks full".into(),
+        ))
     }
 }

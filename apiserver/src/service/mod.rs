@@ -291,7 +291,11 @@ impl Api {
         mut obj: Value,
     ) -> Result<Command, ApiError> {
         meta::metadata_mut(&mut obj).remove("resourceVersion");
-        let ObjIndex { labels, fields, claims } = index_object(info, &obj);
+        let ObjIndex {
+            labels,
+            fields,
+            claims,
+        } = index_object(info, &obj);
         let deleting = meta::is_deleting(&obj);
         let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(e.to_string()))?;
         if bytes.len() > MAX_OBJECT_BYTES {
