@@ -276,10 +276,14 @@ impl Api {
         obj: Value,
         old: Option<&Value>,
     ) -> Result<Value, ApiError> {
-        info.ops.admit(info, obj, old).map_err(|e| match e {
+        let mut admitted = info.ops.admit(info, obj, old).map_err(|e| match e {
             AdmitError::Decode(d) => ApiError::BadRequest(format!("{} \"{name}\": {d}", info.kind)),
             AdmitError::Invalid(_) => ApiError::invalid(info, name, e.to_string()),
-        })
+        })?;
+        if info.group.is_empty() && info.kind == "Secret" {
+            fold_string_data(&mut admitted);
+        }
+        Ok(admitted)
     }
 
     /// Serialises an admitted object for storage (without resourceVersion) and builds the put.
@@ -386,6 +390,28 @@ impl Api {
     pub(crate) fn parse_stored(obj: &StoredObject) -> Result<Value, ApiError> {
         serde_json::from_slice(&obj.json)
             .map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))
+    }
+}
+
+/// A Secret's `stringData` is write-only: its entries are stored base64-encoded in `data`
+/// (winning over the same key there), and the field itself is never stored.
+fn fold_string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(plain)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in plain {
+            let text = v.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            data.insert(k, Value::String(encoded));
+        }
     }
 }
 

@@ -1,0 +1,260 @@
+//! What the server fills in: Kubernetes' defaults, Service cluster IPs and node ports, Secret
+//! `stringData`, and validation errors that name the field.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use rudder_client::ClientError;
+use rudder_client::proto as pb;
+use serde_json::json;
+
+fn deployment(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn defaults_are_filled_as_kubernetes_fills_them() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let d = json(&create(c, "apps/v1", "Deployment", "default", deployment("web")).await);
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Always");
+    assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        pod["containers"][0]["imagePullPolicy"], "Always",
+        "no tag means :latest"
+    );
+    assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
+
+    let mut p = pod_body("tagged");
+    p["spec"]["containers"][0]["image"] = json!("busybox:1.36");
+    let p = json(&create(c, "v1", "Pod", "default", p).await);
+    assert_eq!(
+        p["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+}
+
+fn pod_body(name: &str) -> serde_json::Value {
+    pod(name, json!({}))
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let svc = |name: &str, spec: serde_json::Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+    let a = json(
+        &create(
+            c,
+            "v1",
+            "Service",
+            "default",
+            svc(
+                "a",
+                json!({"selector": {"app": "a"}, "ports": [{"port": 80}]}),
+            ),
+        )
+        .await,
+    );
+    let ip = a["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10."), "{ip}");
+    assert_eq!(a["spec"]["clusterIPs"], json!([ip]));
+    assert_eq!(a["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(a["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(a["spec"]["type"], "ClusterIP");
+
+    // Asking for an address someone holds is refused, naming the field.
+    let e = c
+        .create(create_req(
+            "v1",
+            "Service",
+            "default",
+            svc("b", json!({"clusterIP": ip, "ports": [{"port": 80}]})),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("provided IP is already allocated"),
+        "{e}"
+    );
+    let e = c
+        .create(create_req(
+            "v1",
+            "Service",
+            "default",
+            svc(
+                "b",
+                json!({"clusterIP": "192.168.1.1", "ports": [{"port": 80}]}),
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not in the valid range"), "{e}");
+
+    // Headless keeps None; NodePort gets a port in range.
+    let h = json(
+        &create(
+            c,
+            "v1",
+            "Service",
+            "default",
+            svc("h", json!({"clusterIP": "None", "ports": [{"port": 80}]})),
+        )
+        .await,
+    );
+    assert_eq!(h["spec"]["clusterIP"], "None");
+    let n = json(
+        &create(
+            c,
+            "v1",
+            "Service",
+            "default",
+            svc("n", json!({"type": "NodePort", "ports": [{"port": 80}]})),
+        )
+        .await,
+    );
+    let np = n["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&np), "{np}");
+
+    // An update that leaves the IP out keeps it; deleting frees it for others.
+    let mut upd = a.clone();
+    upd["spec"].as_object_mut().unwrap().remove("clusterIP");
+    upd["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    upd["spec"]["ports"][0]["port"] = json!(81);
+    let u = json(
+        &c.update(pb::UpdateRequest {
+            kind: kref("v1", "Service"),
+            namespace: "default".into(),
+            json: Bytes::from(upd.to_string()),
+            options: None,
+        })
+        .await
+        .unwrap(),
+    );
+    assert_eq!(u["spec"]["clusterIP"], ip.as_str());
+    c.delete(pb::DeleteRequest {
+        kind: kref("v1", "Service"),
+        namespace: "default".into(),
+        name: "a".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = json(
+        &create(
+            c,
+            "v1",
+            "Service",
+            "default",
+            svc("b", json!({"clusterIP": ip, "ports": [{"port": 80}]})),
+        )
+        .await,
+    );
+    assert_eq!(b["spec"]["clusterIP"], ip.as_str());
+
+    // Many concurrent creates never share an address.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
+            json(&create(&c, "v1", "Service", "default", body).await)["spec"]["clusterIP"].as_str().unwrap().to_string()
+        }));
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    for t in tasks {
+        assert!(ips.insert(t.await.unwrap()), "duplicate cluster IP");
+    }
+}
+
+#[tokio::test]
+async fn secret_string_data_is_stored_encoded() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+        "data": {"user": "YWRtaW4="}, "stringData": {"password": "s3cret"}});
+    let v = json(&create(c, "v1", "Secret", "default", body).await);
+    assert_eq!(v["type"], "Opaque");
+    assert_eq!(v["data"]["password"], "czNjcmV0");
+    assert_eq!(v["data"]["user"], "YWRtaW4=");
+    assert!(v.get("stringData").is_none());
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field_path() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let mut d = deployment("bad");
+    d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Sometimes");
+    let e = c
+        .create(create_req("apps/v1", "Deployment", "default", d))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
+    assert!(
+        e.to_string().contains(
+            "spec.template.spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\""
+        ),
+        "{e}"
+    );
+
+    let mut d = deployment("mismatch");
+    d["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+    let e = c
+        .create(create_req("apps/v1", "Deployment", "default", d))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("spec.template.metadata.labels"),
+        "{e}"
+    );
+
+    // Immutable selector on update.
+    let live = json(&create(c, "apps/v1", "Deployment", "default", deployment("imm")).await);
+    let mut upd = live.clone();
+    upd["spec"]["selector"]["matchLabels"]["extra"] = json!("x");
+    upd["spec"]["template"]["metadata"]["labels"]["extra"] = json!("x");
+    let e = c
+        .update(pb::UpdateRequest {
+            kind: kref("apps/v1", "Deployment"),
+            namespace: "default".into(),
+            json: Bytes::from(upd.to_string()),
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("spec.selector"), "{e}");
+    assert!(e.to_string().contains("immutable"), "{e}");
+
+    // Nothing stored was lost: the live object is unchanged.
+    let got = json(
+        &c.get(pb::GetRequest {
+            kind: kref("apps/v1", "Deployment"),
+            namespace: "default".into(),
+            name: "imm".into(),
+        })
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        got["metadata"]["resourceVersion"],
+        live["metadata"]["resourceVersion"]
+    );
+}
