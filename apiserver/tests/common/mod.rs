@@ -32,10 +32,16 @@ impl TestServer {
     /// Starts a server on `dir` (which may hold an earlier server's store).
     pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
         let bin = env!("CARGO_BIN_EXE_rudder-apiserver");
+        // An explicit --listen in `extra` wins over the default free port.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -66,6 +72,13 @@ impl TestServer {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Restarts on the same data directory and the same address after a kill, as a server
+    /// that crashed and came back: clients keep their address.
+    pub fn restart_same_addr(&mut self) {
+        let addr = self.addr.clone();
+        self.restart(&["--listen", &addr]);
     }
 
     /// Restarts on the same data directory after a kill.
