@@ -3,7 +3,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use rudder_client::ClientError;
 use rudder_client::proto as pb;
@@ -36,11 +35,7 @@ async fn crud_and_generate_name() {
     );
 
     let got = c
-        .get(pb::GetRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "cfg".into(),
-        })
+        .get(get_req("v1", "ConfigMap", "default", "cfg"))
         .await
         .unwrap();
     assert_eq!(got.json, created.json);
@@ -70,32 +65,18 @@ async fn crud_and_generate_name() {
     let mut upd = v.clone();
     upd["data"]["a"] = json!("2");
     let u = c
-        .update(pb::UpdateRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            json: Bytes::from(upd.to_string()),
-            options: None,
-        })
+        .update(update_req("v1", "ConfigMap", "default", &upd))
         .await
         .unwrap();
     assert!(u.resource_version > created.resource_version);
     assert_eq!(json(&u)["metadata"]["generation"], 2);
     let d = c
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "cfg".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "ConfigMap", "default", "cfg"))
         .await
         .unwrap();
     assert!(d.deleted);
     let e = c
-        .get(pb::GetRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "cfg".into(),
-        })
+        .get(get_req("v1", "ConfigMap", "default", "cfg"))
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "configmaps \"cfg\" not found");
@@ -128,23 +109,13 @@ async fn conflicts_on_stale_versions_and_noop_updates() {
     );
     let mut a = v1.clone();
     a["data"]["k"] = json!("2");
-    c.update(pb::UpdateRequest {
-        kind: kref("v1", "ConfigMap"),
-        namespace: "default".into(),
-        json: Bytes::from(a.to_string()),
-        options: None,
-    })
-    .await
-    .unwrap();
+    c.update(update_req("v1", "ConfigMap", "default", &a))
+        .await
+        .unwrap();
     let mut b = v1.clone();
     b["data"]["k"] = json!("3");
     let e = c
-        .update(pb::UpdateRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            json: Bytes::from(b.to_string()),
-            options: None,
-        })
+        .update(update_req("v1", "ConfigMap", "default", &b))
         .await
         .unwrap_err();
     assert!(e.is_conflict(), "{e:?}");
@@ -158,22 +129,12 @@ async fn conflicts_on_stale_versions_and_noop_updates() {
         .unwrap()
         .remove("resourceVersion");
     let ok = c
-        .update(pb::UpdateRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            json: Bytes::from(b.to_string()),
-            options: None,
-        })
+        .update(update_req("v1", "ConfigMap", "default", &b))
         .await
         .unwrap();
     // The same content again changes nothing, not even the version.
     let again = c
-        .update(pb::UpdateRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            json: Bytes::from(b.to_string()),
-            options: None,
-        })
+        .update(update_req("v1", "ConfigMap", "default", &b))
         .await
         .unwrap();
     assert_eq!(ok.resource_version, again.resource_version);
@@ -196,14 +157,9 @@ async fn status_is_kept_apart_from_spec() {
     u["status"] = json!({"phase": "Failed"});
     u["spec"]["containers"][0]["image"] = json!("busybox:1.37");
     let after = json(
-        &c.update(pb::UpdateRequest {
-            kind: kref("v1", "Pod"),
-            namespace: "default".into(),
-            json: Bytes::from(u.to_string()),
-            options: None,
-        })
-        .await
-        .unwrap(),
+        &c.update(update_req("v1", "Pod", "default", &u))
+            .await
+            .unwrap(),
     );
     assert_eq!(after["status"]["phase"], "Pending");
     assert_eq!(after["spec"]["containers"][0]["image"], "busybox:1.37");
@@ -214,14 +170,9 @@ async fn status_is_kept_apart_from_spec() {
     st["status"] = json!({"phase": "Running"});
     st["spec"]["containers"][0]["image"] = json!("busybox:9");
     let s2 = json(
-        &c.update_status(pb::UpdateRequest {
-            kind: kref("v1", "Pod"),
-            namespace: "default".into(),
-            json: Bytes::from(st.to_string()),
-            options: None,
-        })
-        .await
-        .unwrap(),
+        &c.update_status(update_req("v1", "Pod", "default", &st))
+            .await
+            .unwrap(),
     );
     assert_eq!(s2["status"]["phase"], "Running");
     assert_eq!(s2["spec"]["containers"][0]["image"], "busybox:1.37");
@@ -230,12 +181,7 @@ async fn status_is_kept_apart_from_spec() {
     // Kinds without a status subresource refuse status updates.
     let cm = json(&create(c, "v1", "ConfigMap", "default", configmap("x", json!({}))).await);
     let e = c
-        .update_status(pb::UpdateRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            json: Bytes::from(cm.to_string()),
-            options: None,
-        })
+        .update_status(update_req("v1", "ConfigMap", "default", &cm))
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
@@ -249,12 +195,7 @@ async fn finalizers_hold_deletion_until_removed() {
     body["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
     create(c, "v1", "ConfigMap", "default", body).await;
     let d = c
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "held".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "ConfigMap", "default", "held"))
         .await
         .unwrap();
     assert!(!d.deleted);
@@ -262,37 +203,30 @@ async fn finalizers_hold_deletion_until_removed() {
     assert!(held["metadata"]["deletionTimestamp"].is_string());
     // New finalizers cannot be added while deleting.
     let e = c
-        .patch(pb::PatchRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "held".into(),
-            patch_type: pb::PatchType::Merge as i32,
-            patch: Bytes::from(
-                json!({"metadata": {"finalizers": ["example.com/cleanup", "example.com/more"]}})
-                    .to_string(),
-            ),
-            ..Default::default()
-        })
+        .patch(patch_req(
+            "v1",
+            "ConfigMap",
+            "default",
+            "held",
+            pb::PatchType::Merge,
+            json!({"metadata": {"finalizers": ["example.com/cleanup", "example.com/more"]}}),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::Forbidden(_)), "{e:?}");
     // Removing the last finalizer deletes the object.
-    c.patch(pb::PatchRequest {
-        kind: kref("v1", "ConfigMap"),
-        namespace: "default".into(),
-        name: "held".into(),
-        patch_type: pb::PatchType::Merge as i32,
-        patch: Bytes::from(json!({"metadata": {"finalizers": null}}).to_string()),
-        ..Default::default()
-    })
+    c.patch(patch_req(
+        "v1",
+        "ConfigMap",
+        "default",
+        "held",
+        pb::PatchType::Merge,
+        json!({"metadata": {"finalizers": null}}),
+    ))
     .await
     .unwrap();
     let e = c
-        .get(pb::GetRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "held".into(),
-        })
+        .get(get_req("v1", "ConfigMap", "default", "held"))
         .await
         .unwrap_err();
     assert!(e.is_not_found());
@@ -318,11 +252,7 @@ async fn namespaces_exist_refuse_and_terminate() {
     assert_eq!(e.to_string(), "namespaces \"nope\" not found");
 
     let e = c
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "Namespace"),
-            name: "default".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "Namespace", "", "default"))
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::Forbidden(_)), "{e:?}");
@@ -340,23 +270,11 @@ async fn namespaces_exist_refuse_and_terminate() {
     held["metadata"]["finalizers"] = json!(["example.com/x"]);
     create(c, "v1", "ConfigMap", "dev", held).await;
     let d = c
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "Namespace"),
-            name: "dev".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "Namespace", "", "dev"))
         .await
         .unwrap();
     assert!(!d.deleted);
-    let ns = json(
-        &c.get(pb::GetRequest {
-            kind: kref("v1", "Namespace"),
-            name: "dev".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-    );
+    let ns = json(&c.get(get_req("v1", "Namespace", "", "dev")).await.unwrap());
     assert_eq!(ns["status"]["phase"], "Terminating");
     // Plain content went at once; new content is refused.
     let left = c.list(list_req("v1", "ConfigMap", "dev")).await.unwrap();
@@ -382,22 +300,18 @@ async fn namespaces_exist_refuse_and_terminate() {
         "{e}"
     );
     // Releasing the last object finishes the namespace.
-    c.patch(pb::PatchRequest {
-        kind: kref("v1", "ConfigMap"),
-        namespace: "dev".into(),
-        name: "held".into(),
-        patch_type: pb::PatchType::Json as i32,
-        patch: Bytes::from(json!([{"op": "remove", "path": "/metadata/finalizers"}]).to_string()),
-        ..Default::default()
-    })
+    c.patch(patch_req(
+        "v1",
+        "ConfigMap",
+        "dev",
+        "held",
+        pb::PatchType::Json,
+        json!([{"op": "remove", "path": "/metadata/finalizers"}]),
+    ))
     .await
     .unwrap();
     let e = c
-        .get(pb::GetRequest {
-            kind: kref("v1", "Namespace"),
-            name: "dev".into(),
-            ..Default::default()
-        })
+        .get(get_req("v1", "Namespace", "", "dev"))
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
@@ -612,14 +526,10 @@ async fn dry_run_patch_and_bind() {
     let o = c.create(req).await.unwrap();
     assert_eq!(json(&o)["metadata"]["name"], "dry");
     assert!(
-        c.get(pb::GetRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "dry".into()
-        })
-        .await
-        .unwrap_err()
-        .is_not_found()
+        c.get(get_req("v1", "ConfigMap", "default", "dry"))
+            .await
+            .unwrap_err()
+            .is_not_found()
     );
 
     create(
@@ -631,42 +541,38 @@ async fn dry_run_patch_and_bind() {
     )
     .await;
     let m = c
-        .patch(pb::PatchRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "p".into(),
-            patch_type: pb::PatchType::Merge as i32,
-            patch: Bytes::from(json!({"data": {"a": null, "c": "3"}}).to_string()),
-            ..Default::default()
-        })
+        .patch(patch_req(
+            "v1",
+            "ConfigMap",
+            "default",
+            "p",
+            pb::PatchType::Merge,
+            json!({"data": {"a": null, "c": "3"}}),
+        ))
         .await
         .unwrap();
     assert_eq!(json(&m)["data"], json!({"b": "2", "c": "3"}));
     let j = c
-        .patch(pb::PatchRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "p".into(),
-            patch_type: pb::PatchType::Json as i32,
-            patch: Bytes::from(
-                json!([{"op": "replace", "path": "/data/b", "value": "9"}]).to_string(),
-            ),
-            ..Default::default()
-        })
+        .patch(patch_req(
+            "v1",
+            "ConfigMap",
+            "default",
+            "p",
+            pb::PatchType::Json,
+            json!([{"op": "replace", "path": "/data/b", "value": "9"}]),
+        ))
         .await
         .unwrap();
     assert_eq!(json(&j)["data"]["b"], "9");
     let e = c
-        .patch(pb::PatchRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "p".into(),
-            patch_type: pb::PatchType::Json as i32,
-            patch: Bytes::from(
-                json!([{"op": "test", "path": "/data/b", "value": "0"}]).to_string(),
-            ),
-            ..Default::default()
-        })
+        .patch(patch_req(
+            "v1",
+            "ConfigMap",
+            "default",
+            "p",
+            pb::PatchType::Json,
+            json!([{"op": "test", "path": "/data/b", "value": "0"}]),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
@@ -699,12 +605,7 @@ async fn dry_run_patch_and_bind() {
     );
     // A pod on a node is deleted gracefully; grace 0 then removes it.
     let d = c
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "Pod"),
-            namespace: "default".into(),
-            name: "web".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "Pod", "default", "web"))
         .await
         .unwrap();
     assert!(!d.deleted);

@@ -11,7 +11,6 @@ use rudder_client::Api;
 use rudder_client::Client;
 use rudder_client::clock::RealClock;
 use rudder_client::leader::{LeaderConfig, LeaderElector};
-use rudder_client::proto as pb;
 use rudder_client::reflector::{Reflector, ReflectorConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -58,12 +57,7 @@ async fn reflector_syncs_follows_and_recovers_after_a_restart() {
     )
     .await;
     s.client
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "c00".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "ConfigMap", "default", "c00"))
         .await
         .unwrap();
     eventually("live changes", || {
@@ -83,12 +77,7 @@ async fn reflector_syncs_follows_and_recovers_after_a_restart() {
     )
     .await;
     s.client
-        .delete(pb::DeleteRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "c01".into(),
-            ..Default::default()
-        })
+        .delete(delete_req("v1", "ConfigMap", "default", "c01"))
         .await
         .unwrap();
     eventually("changes after the restart", || {
@@ -138,11 +127,12 @@ async fn one_leader_at_a_time_and_a_clean_release_hands_over_at_once() {
     );
     let lease = json(
         &s.client
-            .get(pb::GetRequest {
-                kind: kref("coordination.k8s.io/v1", "Lease"),
-                namespace: "kube-system".into(),
-                name: "rudder-test".into(),
-            })
+            .get(get_req(
+                "coordination.k8s.io/v1",
+                "Lease",
+                "kube-system",
+                "rudder-test",
+            ))
             .await
             .unwrap(),
     );

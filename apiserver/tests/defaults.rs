@@ -3,10 +3,8 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use rudder_client::ClientError;
-use rudder_client::proto as pb;
 use serde_json::json;
 
 fn deployment(name: &str) -> serde_json::Value {
@@ -139,24 +137,14 @@ async fn services_get_cluster_ips_and_node_ports() {
     upd["spec"].as_object_mut().unwrap().remove("clusterIPs");
     upd["spec"]["ports"][0]["port"] = json!(81);
     let u = json(
-        &c.update(pb::UpdateRequest {
-            kind: kref("v1", "Service"),
-            namespace: "default".into(),
-            json: Bytes::from(upd.to_string()),
-            options: None,
-        })
-        .await
-        .unwrap(),
+        &c.update(update_req("v1", "Service", "default", &upd))
+            .await
+            .unwrap(),
     );
     assert_eq!(u["spec"]["clusterIP"], ip.as_str());
-    c.delete(pb::DeleteRequest {
-        kind: kref("v1", "Service"),
-        namespace: "default".into(),
-        name: "a".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.delete(delete_req("v1", "Service", "default", "a"))
+        .await
+        .unwrap();
     let b = json(
         &create(
             c,
@@ -232,12 +220,7 @@ async fn validation_errors_name_the_field_path() {
     upd["spec"]["selector"]["matchLabels"]["extra"] = json!("x");
     upd["spec"]["template"]["metadata"]["labels"]["extra"] = json!("x");
     let e = c
-        .update(pb::UpdateRequest {
-            kind: kref("apps/v1", "Deployment"),
-            namespace: "default".into(),
-            json: Bytes::from(upd.to_string()),
-            options: None,
-        })
+        .update(update_req("apps/v1", "Deployment", "default", &upd))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("spec.selector"), "{e}");
@@ -245,13 +228,9 @@ async fn validation_errors_name_the_field_path() {
 
     // Nothing stored was lost: the live object is unchanged.
     let got = json(
-        &c.get(pb::GetRequest {
-            kind: kref("apps/v1", "Deployment"),
-            namespace: "default".into(),
-            name: "imm".into(),
-        })
-        .await
-        .unwrap(),
+        &c.get(get_req("apps/v1", "Deployment", "default", "imm"))
+            .await
+            .unwrap(),
     );
     assert_eq!(
         got["metadata"]["resourceVersion"],

@@ -99,11 +99,7 @@ async fn acknowledged_writes_survive_kill_9() {
     assert!(next.resource_version > max_rv);
     let got = s
         .client
-        .get(pb::GetRequest {
-            kind: kref("v1", "ConfigMap"),
-            namespace: "default".into(),
-            name: "after".into(),
-        })
+        .get(get_req("v1", "ConfigMap", "default", "after"))
         .await
         .unwrap();
     assert_eq!(got.resource_version, next.resource_version);

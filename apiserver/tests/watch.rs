@@ -30,14 +30,9 @@ async fn watch_from_a_version_has_no_gap_and_no_duplicate() {
     let from = first.resource_version;
     create(c, "v1", "ConfigMap", "default", configmap("b", json!({}))).await;
     create(c, "v1", "Pod", "default", pod("other-kind", json!({}))).await;
-    c.delete(pb::DeleteRequest {
-        kind: kref("v1", "ConfigMap"),
-        namespace: "default".into(),
-        name: "a".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.delete(delete_req("v1", "ConfigMap", "default", "a"))
+        .await
+        .unwrap();
     let mut w = c
         .watch(watch_req("ConfigMap", "default", from))
         .await

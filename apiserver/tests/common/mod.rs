@@ -142,6 +142,50 @@ pub async fn create(
         .expect("create")
 }
 
+pub fn get_req(api_version: &str, kind: &str, ns: &str, name: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        kind: kref(api_version, kind),
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+pub fn delete_req(api_version: &str, kind: &str, ns: &str, name: &str) -> pb::DeleteRequest {
+    pb::DeleteRequest {
+        kind: kref(api_version, kind),
+        namespace: ns.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn update_req(api_version: &str, kind: &str, ns: &str, body: &Value) -> pb::UpdateRequest {
+    pb::UpdateRequest {
+        kind: kref(api_version, kind),
+        namespace: ns.into(),
+        json: Bytes::from(body.to_string()),
+        options: None,
+    }
+}
+
+pub fn patch_req(
+    api_version: &str,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    patch_type: pb::PatchType,
+    patch: Value,
+) -> pb::PatchRequest {
+    pb::PatchRequest {
+        kind: kref(api_version, kind),
+        namespace: ns.into(),
+        name: name.into(),
+        patch_type: patch_type as i32,
+        patch: Bytes::from(patch.to_string()),
+        ..Default::default()
+    }
+}
+
 pub fn list_req(api_version: &str, kind: &str, ns: &str) -> pb::ListRequest {
     pb::ListRequest {
         kind: kref(api_version, kind),
