@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::measure::{closed_loop, repeat, rss_bytes, scatter};
+use crate::measure::{CpuProbe, closed_loop, repeat, rss_bytes, scatter};
 use crate::pod::{self, PodTemplate};
 use crate::procs::{self, ServerProc};
 use crate::watch::{self, SendTimes, Tally};
@@ -170,7 +170,7 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
         "  etcd: {} watchers, {} puts at {}/s",
         scale.watchers, scale.watch_events, scale.watch_rate
     );
-    let watch = watch_phase(&pool, &template, scale).await?;
+    let watch = watch_phase(pid, &pool, &template, scale).await?;
     Ok(Figures {
         create_1,
         create_n,
@@ -184,6 +184,7 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
 }
 
 async fn watch_phase(
+    pid: u32,
     pool: &Arc<Vec<Channel>>,
     template: &PodTemplate,
     scale: &Scale,
@@ -193,8 +194,8 @@ async fn watch_phase(
     let prefix = pod::etcd_prefix();
     let mut watchers = tokio::task::JoinSet::new();
     for w in 0..scale.watchers {
-        let mut c = WatchClient::new(pool[w % pool.len()].clone())
-            .max_decoding_message_size(MAX_MESSAGE);
+        let mut c =
+            WatchClient::new(pool[w % pool.len()].clone()).max_decoding_message_size(MAX_MESSAGE);
         // One Watch stream per watcher (as the Rudder side has), each with one watch on the
         // prefix from the current revision (start_revision 0). The request side stays open:
         // closing it could end the stream.
@@ -207,10 +208,8 @@ async fn watch_phase(
                 },
             )),
         };
-        let requests = futures::StreamExt::chain(
-            futures::stream::iter([create]),
-            futures::stream::pending(),
-        );
+        let requests =
+            futures::StreamExt::chain(futures::stream::iter([create]), futures::stream::pending());
         let mut stream = c
             .watch(requests)
             .await
@@ -264,12 +263,13 @@ async fn watch_phase(
             }
         }
     };
-    let write_rate = watch::steady_writer(times, scale.watch_rate, scale.clients, put).await?;
+    let probe = CpuProbe::start(pid);
+    let written = watch::steady_writer(times, scale.watch_rate, scale.clients, put).await?;
     let mut tallies = Vec::new();
     while let Some(t) = watchers.join_next().await {
         tallies.push(t.context("watcher task panicked")??);
     }
-    watch::summarize(tallies, scale.watch_events, write_rate)
+    watch::summarize(tallies, scale.watch_events, written, probe.stop())
 }
 
 #[cfg(test)]
@@ -278,7 +278,10 @@ mod tests {
 
     #[test]
     fn prefix_end_increments_the_last_byte() {
-        assert_eq!(&prefix_end(b"/registry/pods/default/")[..], b"/registry/pods/default0");
+        assert_eq!(
+            &prefix_end(b"/registry/pods/default/")[..],
+            b"/registry/pods/default0"
+        );
         assert_eq!(&prefix_end(b"a\xff")[..], b"b");
     }
 }

@@ -181,7 +181,11 @@ where
     let mut last = None;
     while Instant::now() < deadline {
         if !proc.alive() {
-            bail!("{} exited during start-up:\n{}", proc.name, proc.log_tail(30));
+            bail!(
+                "{} exited during start-up:\n{}",
+                proc.name,
+                proc.log_tail(30)
+            );
         }
         match tokio::time::timeout(Duration::from_secs(2), probe()).await {
             Ok(Ok(())) => return Ok(()),

@@ -124,7 +124,9 @@ impl Report {
             r.create_n.latency.p99_ms,
             e.map(|e| e.create_n.latency.p99_ms),
         ));
-        rows.push(rate_row(format!("get/s, {c} clients"), &r.get_n, e.map(|e| &e.get_n)).at_least_etcd());
+        rows.push(
+            rate_row(format!("get/s, {c} clients"), &r.get_n, e.map(|e| &e.get_n)).at_least_etcd(),
+        );
         rows.push(ms_row(
             format!("get p99 ms, {c} clients"),
             r.get_n.latency.p99_ms,
@@ -286,16 +288,20 @@ fn details(r: &Figures, e: Option<&Figures>) -> String {
             phase(&f.get_n)
         );
     }
-    out.push_str("Watch delivery (events received / expected; writer's achieved rate):\n");
+    out.push_str("Watch phase (events received / expected; writer's rate and create acknowledgement latency; CPU server / client):\n");
     for (name, f) in std::iter::once(("Rudder", r)).chain(e.map(|e| ("etcd", e))) {
         let w = &f.watch;
         let _ = writeln!(
             out,
-            "  {name:<6}  {} / {} ; writer {:.0}/s ; watch max {:.2} ms",
+            "  {name:<6}  {} / {}; writer {:.0}/s, create ack p50 {:.2} / p99 {:.2} ms; watch max {:.2} ms; CPU {:.2} / {:.2}",
             w.delivered,
             w.events_per_watcher * w.watchers as u64,
             w.write_rate,
-            w.latency.max_ms
+            w.ack.p50_ms,
+            w.ack.p99_ms,
+            w.latency.max_ms,
+            w.cpu.server_cores,
+            w.cpu.bench_cores
         );
     }
     out

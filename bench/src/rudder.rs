@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use rudder_client::Client;
 use rudder_client::proto as pb;
 
-use crate::measure::{closed_loop, repeat, rss_bytes, scatter};
+use crate::measure::{CpuProbe, closed_loop, repeat, rss_bytes, scatter};
 use crate::pod::{self, PodTemplate};
 use crate::procs::{self, ServerProc};
 use crate::watch::{self, SendTimes, Tally};
@@ -137,7 +137,7 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
         "  rudder: {} watchers, {} creates at {}/s",
         scale.watchers, scale.watch_events, scale.watch_rate
     );
-    let watch = watch_phase(&pool, &template, scale).await?;
+    let watch = watch_phase(pid, &pool, &template, scale).await?;
     Ok(Figures {
         create_1,
         create_n,
@@ -151,6 +151,7 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
 }
 
 async fn watch_phase(
+    pid: u32,
     pool: &Arc<Vec<Client>>,
     template: &PodTemplate,
     scale: &Scale,
@@ -208,10 +209,11 @@ async fn watch_phase(
             }
         }
     };
-    let write_rate = watch::steady_writer(times, scale.watch_rate, scale.clients, create).await?;
+    let probe = CpuProbe::start(pid);
+    let written = watch::steady_writer(times, scale.watch_rate, scale.clients, create).await?;
     let mut tallies = Vec::new();
     while let Some(t) = watchers.join_next().await {
         tallies.push(t.context("watcher task panicked")??);
     }
-    watch::summarize(tallies, scale.watch_events, write_rate)
+    watch::summarize(tallies, scale.watch_events, written, probe.stop())
 }

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::measure::{Latency, OP_TIMEOUT, new_hist, record};
+use crate::measure::{CpuUse, Latency, OP_TIMEOUT, new_hist, record};
 use crate::pod;
 
 /// Send instants of the watched creates.
@@ -107,16 +107,26 @@ pub struct WatchFigures {
     pub latency: Latency,
     /// Rate the writer actually achieved.
     pub write_rate: f64,
+    /// Send-to-acknowledgement latency of the writer's creates: the part of the watch latency
+    /// that is commit, not fan-out.
+    pub ack: Latency,
+    pub cpu: CpuUse,
+}
+
+/// What the steady writer measured.
+pub struct Written {
+    pub rate: f64,
+    pub ack: Latency,
 }
 
 /// Creates `times.len()` pods at `rate` per second, at most `max_inflight` at once, stamping each
-/// send time. `create(i)` creates pod `i`. Returns the achieved rate.
+/// send time. `create(i)` creates pod `i`.
 pub async fn steady_writer<F, Fut>(
     times: Arc<SendTimes>,
     rate: u64,
     max_inflight: usize,
     create: F,
-) -> anyhow::Result<f64>
+) -> anyhow::Result<Written>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -127,6 +137,7 @@ where
     let mut tick = tokio::time::interval(period);
     let t0 = Instant::now();
     let mut set = JoinSet::new();
+    let mut ack = new_hist();
     for i in 0..times.len() {
         tick.tick().await;
         let permit = permits
@@ -137,29 +148,34 @@ where
         let (times, create) = (times.clone(), create.clone());
         set.spawn(async move {
             times.mark(i);
+            let sent = Instant::now();
             let r = tokio::time::timeout(OP_TIMEOUT, create(i))
                 .await
                 .with_context(|| format!("watched create {i} timed out"))
                 .and_then(|r| r);
             drop(permit);
-            r
+            r.map(|()| sent.elapsed())
         });
         // Surface failures early rather than after the whole run.
         while let Some(done) = set.try_join_next() {
-            done.context("writer task panicked")??;
+            record(&mut ack, done.context("writer task panicked")??);
         }
     }
     while let Some(done) = set.join_next().await {
-        done.context("writer task panicked")??;
+        record(&mut ack, done.context("writer task panicked")??);
     }
-    Ok(times.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+    Ok(Written {
+        rate: times.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+        ack: Latency::of(&ack),
+    })
 }
 
 /// Merges watcher tallies into the phase's figures.
 pub fn summarize(
     tallies: Vec<Tally>,
     events_per_watcher: u64,
-    write_rate: f64,
+    written: Written,
+    cpu: CpuUse,
 ) -> anyhow::Result<WatchFigures> {
     let mut hist = new_hist();
     let mut delivered = 0;
@@ -173,6 +189,8 @@ pub fn summarize(
         events_per_watcher,
         delivered,
         latency: Latency::of(&hist),
-        write_rate,
+        write_rate: written.rate,
+        ack: written.ack,
+        cpu,
     })
 }
