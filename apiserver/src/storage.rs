@@ -37,7 +37,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies the batch atomically (all or nothing), not yet necessarily durable.
     fn apply(&self, batch: Vec<Op>) -> Result<(), StorageError>;
     /// Makes every applied batch durable (fsync); one flush covers all batches before it.
-    fn flush(&self) -> impl std::future::Future<Output = Result<(), StorageError>> + Send;
+    /// Blocking: called from the store's dedicated writer thread, never from an async task.
+    fn flush(&self) -> Result<(), StorageError>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> u64;
     /// The directory holding the data, for free-space checks (None for in-memory stores).
@@ -158,19 +159,16 @@ impl Storage for SledStorage {
             .map_err(|e| StorageError::Io(e.to_string()))
     }
 
-    async fn flush(&self) -> Result<(), StorageError> {
+    fn flush(&self) -> Result<(), StorageError> {
         self.db
-            .flush_async()
-            .await
+            .flush()
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        let sync = self.sync.clone();
-        tokio::task::spawn_blocking(move || {
-            // Only the writer task flushes, so this lock is never contended.
-            sync.lock().unwrap_or_else(|p| p.into_inner()).sync()
-        })
-        .await
-        .map_err(|e| StorageError::Io(format!("sync task failed: {e}")))?
-        .map_err(|e| StorageError::Io(format!("fdatasync: {e}")))
+        // Only the writer thread flushes, so this lock is never contended.
+        self.sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync()
+            .map_err(|e| StorageError::Io(format!("fdatasync: {e}")))
     }
 
     fn size_on_disk(&self) -> u64 {
@@ -234,7 +232,7 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), StorageError> {
+    fn flush(&self) -> Result<(), StorageError> {
         if self.fail_flush.load(std::sync::atomic::Ordering::SeqCst) {
             Err(StorageError::Io(
                 "No space left on device (os error 28)".into(),
@@ -264,9 +262,28 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn large_values_go_to_synced_blob_files_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 900 * 1024];
+        {
+            let s = SledStorage::open(dir.path()).unwrap();
+            s.apply(vec![Op::Put(b"big".to_vec(), big.clone())])
+                .unwrap();
+            s.flush().unwrap();
+            let synced = s.sync.lock().unwrap().synced_blobs.len();
+            let on_disk = std::fs::read_dir(dir.path().join("store/blobs"))
+                .unwrap()
+                .count();
+            assert_eq!(synced, on_disk, "every blob file was synced");
+        }
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(s.get(b"big").unwrap(), Some(big));
+    }
+
     use super::*;
 
-    async fn conformance<S: Storage>(s: S) {
+    fn conformance<S: Storage>(s: S) {
         s.apply(vec![
             Op::Put(b"a".to_vec(), b"1".to_vec()),
             Op::Put(b"b".to_vec(), b"2".to_vec()),
@@ -277,7 +294,7 @@ mod tests {
             Op::Put(b"c".to_vec(), b"3".to_vec()),
         ])
         .unwrap();
-        s.flush().await.unwrap();
+        s.flush().unwrap();
         let all = s.scan_all().unwrap();
         assert_eq!(
             all,
@@ -290,21 +307,21 @@ mod tests {
         assert_eq!(s.get(b"a").unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn sled_and_memory_behave_alike() {
+    #[test]
+    fn sled_and_memory_behave_alike() {
         let dir = tempfile::tempdir().unwrap();
-        conformance(SledStorage::open(dir.path()).unwrap()).await;
-        conformance(MemStorage::new()).await;
+        conformance(SledStorage::open(dir.path()).unwrap());
+        conformance(MemStorage::new());
     }
 
-    #[tokio::test]
-    async fn sled_data_survives_reopen() {
+    #[test]
+    fn sled_data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStorage::open(dir.path()).unwrap();
             s.apply(vec![Op::Put(b"k".to_vec(), b"v".to_vec())])
                 .unwrap();
-            s.flush().await.unwrap();
+            s.flush().unwrap();
         }
         let s = SledStorage::open(dir.path()).unwrap();
         assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));

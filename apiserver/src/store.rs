@@ -97,6 +97,8 @@ struct Shared {
     failed: Mutex<Option<String>>,
     size_on_disk: AtomicU64,
     disk_free: AtomicU64,
+    /// Set when the writer thread ends (every handle dropped), to stop the stats task.
+    closed: std::sync::atomic::AtomicBool,
     config: StoreConfig,
 }
 
@@ -206,10 +208,31 @@ impl Store {
             failed: Mutex::new(None),
             size_on_disk: AtomicU64::new(storage.size_on_disk()),
             disk_free: AtomicU64::new(storage.dir().and_then(free_bytes).unwrap_or(u64::MAX)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             config,
         });
         let (tx, rx) = mpsc::channel(65536);
-        tokio::spawn(writer(shared.clone(), storage, rx));
+        let storage = Arc::new(storage);
+        let (w_shared, w_storage) = (shared.clone(), storage.clone());
+        std::thread::Builder::new()
+            .name("rudder-store-writer".into())
+            .spawn(move || writer(w_shared, w_storage, rx))
+            .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
+        // Size and free space are sampled on a timer, so health and stats stay current while idle
+        // and the write path never waits on a filesystem query. The task ends with the store.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                if shared.closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                refresh_stats(&shared, &*storage);
+            }
+        });
         Ok(Store { shared, tx })
     }
 
@@ -438,23 +461,11 @@ where
 
 /// The single writer: batches proposals, evaluates them in log order, persists the batch with one
 /// flush, then publishes and replies.
-async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Receiver<Proposal>) {
-    refresh_stats(&shared, &storage);
-    // Size and free space are sampled on a timer, so health and stats stay current while idle
-    // and the write path never waits on a filesystem query.
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
-    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => break,
-            },
-            _ = stats_tick.tick() => {
-                refresh_stats(&shared, &storage);
-                continue;
-            }
-        };
+///
+/// It runs on its own OS thread and blocks on I/O: a flush never occupies an async worker, and
+/// no hand-off to a blocking pool sits between the fsync and the replies.
+fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiver<Proposal>) {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < shared.config.max_batch {
             match rx.try_recv() {
@@ -515,10 +526,7 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
 
         if !ops.is_empty() {
             ops.push(Op::Put(META_APPLIED.to_vec(), index.to_be_bytes().to_vec()));
-            let persisted = match storage.apply(ops) {
-                Ok(()) => storage.flush().await,
-                Err(e) => Err(e),
-            };
+            let persisted = storage.apply(ops).and_then(|()| storage.flush());
             if let Err(e) = persisted {
                 let reason = format!(
                     "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server"
@@ -549,6 +557,7 @@ async fn writer<S: Storage>(shared: Arc<Shared>, storage: S, mut rx: mpsc::Recei
             let _ = p.reply.send(r);
         }
     }
+    shared.closed.store(true, Ordering::Relaxed);
 }
 
 fn refresh_stats<S: Storage>(shared: &Shared, storage: &S) {
