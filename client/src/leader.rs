@@ -374,10 +374,52 @@ impl LeaderElector {
     }
 
     /// Gives the Lease up so that others need not wait for it to expire.
+    ///
+    /// A renew cut short by shutdown may have landed without our seeing its new version, so a
+    /// conflict re-reads the Lease and tries again while it is still ours.
     async fn release(&mut self) {
-        let Some(obs) = &self.observed else { return };
+        for _ in 0..3 {
+            match self.release_once().await {
+                Ok(true) => {
+                    tracing::info!(identity = %self.cfg.identity, "released the lease");
+                    return;
+                }
+                Ok(false) => {
+                    let get = pb::GetRequest {
+                        kind: Some(Self::lease_kind()),
+                        namespace: self.cfg.namespace.clone(),
+                        name: self.cfg.name.clone(),
+                    };
+                    match self.api.get(get).await {
+                        Ok(obj) => match crate::api::decode_json(&obj) {
+                            Ok(lease) => self.observe(lease, obj.resource_version),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not read the lease to release it");
+                                return;
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read the lease to release it");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the lease");
+                    return;
+                }
+            }
+        }
+        tracing::info!("lease changed hands before release");
+    }
+
+    /// One release attempt: `Ok(false)` on a lost race, `Ok(true)` when released or not ours.
+    async fn release_once(&mut self) -> Result<bool, ClientError> {
+        let Some(obs) = &self.observed else {
+            return Ok(true);
+        };
         if obs.record.holder != self.cfg.identity {
-            return;
+            return Ok(true);
         }
         let now = micro_time(self.clock.now());
         let record = Record {
@@ -390,11 +432,7 @@ impl LeaderElector {
         let mut lease = obs.lease.clone();
         lease["spec"] = record.spec();
         lease["metadata"]["resourceVersion"] = Value::String(obs.resource_version.to_string());
-        match self.write_lease(lease, false).await {
-            Ok(true) => tracing::info!(identity = %self.cfg.identity, "released the lease"),
-            Ok(false) => tracing::info!("lease changed hands before release"),
-            Err(e) => tracing::warn!(error = %e, "could not release the lease"),
-        }
+        self.write_lease(lease, false).await
     }
 }
 
