@@ -172,6 +172,8 @@ impl pb::admin_server::Admin for GrpcApi {
             watchers: self.api.watch_count(),
             writable: s.unwritable_reason.is_none(),
             unwritable_reason: s.unwritable_reason.unwrap_or_default(),
+            commits: s.commits,
+            committed_writes: s.committed_writes,
         }))
     }
 }

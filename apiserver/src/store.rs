@@ -97,6 +97,9 @@ struct Shared {
     failed: Mutex<Option<String>>,
     size_on_disk: AtomicU64,
     disk_free: AtomicU64,
+    /// Group commits (one flush each) and the writes they carried.
+    commits: AtomicU64,
+    committed_writes: AtomicU64,
     /// Set when the writer thread ends (every handle dropped), to stop the stats task.
     closed: std::sync::atomic::AtomicBool,
     config: StoreConfig,
@@ -119,6 +122,8 @@ pub struct StoreStats {
     pub history_oldest: u64,
     pub history_events: u64,
     pub unwritable_reason: Option<String>,
+    pub commits: u64,
+    pub committed_writes: u64,
 }
 
 const META_APPLIED: &[u8] = b"m/applied";
@@ -209,6 +214,8 @@ impl Store {
             size_on_disk: AtomicU64::new(storage.size_on_disk()),
             disk_free: AtomicU64::new(storage.dir().and_then(free_bytes).unwrap_or(u64::MAX)),
             closed: std::sync::atomic::AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            committed_writes: AtomicU64::new(0),
             config,
         });
         let (tx, rx) = mpsc::channel(65536);
@@ -294,6 +301,8 @@ impl Store {
             history_oldest: inner.compacted,
             history_events: inner.history.len() as u64,
             unwritable_reason: self.writable().err(),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            committed_writes: self.shared.committed_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -526,7 +535,12 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
 
         if !ops.is_empty() {
             ops.push(Op::Put(META_APPLIED.to_vec(), index.to_be_bytes().to_vec()));
+            let writes = (ops.len() - 1) as u64;
             let persisted = storage.apply(ops).and_then(|()| storage.flush());
+            if persisted.is_ok() {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared.committed_writes.fetch_add(writes, Ordering::Relaxed);
+            }
             if let Err(e) = persisted {
                 let reason = format!(
                     "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server"

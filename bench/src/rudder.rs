@@ -25,6 +25,26 @@ fn pods_kind() -> Option<pb::KindRef> {
     })
 }
 
+/// Group commits and the writes they carried, from the server's own counters.
+async fn commit_counts(c: &Client) -> anyhow::Result<(u64, u64)> {
+    let s = c.stats().await.context("stats")?;
+    Ok((s.commits, s.committed_writes))
+}
+
+/// Prints the mean group-commit size of a phase: how many writes shared each fsync.
+fn report_batches(phase: &str, before: (u64, u64), after: (u64, u64)) {
+    let commits = after.0.saturating_sub(before.0);
+    let writes = after.1.saturating_sub(before.1);
+    let mean = if commits == 0 {
+        0.0
+    } else {
+        writes as f64 / commits as f64
+    };
+    eprintln!(
+        "  rudder: {phase}: {writes} writes in {commits} group commits, {mean:.1} writes per fsync"
+    );
+}
+
 /// Starts the server at `bin` and runs every phase at `scale`. The server is killed on return.
 pub async fn run(bin: &Path, scale: &Scale) -> anyhow::Result<Figures> {
     let mut server = procs::start_rudder(bin, &[])?;
@@ -79,7 +99,10 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
     };
     let seq = scale.seq_creates.min(scale.pods);
     eprintln!("  rudder: {seq} creates, 1 client");
+    let before = commit_counts(&pool[0]).await?;
     let create_1 = closed_loop(pid, 1, 0, seq, create.clone()).await?;
+    let after_1 = commit_counts(&pool[0]).await?;
+    report_batches("1 client", before, after_1);
     eprintln!(
         "  rudder: {} creates, {} clients over {} connections",
         scale.pods - seq,
@@ -87,6 +110,11 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
         pool.len()
     );
     let create_n = closed_loop(pid, scale.clients, seq, scale.pods, create).await?;
+    report_batches(
+        &format!("{} clients", scale.clients),
+        after_1,
+        commit_counts(&pool[0]).await?,
+    );
 
     eprintln!("  rudder: {} gets, {} clients", scale.gets, scale.clients);
     let get = {
