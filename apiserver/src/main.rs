@@ -28,6 +28,9 @@ struct Args {
     /// Default interval between watch bookmarks, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     bookmark_interval_ms: u64,
+    /// Events last seen longer ago than this many seconds are deleted.
+    #[arg(long, default_value_t = 3600)]
+    event_ttl_seconds: u64,
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     config.store.watch_buffer = args.watch_buffer;
     config.store.min_free_bytes = args.min_free_bytes;
     config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
+    config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rudder_proto as pb;
 use tokio::net::TcpListener;
@@ -61,6 +62,7 @@ pub struct Server {
     pub api: Api,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    expiry: JoinHandle<()>,
 }
 
 /// Opens the store over any storage engine and returns the API on it.
@@ -111,6 +113,25 @@ impl Server {
 
     /// Serves an already opened API on `listener`.
     pub fn serve(api: Api, listener: TcpListener) -> Server {
+        // Event expiry runs beside the server and ends with it.
+        let expiry = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let ttl = api.config.event_ttl;
+                let mut tick = tokio::time::interval(
+                    (ttl / 60).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                );
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match api.expire_events(ttl).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(expired = n, "expired events"),
+                        Err(e) => tracing::debug!(error = %e, "event expiry deferred"),
+                    }
+                }
+            })
+        };
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -143,6 +164,7 @@ impl Server {
             api,
             shutdown: Some(tx),
             task,
+            expiry,
         }
     }
 
@@ -151,6 +173,7 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.expiry.abort();
         match self.task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),

@@ -10,6 +10,7 @@
 mod allocate;
 mod create;
 mod delete;
+mod events;
 mod list;
 mod update;
 
@@ -57,12 +58,15 @@ impl Identity {
 pub struct ApiConfig {
     /// Default interval between BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// Events last seen longer ago than this are deleted (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             bookmark_interval: Duration::from_secs(10),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }
