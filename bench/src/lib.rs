@@ -182,7 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     eprintln!("rudder-bench: Rudder ({})", bin.display());
     let rudder = rudder::run(&bin, &scale).await?;
     let etcd = if args.skip_etcd {
-        eprintln!("rudder-bench: etcd skipped (--skip-etcd): no comparison column");
+        eprintln!("rudder-bench: etcd not measured (--skip-etcd): no comparison column");
         None
     } else {
         eprintln!("rudder-bench: etcd ({})", args.etcd_bin);
