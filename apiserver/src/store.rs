@@ -3,7 +3,7 @@
 //!
 //! Guarantees:
 //! - A write is acknowledged only after the batch holding it is durable (`Storage::flush`).
-//!   Concurrent writers share one flush: the writer task takes every proposal waiting when it
+//!   Concurrent writers share one flush: the writer thread takes every proposal waiting when it
 //!   starts a batch (group commit).
 //! - Readers never see a write before it is durable: effects are evaluated against the current
 //!   state plus the batch's own pending changes, persisted, and only then published.
@@ -17,7 +17,7 @@
 //!   fails, the store stops accepting writes until restart: the outcome of that batch is unknown,
 //!   and guessing would risk acknowledging lost writes.
 //!
-//! With one master the log is local: the writer task sequences commands, and a command's effect
+//! With one master the log is local: the writer thread sequences commands, and a command's effect
 //! and the applied position are written in one atomic batch, so the log entry itself needs no
 //! separate record (it would be compacted at once). Raft will put its replicated log in front of
 //! the same [`State`].
@@ -159,7 +159,7 @@ fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
 pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> ObjIndex + Send + Sync;
 
 impl Store {
-    /// Opens the store over `storage`, loading every object, and starts the writer task.
+    /// Opens the store over `storage`, loading every object, and starts the writer thread.
     pub fn open<S: Storage>(
         storage: S,
         config: StoreConfig,
