@@ -21,5 +21,6 @@ pub mod service;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod wal;
 
 pub use server::{Server, ServerConfig};

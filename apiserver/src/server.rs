@@ -85,7 +85,12 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
             }
         }
     };
-    let store = Store::open(storage, config.store.clone(), &indexer)?;
+    let store = Store::open(
+        storage,
+        &config.data_dir.join("log"),
+        config.store.clone(),
+        &indexer,
+    )?;
     let api = Api::new(
         store,
         registry,

@@ -17,10 +17,11 @@
 //!   fails, the store stops accepting writes until restart: the outcome of that batch is unknown,
 //!   and guessing would risk acknowledging lost writes.
 //!
-//! With one master the log is local: the writer thread sequences commands, and a command's effect
-//! and the applied position are written in one atomic batch, so the log entry itself needs no
-//! separate record (it would be compacted at once). Raft will put its replicated log in front of
-//! the same [`State`].
+//! With one master the log is local ([`crate::wal`]): each group commit appends the batch's
+//! effects to the log and `fdatasync`s it before anyone is answered; a checkpoint thread applies
+//! the same effects to the key-value engine (sled) in large batches, durably, and the log below
+//! the last checkpoint is deleted. On open, records above the engine's applied index are replayed
+//! into it. Raft will put its replicated log in front of the same [`State`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use crate::state::{
     ApplyError, Command, Event, EventType, ObjIndex, ObjKey, Overlay, State, StoredObject,
 };
 use crate::storage::{Op, Storage, StorageError, free_bytes};
+use crate::wal::{Entry, Wal};
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]
@@ -97,6 +99,10 @@ struct Shared {
     failed: Mutex<Option<String>>,
     size_on_disk: AtomicU64,
     disk_free: AtomicU64,
+    /// Highest log index the engine holds durably; the log below it may be deleted.
+    checkpointed: AtomicU64,
+    /// Bytes in the log.
+    log_bytes: AtomicU64,
     /// Group commits (one flush each) and the writes they carried.
     commits: AtomicU64,
     committed_writes: AtomicU64,
@@ -162,9 +168,12 @@ impl Store {
     /// Opens the store over `storage`, loading every object, and starts the writer thread.
     pub fn open<S: Storage>(
         storage: S,
+        log_dir: &std::path::Path,
         config: StoreConfig,
         indexer: &Indexer,
     ) -> Result<Store, StorageError> {
+        let (wal, logged) = Wal::open(log_dir)?;
+        replay(&storage, logged)?;
         let mut state = State::default();
         let mut applied = 0;
         for (k, v) in storage.scan_all()? {
@@ -216,14 +225,24 @@ impl Store {
             closed: std::sync::atomic::AtomicBool::new(false),
             commits: AtomicU64::new(0),
             committed_writes: AtomicU64::new(0),
+            checkpointed: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
             config,
         });
+        shared.checkpointed.store(compacted, Ordering::Relaxed);
+        shared.log_bytes.store(wal.size(), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(65536);
         let storage = Arc::new(storage);
-        let (w_shared, w_storage) = (shared.clone(), storage.clone());
+        let (ck_tx, ck_rx) = std::sync::mpsc::channel();
+        let (c_shared, c_storage) = (shared.clone(), storage.clone());
+        std::thread::Builder::new()
+            .name("rudder-store-checkpoint".into())
+            .spawn(move || checkpointer(c_shared, c_storage, ck_rx))
+            .map_err(|e| StorageError::Io(format!("starting the checkpoint thread: {e}")))?;
+        let w_shared = shared.clone();
         std::thread::Builder::new()
             .name("rudder-store-writer".into())
-            .spawn(move || writer(w_shared, w_storage, rx))
+            .spawn(move || writer(w_shared, wal, ck_tx, rx))
             .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
         // Size and free space are sampled on a timer, so health and stats stay current while idle
         // and the write path never waits on a filesystem query. The task ends with the store.
@@ -473,7 +492,13 @@ where
 ///
 /// It runs on its own OS thread and blocks on I/O: a flush never occupies an async worker, and
 /// no hand-off to a blocking pool sits between the fsync and the replies.
-fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiver<Proposal>) {
+fn writer(
+    shared: Arc<Shared>,
+    mut wal: Wal,
+    checkpoints: std::sync::mpsc::Sender<Vec<Entry>>,
+    mut rx: mpsc::Receiver<Proposal>,
+) {
+    let mut compacted_upto = 0;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < shared.config.max_batch {
@@ -509,7 +534,7 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
 
         // Evaluate in log order against the state plus this batch's pending effects.
         let mut results: Vec<Result<Arc<Event>, StoreError>> = Vec::with_capacity(batch.len());
-        let mut ops = Vec::with_capacity(batch.len() + 1);
+        let mut entries = Vec::with_capacity(batch.len());
         let mut index;
         {
             let inner = shared.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -519,12 +544,11 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
                 match inner.state.evaluate(&overlay, index + 1, &p.cmd) {
                     Ok(ev) => {
                         index += 1;
-                        let skey = object_key(&ev.key);
-                        if ev.kind == EventType::Deleted {
-                            ops.push(Op::Delete(skey));
-                        } else {
-                            ops.push(Op::Put(skey, ev.object.json.to_vec()));
-                        }
+                        entries.push(Entry {
+                            index: ev.rv,
+                            key: object_key(&ev.key),
+                            value: (ev.kind != EventType::Deleted).then(|| ev.object.json.clone()),
+                        });
                         overlay.record(&ev);
                         results.push(Ok(Arc::new(ev)));
                     }
@@ -533,10 +557,9 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
             }
         }
 
-        if !ops.is_empty() {
-            ops.push(Op::Put(META_APPLIED.to_vec(), index.to_be_bytes().to_vec()));
-            let writes = (ops.len() - 1) as u64;
-            let persisted = storage.apply(ops).and_then(|()| storage.flush());
+        if !entries.is_empty() {
+            let writes = entries.len() as u64;
+            let persisted = wal.append(&entries);
             if persisted.is_ok() {
                 shared.commits.fetch_add(1, Ordering::Relaxed);
                 shared.committed_writes.fetch_add(writes, Ordering::Relaxed);
@@ -566,6 +589,16 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
                     inner.compacted = old.rv;
                 }
             }
+            drop(inner);
+            // The engine catches up in the background; a closed channel means the checkpointer
+            // failed, which it has already recorded as a storage failure.
+            let _ = checkpoints.send(entries);
+            shared.log_bytes.store(wal.size(), Ordering::Relaxed);
+        }
+        let checkpointed = shared.checkpointed.load(Ordering::Acquire);
+        if checkpointed > compacted_upto {
+            wal.compact(checkpointed);
+            compacted_upto = checkpointed;
         }
         for (p, r) in batch.into_iter().zip(results) {
             let _ = p.reply.send(r);
@@ -574,11 +607,180 @@ fn writer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>, mut rx: mpsc::Receiv
     shared.closed.store(true, Ordering::Relaxed);
 }
 
+/// How often the engine is brought up to date with the log, at the latest.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// Effects that trigger a checkpoint before the interval is up.
+const CHECKPOINT_ENTRIES: usize = 20_000;
+
+/// Applies logged effects to the engine in large batches, durably, and records how far it got so
+/// the writer can delete the log below it. Runs until the writer ends, then checkpoints the rest.
+fn checkpointer<S: Storage>(
+    shared: Arc<Shared>,
+    storage: Arc<S>,
+    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut last = std::time::Instant::now();
+    loop {
+        let done = match rx.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(mut batch) => {
+                pending.append(&mut batch);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        let due = pending.len() >= CHECKPOINT_ENTRIES || last.elapsed() >= CHECKPOINT_INTERVAL;
+        if !pending.is_empty() && (due || done) {
+            if let Err(e) = checkpoint(&*storage, &mut pending) {
+                let reason = format!(
+                    "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server (the log keeps every acknowledged write)"
+                );
+                tracing::error!(%reason, "checkpoint failed");
+                *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                return;
+            }
+            shared
+                .checkpointed
+                .store(storage_applied(&pending), Ordering::Release);
+            pending.clear();
+            last = std::time::Instant::now();
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+fn storage_applied(done: &[Entry]) -> u64 {
+    done.last().map_or(0, |e| e.index)
+}
+
+/// Writes `entries` (in log order) and the applied index to the engine and makes them durable.
+fn checkpoint<S: Storage>(storage: &S, entries: &mut [Entry]) -> Result<(), StorageError> {
+    let Some(last) = entries.last().map(|e| e.index) else {
+        return Ok(());
+    };
+    let mut ops = Vec::with_capacity(entries.len() + 1);
+    for e in entries.iter_mut() {
+        let key = std::mem::take(&mut e.key);
+        ops.push(match e.value.take() {
+            Some(v) => Op::Put(key, v.to_vec()),
+            None => Op::Delete(key),
+        });
+    }
+    ops.push(Op::Put(META_APPLIED.to_vec(), last.to_be_bytes().to_vec()));
+    storage.apply(ops)?;
+    storage.flush()
+}
+
+/// Brings the engine up to date with records logged after its last checkpoint (start-up).
+fn replay<S: Storage>(storage: &S, logged: Vec<Entry>) -> Result<(), StorageError> {
+    let applied = match storage.get(META_APPLIED)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt("applied index".into()))?,
+        ),
+        None => 0,
+    };
+    let mut missing: Vec<Entry> = logged.into_iter().filter(|e| e.index > applied).collect();
+    if !missing.is_empty() {
+        tracing::info!(
+            records = missing.len(),
+            from = applied + 1,
+            "replaying the log into the store"
+        );
+        checkpoint(storage, &mut missing)?;
+    }
+    Ok(())
+}
+
 fn refresh_stats<S: Storage>(shared: &Shared, storage: &S) {
-    shared
-        .size_on_disk
-        .store(storage.size_on_disk(), Ordering::Relaxed);
+    shared.size_on_disk.store(
+        storage.size_on_disk() + shared.log_bytes.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     if let Some(free) = storage.dir().and_then(free_bytes) {
         shared.disk_free.store(free, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::storage::SledStorage;
+
+    fn no_index(_: &ObjKey, v: &serde_json::Value) -> ObjIndex {
+        ObjIndex {
+            labels: rudder_api::meta::labels(v).into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, name: &str, value: Option<&str>) -> Entry {
+        let key = object_key(&ObjKey {
+            kind: Arc::from("/ConfigMap"),
+            namespace: "default".into(),
+            name: name.into(),
+        });
+        Entry {
+            index,
+            key,
+            value: value.map(|v| Bytes::from(v.to_string())),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_only_in_the_log_are_replayed_into_the_engine_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // The engine saw index 1 only; the log holds 1..=3 (the process died before the
+        // checkpoint of 2 and 3).
+        {
+            let storage = SledStorage::open(dir.path()).unwrap();
+            let mut first = vec![entry(
+                1,
+                "a",
+                Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
+            )];
+            checkpoint(&storage, &mut first).unwrap();
+            let (mut wal, _) = Wal::open(&dir.path().join("log")).unwrap();
+            wal.append(&[
+                entry(
+                    1,
+                    "a",
+                    Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
+                ),
+                entry(
+                    2,
+                    "b",
+                    Some(r#"{"metadata":{"resourceVersion":"2","name":"b"}}"#),
+                ),
+                entry(3, "a", None),
+            ])
+            .unwrap();
+        }
+        let storage = SledStorage::open(dir.path()).unwrap();
+        let store = Store::open(
+            storage,
+            &dir.path().join("log"),
+            StoreConfig::default(),
+            &no_index,
+        )
+        .unwrap();
+        let key = |n: &str| ObjKey {
+            kind: Arc::from("/ConfigMap"),
+            namespace: "default".into(),
+            name: n.into(),
+        };
+        assert!(
+            store.get(&key("a")).is_none(),
+            "the logged delete was replayed"
+        );
+        assert_eq!(store.get(&key("b")).map(|o| o.rv), Some(2));
+        assert_eq!(store.resource_version(), 3);
     }
 }

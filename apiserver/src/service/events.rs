@@ -94,15 +94,18 @@ mod tests {
     use crate::clock::{Ids, ManualClock};
     use crate::server::{ServerConfig, open_api};
     use crate::service::Identity;
-    use crate::storage::MemStorage;
+    use crate::storage::SledStorage;
 
     #[tokio::test]
     async fn events_older_than_the_ttl_are_deleted() {
         let clock = Arc::new(ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
-        let mut cfg = ServerConfig::new("/nonexistent");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new(dir.path());
         cfg.clock = clock.clone();
         cfg.ids = Arc::new(Ids::seeded(7));
-        let api = open_api(MemStorage::new(), &cfg).await.unwrap();
+        let api = open_api(SledStorage::open(dir.path()).unwrap(), &cfg)
+            .await
+            .unwrap();
         let event = |name: &str, last: &str| pb::CreateRequest {
             kind: Some(pb::KindRef {
                 api_version: "v1".into(),
