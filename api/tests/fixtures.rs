@@ -263,7 +263,7 @@ fn service_refusals() {
         "simple-service.yaml",
         0,
         |d| d["spec"]["ports"][0]["port"] = json!(70000),
-        "spec.ports[0].port: Invalid value: \"70000\": must be between 1 and 65535, inclusive",
+        "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
     );
     refused(
         "simple-service.yaml",
@@ -311,7 +311,7 @@ fn other_refusals() {
         "hpa-php-apache.yaml",
         0,
         |d| d["spec"]["maxReplicas"] = json!(0),
-        "spec.maxReplicas: Invalid value: \"0\": must be greater than 0",
+        "spec.maxReplicas: Invalid value: 0: must be greater than 0",
     );
     refused(
         "zk-pdb.yaml",

@@ -443,7 +443,7 @@ mod tests {
         assert!(msgs[1].starts_with("x: Invalid value: \"x%\": a valid percent string"));
         assert_eq!(
             msgs[2],
-            "x: Invalid value: \"-1\": must be greater than or equal to 0"
+            "x: Invalid value: -1: must be greater than or equal to 0"
         );
     }
 

@@ -311,7 +311,7 @@ mod tests {
                 json!({"metadata": {}, "spec": {"leaseDurationSeconds": 0}}),
                 None
             ),
-            vec!["spec.leaseDurationSeconds: Invalid value: \"0\": must be greater than 0"]
+            vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"]
         );
         assert_eq!(
             errs::<Event>(
@@ -354,15 +354,15 @@ mod tests {
         assert_eq!(
             errs::<HorizontalPodAutoscaler>(hpa(5, 2, json!([{"type": "Pods"}])), None),
             vec![
-                "spec.maxReplicas: Invalid value: \"2\": must be greater than or equal to `minReplicas`",
+                "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`",
                 "spec.metrics[0].pods: Required value",
             ]
         );
         assert_eq!(
             errs::<HorizontalPodAutoscaler>(hpa(0, 0, cpu), None),
             vec![
-                "spec.minReplicas: Invalid value: \"0\": must be greater than or equal to 1",
-                "spec.maxReplicas: Invalid value: \"0\": must be greater than 0",
+                "spec.minReplicas: Invalid value: 0: must be greater than or equal to 1",
+                "spec.maxReplicas: Invalid value: 0: must be greater than 0",
             ]
         );
     }

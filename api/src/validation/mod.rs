@@ -50,6 +50,52 @@ pub enum ErrorKind {
     Immutable,
 }
 
+/// An offending value, rendered as Kubernetes renders it in messages: strings quoted, numbers
+/// and booleans bare. The value's type decides, not its text (`"0"` stays quoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadValue(pub String);
+
+macro_rules! bare {
+    ($($t:ty),*) => {
+        $(impl From<$t> for BadValue {
+            fn from(v: $t) -> Self {
+                BadValue(v.to_string())
+            }
+        }
+        impl From<&$t> for BadValue {
+            fn from(v: &$t) -> Self {
+                BadValue(v.to_string())
+            }
+        })*
+    };
+}
+
+bare!(i32, i64, u16, u32, u64, usize, f64, bool);
+
+impl From<&str> for BadValue {
+    fn from(v: &str) -> Self {
+        BadValue(format!("\"{v}\""))
+    }
+}
+
+impl From<String> for BadValue {
+    fn from(v: String) -> Self {
+        BadValue::from(v.as_str())
+    }
+}
+
+impl From<&String> for BadValue {
+    fn from(v: &String) -> Self {
+        BadValue::from(v.as_str())
+    }
+}
+
+impl From<&&str> for BadValue {
+    fn from(v: &&str) -> Self {
+        BadValue::from(*v)
+    }
+}
+
 /// One validation failure at a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -67,13 +113,13 @@ impl FieldError {
 
     pub fn invalid(
         path: impl Into<String>,
-        value: impl fmt::Display,
+        value: impl Into<BadValue>,
         detail: impl Into<String>,
     ) -> Self {
         FieldError {
             path: path.into(),
             kind: ErrorKind::Invalid {
-                value: value.to_string(),
+                value: value.into().0,
                 detail: detail.into(),
             },
         }
@@ -140,7 +186,7 @@ impl fmt::Display for FieldError {
         match &self.kind {
             ErrorKind::Required => write!(f, "{}: Required value", self.path),
             ErrorKind::Invalid { value, detail } => {
-                write!(f, "{}: Invalid value: \"{value}\": {detail}", self.path)
+                write!(f, "{}: Invalid value: {value}: {detail}", self.path)
             }
             ErrorKind::NotSupported { value, supported } => {
                 let s: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();

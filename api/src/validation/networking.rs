@@ -287,7 +287,7 @@ mod tests {
             vec![
                 "spec.rules[0].host: Invalid value: \"foo.*.com\": a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character",
                 "spec.rules[0].http.paths[0].pathType: Unsupported value: \"Regex\": supported values: \"Exact\", \"ImplementationSpecific\", \"Prefix\"",
-                "spec.rules[0].http.paths[0].backend.service.port.number: Invalid value: \"0\": must be between 1 and 65535, inclusive",
+                "spec.rules[0].http.paths[0].backend.service.port.number: Invalid value: 0: must be between 1 and 65535, inclusive",
             ]
         );
         assert_eq!(

@@ -455,7 +455,7 @@ mod tests {
             "spec.containers[0].name: Duplicate value: \"web\"",
             "spec.containers[0].image: Required value",
             "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\"",
-            "spec.containers[0].ports[0].containerPort: Invalid value: \"70000\": must be between 1 and 65535, inclusive",
+            "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
             "spec.containers[0].ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
             "spec.containers[0].ports[1].name: Duplicate value: \"http\"",
             "spec.containers[0].env[0].name: Invalid value: \"1X\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit",
@@ -463,10 +463,10 @@ mod tests {
             "spec.containers[0].resources.requests[cpu]: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
             "spec.containers[0].volumeMounts[0].name: Not found: \"data\"",
             "spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type",
-            "spec.containers[0].livenessProbe.successThreshold: Invalid value: \"2\": must be 1",
+            "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
             "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
             "spec.dnsPolicy: Unsupported value: \"Local\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\"",
-            "spec.terminationGracePeriodSeconds: Invalid value: \"-1\": must be greater than or equal to 0",
+            "spec.terminationGracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0",
         ];
         for e in expect {
             assert!(errs.iter().any(|x| x == e), "missing {e}\nin {errs:#?}");

@@ -208,7 +208,7 @@ mod tests {
             vec![
                 "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
                 "spec.ports[0].name: Required value",
-                "spec.ports[0].port: Invalid value: \"70000\": must be between 1 and 65535, inclusive",
+                "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
                 "spec.ports[0].targetPort: Invalid value: \"HTTP\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
                 "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'Magic'",
                 "spec.ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
@@ -221,7 +221,7 @@ mod tests {
                 None
             ),
             vec![
-                "spec.ports[0].nodePort: Invalid value: \"80\": provided port is not in the valid range. The range of valid ports is 30000-32767"
+                "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"
             ]
         );
     }

@@ -579,7 +579,7 @@ mod tests {
         assert_eq!(
             errs,
             vec![
-                "spec.replicas: Invalid value: \"-1\": must be greater than or equal to 0",
+                "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
                 "spec.template.metadata.labels: Invalid value: \"app=b\": `selector` does not match template `labels`",
                 "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'",
             ]
@@ -596,7 +596,7 @@ mod tests {
             errs,
             vec![
                 "spec.selector: Required value",
-                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0\": may not be 0 when `maxSurge` is 0",
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0",
             ]
         );
         let changed = deployment(
@@ -663,7 +663,7 @@ mod tests {
                 None
             ),
             vec![
-                "spec.backoffLimit: Invalid value: \"-1\": must be greater than or equal to 0",
+                "spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0",
                 "spec.completionMode: Unsupported value: \"Sometimes\": supported values: \"NonIndexed\", \"Indexed\"",
                 "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
             ]
