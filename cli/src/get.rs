@@ -188,7 +188,20 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
         } else {
             rv
         };
-        watch(ctx, &t, ns, &label, &field, rv, out, args.show_labels).await?;
+        // The list above printed the table's header unless it was empty.
+        let header_shown = !objs.is_empty();
+        watch(
+            ctx,
+            &t,
+            ns,
+            &label,
+            &field,
+            rv,
+            out,
+            args.show_labels,
+            header_shown,
+        )
+        .await?;
     }
     if errors {
         return Err(CliError::Reported);
@@ -207,6 +220,7 @@ async fn watch(
     mut rv: u64,
     out: Output,
     show_labels: bool,
+    mut header_shown: bool,
 ) -> Result<()> {
     let client = ctx.client()?;
     loop {
@@ -260,7 +274,8 @@ async fn watch(
                                 qualified_names: false,
                             };
                             let tab = printers::table(t, &[v], opts, Timestamp::now());
-                            util::out(&tab.render(false))?;
+                            util::out(&tab.render(!header_shown))?;
+                            header_shown = true;
                         }
                     }
                 }
