@@ -7,6 +7,12 @@ use anyhow::Context;
 use clap::Parser;
 use rudder_apiserver::{Server, ServerConfig};
 
+// The request path allocates many small, short-lived buffers (JSON values, protobuf messages);
+// glibc's malloc took about a fifth of the server's CPU under load. jemalloc is faster here
+// without the memory growth mimalloc showed (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "rudder-apiserver", version, about = "Rudder's API server")]
 struct Args {
