@@ -180,7 +180,7 @@ impl Storage for SledStorage {
     }
 }
 
-/// An in-memory [`Storage`] for tests; can be told to fail, to exercise the error paths.
+/// An in-memory [`Storage`] for tests; `fail_flushes` makes it fail as a full or broken disk would.
 #[derive(Default)]
 pub struct MemStorage {
     map: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,

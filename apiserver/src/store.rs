@@ -535,10 +535,9 @@ fn writer(
         // Evaluate in log order against the state plus this batch's pending effects.
         let mut results: Vec<Result<Arc<Event>, StoreError>> = Vec::with_capacity(batch.len());
         let mut entries = Vec::with_capacity(batch.len());
-        let mut index;
         {
             let inner = shared.inner.read().unwrap_or_else(|p| p.into_inner());
-            index = inner.state.rv;
+            let mut index = inner.state.rv;
             let mut overlay = Overlay::new();
             for p in &batch {
                 match inner.state.evaluate(&overlay, index + 1, &p.cmd) {
@@ -643,7 +642,7 @@ fn checkpointer<S: Storage>(
             }
             shared
                 .checkpointed
-                .store(storage_applied(&pending), Ordering::Release);
+                .store(pending.last().map_or(0, |e| e.index), Ordering::Release);
             pending.clear();
             last = std::time::Instant::now();
         }
@@ -651,10 +650,6 @@ fn checkpointer<S: Storage>(
             return;
         }
     }
-}
-
-fn storage_applied(done: &[Entry]) -> u64 {
-    done.last().map_or(0, |e| e.index)
 }
 
 /// Writes `entries` (in log order) and the applied index to the engine and makes them durable.
@@ -732,6 +727,52 @@ mod tests {
             key,
             value: value.map(|v| Bytes::from(v.to_string())),
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_checkpoint_stops_writes_but_keeps_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::MemStorage::new();
+        storage.fail_flushes();
+        let store = Store::open(
+            storage,
+            &dir.path().join("log"),
+            StoreConfig::default(),
+            &no_index,
+        )
+        .unwrap();
+        let put = |name: &str| Command::Put {
+            key: ObjKey {
+                kind: Arc::from("/Namespace"),
+                namespace: String::new(),
+                name: name.into(),
+            },
+            expect: crate::state::Expect::Absent,
+            object: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
+            labels: vec![],
+            fields: vec![],
+            deleting: false,
+            claims: vec![],
+        };
+        // Durable in the log, so acknowledged; the checkpoint into the engine then fails.
+        store.propose(put("a")).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.writable().is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failed checkpoint was not noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(
+            store.propose(put("b")).await,
+            Err(StoreError::InsufficientStorage(_))
+        ));
+        assert_eq!(
+            Wal::open(&dir.path().join("log")).unwrap().1.len(),
+            1,
+            "the log still holds the write"
+        );
     }
 
     #[tokio::test]
