@@ -3,8 +3,9 @@
 //! Layout, from the disk up:
 //! - [`storage`]: the key-value engine trait, sled behind it, and an in-memory fake.
 //! - [`state`]: the deterministic state machine that applies write commands.
-//! - [`store`]: the log in front of the state machine (group commit, durability before
-//!   acknowledgement), the watch history window and event fan-out.
+//! - [`wal`]: the local log, the durable record of every write.
+//! - [`store`]: the state machine behind the log seam ([`store::Log`], which Raft will replace):
+//!   group commit, checkpoints into the engine, the watch hub and the read path.
 //! - [`service`]: the API's semantics (create/get/list/update/status/patch/delete/watch/bind) as
 //!   plain async functions, with Kubernetes' rules for metadata, concurrency, finalizers and
 //!   namespaces.

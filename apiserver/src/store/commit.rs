@@ -1,0 +1,113 @@
+//! Group commit: the single writer that sequences proposals, evaluates them against the state
+//! machine, makes each batch durable through the [`Log`] with one append, and only then applies,
+//! publishes and replies.
+//!
+//! Guarantees: a proposal is answered `Ok` only after its batch is durable; readers and watchers
+//! never see an effect that is not durable; effects are applied and published in log order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::checkpoint::object_key;
+use super::log::Log;
+use super::{Proposal, Shared, StoreError};
+use crate::state::{Event, EventType, Overlay};
+use crate::wal::Entry;
+
+/// The single writer: batches proposals, evaluates them in log order, persists the batch with one
+/// append, then publishes and replies.
+///
+/// It runs on its own OS thread and blocks on I/O: a flush never occupies an async worker, and
+/// no hand-off to a blocking pool sits between the fsync and the replies.
+pub(super) fn writer<L: Log>(
+    shared: Arc<Shared>,
+    mut log: L,
+    checkpoints: std::sync::mpsc::Sender<Vec<Entry>>,
+    mut rx: mpsc::Receiver<Proposal>,
+) {
+    let mut compacted_upto = 0;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < shared.config.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if let Err(reason) = shared.writable() {
+            for p in batch {
+                let _ = p
+                    .reply
+                    .send(Err(StoreError::InsufficientStorage(reason.clone())));
+            }
+            continue;
+        }
+
+        // Evaluate in log order against the state plus this batch's pending effects.
+        let mut results: Vec<Result<Arc<Event>, StoreError>> = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        {
+            let inner = shared.read();
+            let mut index = inner.state.rv;
+            let mut overlay = Overlay::new();
+            for p in &batch {
+                match inner.state.evaluate(&overlay, index + 1, &p.cmd) {
+                    Ok(ev) => {
+                        index += 1;
+                        entries.push(Entry {
+                            index: ev.rv,
+                            key: object_key(&ev.key),
+                            value: (ev.kind != EventType::Deleted).then(|| ev.object.json.clone()),
+                        });
+                        overlay.record(&ev);
+                        results.push(Ok(Arc::new(ev)));
+                    }
+                    Err(e) => results.push(Err(e.into())),
+                }
+            }
+        }
+
+        if !entries.is_empty() {
+            if let Err(e) = log.append(&entries) {
+                let reason = format!(
+                    "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server"
+                );
+                tracing::error!(%reason, "storage failure");
+                shared.fail(reason.clone());
+                for p in batch {
+                    let _ = p
+                        .reply
+                        .send(Err(StoreError::InsufficientStorage(reason.clone())));
+                }
+                continue;
+            }
+            shared.counters.committed(entries.len() as u64);
+            {
+                let mut inner = shared.write();
+                for ev in results.iter().flatten() {
+                    inner.state.commit(ev);
+                    inner.hub.publish(ev.clone());
+                }
+                inner.hub.trim();
+            }
+            // The engine catches up in the background; a closed channel means the checkpointer
+            // failed, which it has already recorded as a storage failure.
+            let _ = checkpoints.send(entries);
+            shared
+                .counters
+                .log_bytes
+                .store(log.size(), Ordering::Relaxed);
+        }
+        let checkpointed = shared.checkpointed.load(Ordering::Acquire);
+        if checkpointed > compacted_upto {
+            log.compact(checkpointed);
+            compacted_upto = checkpointed;
+        }
+        for (p, r) in batch.into_iter().zip(results) {
+            let _ = p.reply.send(r);
+        }
+    }
+    shared.closed.store(true, Ordering::Relaxed);
+}

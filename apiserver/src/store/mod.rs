@@ -1,0 +1,461 @@
+//! The store: the state machine behind a log, with group commit, a watch history window and
+//! event fan-out.
+//!
+//! Guarantees:
+//! - A write is acknowledged only after the batch holding it is durable (the [`Log`] committed
+//!   it). Concurrent writers share one append: the writer thread takes every proposal waiting
+//!   when it starts a batch (group commit).
+//! - Readers never see a write before it is durable: effects are evaluated against the current
+//!   state plus the batch's own pending changes, persisted, and only then published.
+//! - `resourceVersion` is the log position of the command that produced a version; it increases
+//!   strictly with every successful write.
+//! - The history window keeps the most recent events (bounded). A watch from a version older than
+//!   the window fails with "expired"; events are published to watchers in log order under the
+//!   same lock that appends them to the history, so a watcher starting from the history and then
+//!   following the live feed sees no gap and no duplicate.
+//! - If the disk is short of space, writes are refused before anything is written. If an append
+//!   or a checkpoint fails, the store stops accepting writes until restart: the outcome of that
+//!   batch is unknown, and guessing would risk acknowledging lost writes.
+//!
+//! Layout, along the seams the Raft issue needs:
+//! - [`log`]: the one seam Raft replaces ("append these durably, say when committed, in order");
+//!   today the local [`crate::wal::Wal`].
+//! - [`commit`]: the writer thread (group commit) in front of the state machine.
+//! - [`checkpoint`]: the engine (sled) brought up to date from the log in the background; replay
+//!   and loading at start-up.
+//! - [`hub`]: the history window and fan-out to watchers.
+//! - [`read`]: list pages and snapshots.
+//! - [`stats`]: figures for the Admin service.
+
+mod checkpoint;
+mod commit;
+mod hub;
+pub mod log;
+mod read;
+mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use self::checkpoint::Indexer;
+use self::hub::Hub;
+pub use self::hub::{Backlog, Expired};
+pub use self::log::Log;
+pub use self::read::{ListPage, ListQuery};
+use self::stats::Counters;
+pub use self::stats::StoreStats;
+use crate::state::{ApplyError, Command, Event, ObjKey, State, StoredObject};
+use crate::storage::{Storage, StorageError, free_bytes};
+use crate::wal::Wal;
+
+/// Tunables of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Events kept for watches to resume from.
+    pub history_window: usize,
+    /// Events a watcher may be behind the writer before it is cut off.
+    pub watch_buffer: usize,
+    /// Writes are refused while the data directory's filesystem has less free space.
+    pub min_free_bytes: u64,
+    /// Most commands in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history_window: 100_000,
+            watch_buffer: 8192,
+            min_free_bytes: 64 * 1024 * 1024,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// Why a proposed write did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    /// Nothing was written: the store is out of space or was stopped by an earlier failure.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Arc<Event>, StoreError>>,
+}
+
+/// What readers see, changed only by the writer.
+pub(crate) struct Inner {
+    pub state: State,
+    hub: Hub,
+}
+
+struct Shared {
+    inner: RwLock<Inner>,
+    /// `Some(reason)` once writes are refused for good (until restart).
+    failed: Mutex<Option<String>>,
+    counters: Counters,
+    /// Highest log index the engine holds durably; the log below it may be deleted.
+    checkpointed: AtomicU64,
+    /// Set when the writer thread ends (every handle dropped), to stop the stats task.
+    closed: AtomicBool,
+    config: StoreConfig,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic inside the lock would be a bug in this module; the data stays consistent
+        // because commits are single assignments, so continue with it.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses writes from now on, for `reason`.
+    fn fail(&self, reason: String) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    fn failed_reason(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether writes are accepted, and if not, why.
+    fn writable(&self) -> Result<(), String> {
+        if let Some(r) = self.failed_reason() {
+            return Err(r);
+        }
+        let free = self.counters.disk_free.load(Ordering::Relaxed);
+        if free < self.config.min_free_bytes {
+            return Err(format!(
+                "insufficient storage: {free} bytes free on the data directory's filesystem, {} required; writes are refused until space is freed",
+                self.config.min_free_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Proposal>,
+}
+
+/// The current objects of a kind, the version they are at, and the live feed after it.
+pub type Snapshot = (
+    Vec<(ObjKey, Arc<StoredObject>)>,
+    u64,
+    broadcast::Receiver<Arc<Event>>,
+);
+
+impl Store {
+    /// Opens the store over `storage` with the local log in `log_dir`, loading every object, and
+    /// starts the writer and checkpoint threads.
+    pub fn open<S: Storage>(
+        storage: S,
+        log_dir: &std::path::Path,
+        config: StoreConfig,
+        indexer: &Indexer,
+    ) -> Result<Store, StorageError> {
+        let (wal, logged) = Wal::open(log_dir)?;
+        checkpoint::replay(&storage, logged)?;
+        Self::open_with_log(storage, wal, config, indexer)
+    }
+
+    /// Opens the store over `storage` (already up to date with `log`) and appends to `log`.
+    pub fn open_with_log<S: Storage, L: Log>(
+        storage: S,
+        log: L,
+        config: StoreConfig,
+        indexer: &Indexer,
+    ) -> Result<Store, StorageError> {
+        let state = checkpoint::load_state(&storage, indexer)?;
+        let compacted = state.rv;
+        let counters = Counters::default();
+        counters
+            .size_on_disk
+            .store(storage.size_on_disk(), Ordering::Relaxed);
+        counters.disk_free.store(
+            storage.dir().and_then(free_bytes).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        counters.log_bytes.store(log.size(), Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            inner: RwLock::new(Inner {
+                state,
+                hub: Hub::new(compacted, config.history_window, config.watch_buffer),
+            }),
+            failed: Mutex::new(None),
+            counters,
+            closed: AtomicBool::new(false),
+            checkpointed: AtomicU64::new(compacted),
+            config,
+        });
+        let (tx, rx) = mpsc::channel(65536);
+        let storage = Arc::new(storage);
+        let (ck_tx, ck_rx) = std::sync::mpsc::channel();
+        let (c_shared, c_storage) = (shared.clone(), storage.clone());
+        std::thread::Builder::new()
+            .name("rudder-store-checkpoint".into())
+            .spawn(move || checkpoint::checkpointer(c_shared, c_storage, ck_rx))
+            .map_err(|e| StorageError::Io(format!("starting the checkpoint thread: {e}")))?;
+        let w_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("rudder-store-writer".into())
+            .spawn(move || commit::writer(w_shared, log, ck_tx, rx))
+            .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
+        // Size and free space are sampled on a timer, so health and stats stay current while idle
+        // and the write path never waits on a filesystem query. The task ends with the store.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                if shared.closed.load(Ordering::Relaxed) {
+                    break;
+                }
+                shared.counters.refresh(&*storage);
+            }
+        });
+        Ok(Store { shared, tx })
+    }
+
+    /// Proposes a write and waits until it is durable and applied (or refused).
+    pub async fn propose(&self, cmd: Command) -> Result<Arc<Event>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal { cmd, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// A consistent read view of the current state.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.shared.read()
+    }
+
+    pub fn get(&self, key: &ObjKey) -> Option<Arc<StoredObject>> {
+        self.read().state.get(key).cloned()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.read().state.rv
+    }
+
+    /// Whether writes are accepted, and if not, why.
+    pub fn writable(&self) -> Result<(), String> {
+        self.shared.writable()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.read();
+        let c = &self.shared.counters;
+        StoreStats {
+            resource_version: inner.state.rv,
+            objects: inner.state.len() as u64,
+            size_on_disk: c.size_on_disk.load(Ordering::Relaxed),
+            disk_free: c.disk_free.load(Ordering::Relaxed),
+            history_oldest: inner.hub.oldest(),
+            history_events: inner.hub.len() as u64,
+            unwritable_reason: self.writable().err(),
+            commits: c.commits.load(Ordering::Relaxed),
+            committed_writes: c.committed_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Subscribes to events after `from`: returns the backlog from the history (events with a
+    /// version above `from`, in order) and a receiver for everything later. No gap, no duplicate.
+    pub fn subscribe_from(&self, from: u64) -> Result<Backlog, Expired> {
+        // Publishing happens under the write lock, so nothing can slip between the backlog and
+        // the receiver while we hold the read lock.
+        self.read().hub.subscribe_from(from)
+    }
+
+    /// The current objects of `kind` (in `namespace`, or all) with a receiver for every later
+    /// event, atomically: for watches that start with the current state.
+    pub fn snapshot_and_subscribe(&self, kind: &str, namespace: &str) -> Snapshot {
+        let inner = self.read();
+        let rx = inner.hub.subscribe();
+        (
+            read::objects(&inner.state, kind, namespace),
+            inner.state.rv,
+            rx,
+        )
+    }
+
+    /// Lists objects of `kind` as of version `at` (or now), in key order after `after`, keeping
+    /// those `keep` accepts, at most `limit` (0 = all). Returns the items, the version the list
+    /// is consistent at, the last key returned when more remain, and how many more match.
+    ///
+    /// A page at an older version is rebuilt from the current state by undoing the later
+    /// events in the history window; a version older than the window is [`Expired`].
+    pub fn list(
+        &self,
+        kind: &str,
+        namespace: &str,
+        at: Option<u64>,
+        after: Option<&(String, String)>,
+        limit: usize,
+        keep: &dyn Fn(&(String, String), &StoredObject) -> bool,
+    ) -> Result<ListPage, Expired> {
+        let inner = self.read();
+        let q = ListQuery {
+            kind,
+            namespace,
+            at,
+            after,
+            limit,
+        };
+        read::list(&inner.state, &inner.hub, &q, keep)
+    }
+
+    /// Events a watcher may lag by before being cut off.
+    pub fn watch_buffer(&self) -> usize {
+        self.shared.config.watch_buffer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::checkpoint::{checkpoint, object_key};
+    use super::*;
+    use crate::state::ObjIndex;
+    use crate::storage::SledStorage;
+    use crate::wal::Entry;
+
+    fn no_index(_: &ObjKey, v: &serde_json::Value) -> ObjIndex {
+        ObjIndex {
+            labels: rudder_api::meta::labels(v).into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, name: &str, value: Option<&str>) -> Entry {
+        let key = object_key(&ObjKey {
+            kind: Arc::from("/ConfigMap"),
+            namespace: "default".into(),
+            name: name.into(),
+        });
+        Entry {
+            index,
+            key,
+            value: value.map(|v| Bytes::from(v.to_string())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_checkpoint_stops_writes_but_keeps_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::MemStorage::new();
+        storage.fail_flushes();
+        let store = Store::open(
+            storage,
+            &dir.path().join("log"),
+            StoreConfig::default(),
+            &no_index,
+        )
+        .unwrap();
+        let put = |name: &str| Command::Put {
+            key: ObjKey {
+                kind: Arc::from("/Namespace"),
+                namespace: String::new(),
+                name: name.into(),
+            },
+            expect: crate::state::Expect::Absent,
+            object: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
+            labels: vec![],
+            fields: vec![],
+            deleting: false,
+            claims: vec![],
+        };
+        // Durable in the log, so acknowledged; the checkpoint into the engine then fails.
+        store.propose(put("a")).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.writable().is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failed checkpoint was not noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(
+            store.propose(put("b")).await,
+            Err(StoreError::InsufficientStorage(_))
+        ));
+        assert_eq!(
+            Wal::open(&dir.path().join("log")).unwrap().1.len(),
+            1,
+            "the log still holds the write"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_only_in_the_log_are_replayed_into_the_engine_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // The engine saw index 1 only; the log holds 1..=3 (the process died before the
+        // checkpoint of 2 and 3).
+        {
+            let storage = SledStorage::open(dir.path()).unwrap();
+            let mut first = vec![entry(
+                1,
+                "a",
+                Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
+            )];
+            checkpoint(&storage, &mut first).unwrap();
+            let (mut wal, _) = Wal::open(&dir.path().join("log")).unwrap();
+            wal.append(&[
+                entry(
+                    1,
+                    "a",
+                    Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
+                ),
+                entry(
+                    2,
+                    "b",
+                    Some(r#"{"metadata":{"resourceVersion":"2","name":"b"}}"#),
+                ),
+                entry(3, "a", None),
+            ])
+            .unwrap();
+        }
+        let storage = SledStorage::open(dir.path()).unwrap();
+        let store = Store::open(
+            storage,
+            &dir.path().join("log"),
+            StoreConfig::default(),
+            &no_index,
+        )
+        .unwrap();
+        let key = |n: &str| ObjKey {
+            kind: Arc::from("/ConfigMap"),
+            namespace: "default".into(),
+            name: n.into(),
+        };
+        assert!(
+            store.get(&key("a")).is_none(),
+            "the logged delete was replayed"
+        );
+        assert_eq!(store.get(&key("b")).map(|o| o.rv), Some(2));
+        assert_eq!(store.resource_version(), 3);
+    }
+}
