@@ -8,6 +8,7 @@
 //! - [`meta`]: generic access to `metadata` on untyped JSON objects.
 //! - [`selector`]: label selectors (strings and `LabelSelector` objects) and field selectors.
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`) as integer milli-units and bytes.
+//! - [`typed`]: decoding stored JSON into each kind's k8s-openapi type, instantiated here once.
 //! - [`defaults`] and [`validation`]: Kubernetes' defaulting and validation, kind by kind.
 //!
 //! All typed (de)serialisation lives in this crate so that its compile cost is paid once.
@@ -18,6 +19,7 @@ pub mod meta;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
+pub mod typed;
 pub mod validation;
 
 pub use k8s_openapi;

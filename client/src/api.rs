@@ -29,15 +29,20 @@ pub enum WatchEvent {
     Error(pb::WatchError),
 }
 
-/// Reason of an ERROR event whose requested version is older than the server's history.
-pub const REASON_EXPIRED: &str = "Expired";
-/// Reason of an ERROR event cutting a watcher that fell behind.
-pub const REASON_TOO_SLOW: &str = "TooSlow";
+pub use pb::watch_error::{CODE_EXPIRED, CODE_TOO_SLOW, REASON_EXPIRED, REASON_TOO_SLOW};
 
 impl WatchEvent {
-    /// Whether this ends the watch with "your version is gone, relist".
+    /// Whether this ends the watch with "your version is gone, relist". Decided by reason
+    /// alone: codes are for people reading logs, and a server cutting a slow watcher may use
+    /// any code (an older server sent 410 for that too).
     pub fn is_expired(&self) -> bool {
-        matches!(self, WatchEvent::Error(e) if e.code == 410 || e.reason == REASON_EXPIRED)
+        matches!(self, WatchEvent::Error(e) if e.reason == REASON_EXPIRED)
+    }
+
+    /// Whether this ends the watch with "you fell behind; watch again from
+    /// `resume_resource_version`".
+    pub fn is_too_slow(&self) -> bool {
+        matches!(self, WatchEvent::Error(e) if e.reason == REASON_TOO_SLOW)
     }
 }
 
@@ -81,6 +86,10 @@ pub trait Api: Send + Sync + 'static {
     fn update_status(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object>;
     fn patch(&self, req: pb::PatchRequest) -> ApiFuture<'_, pb::Object>;
     fn delete(&self, req: pb::DeleteRequest) -> ApiFuture<'_, pb::DeleteResponse>;
+    /// Assigns a pending pod to a node (the `pods/binding` subresource): sets `spec.nodeName`
+    /// and the `PodScheduled` condition; `Conflict` if the pod is already bound or being
+    /// deleted, or if `uid` is given and differs.
+    fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object>;
 }
 
 impl Api for Client {
@@ -121,6 +130,10 @@ impl Api for Client {
 
     fn delete(&self, req: pb::DeleteRequest) -> ApiFuture<'_, pb::DeleteResponse> {
         Box::pin(Client::delete(self, req))
+    }
+
+    fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::bind(self, req))
     }
 }
 

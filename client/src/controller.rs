@@ -13,7 +13,13 @@
 //!
 //! A reconcile that panics is caught and treated like an error, so its key is not stuck "in
 //! flight" forever. Owned objects map to their controller owner's key with [`owner_mapper`]
-//! (through `metadata.ownerReferences` with `controller: true`).
+//! (through `metadata.ownerReferences` with `controller: true`, and only when the owner in the
+//! cache has the referenced uid).
+//!
+//! Workers start only once every cache the controller watches or declares with
+//! [`Controller::reads`] has synced (client-go's `WaitForCacheSync`); events arriving before
+//! are mapped and queued, so nothing is lost. Each reconcile runs in a `reconcile` tracing span
+//! naming the controller and the object.
 //!
 //! Shutdown: when the token is cancelled, workers stop taking keys, in-flight reconciles run to
 //! completion (they are not cancelled), then [`Controller::run`] returns. Keys still queued are
@@ -26,12 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::cache::{CachedObject, object_key};
+use crate::cache::{CachedObject, Reader, api_group};
+use crate::informer::{Subscription, wait_for_cache_sync};
 use crate::reflector::ReflectorEvent;
 use crate::workqueue::{Key, WorkQueue};
 
@@ -75,64 +81,75 @@ pub fn self_mapper() -> Mapper {
 }
 
 /// Maps an event on owned objects to their controller owner's key, for owners of the given
-/// apiVersion group and kind (the version is ignored, as owner references may name another one).
-pub fn owner_mapper(owner_api_version: &str, owner_kind: &str) -> Mapper {
+/// apiVersion group and kind (the version is ignored, as owner references may name another one),
+/// looking the owner up in `owners` so that only an owner whose uid matches the reference counts
+/// (client-go's `resolveControllerRef`).
+pub fn owner_mapper(owners: Reader, owner_api_version: &str, owner_kind: &str) -> Mapper {
     let (api_version, kind) = (owner_api_version.to_string(), owner_kind.to_string());
     Box::new(move |ev| {
-        let keys = ev
+        let mut keys: Vec<Key> = ev
             .objects()
             .into_iter()
-            .filter_map(|o| controller_owner_key(o, &api_version, &kind));
-        keys.collect()
+            .filter_map(|o| controller_owner_key(o, &owners, &api_version, &kind))
+            .collect();
+        keys.dedup();
+        keys
     })
 }
 
-fn api_group(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map_or("", |(g, _)| g)
-}
-
-/// The key of `obj`'s controller owner if it is of the given group and kind. Owners are in the
-/// same namespace as what they own (or cluster-scoped when it is).
+/// The key of `obj`'s controller owner if it is of the given group and kind and is the object
+/// of that name in `owners` with the referenced uid. Owners are in the same namespace as what
+/// they own (or cluster-scoped when it is).
+///
+/// An owner missing from the cache yields `None`: either it is gone (its dependents are the
+/// garbage collector's), or not yet seen, in which case its own ADDED event will reconcile it.
+/// An owner recreated under the same name has a new uid and does not own its predecessor's
+/// objects.
 pub fn controller_owner_key(
     obj: &CachedObject,
+    owners: &Reader,
     owner_api_version: &str,
     owner_kind: &str,
 ) -> Option<Key> {
-    let refs = obj
-        .value
-        .get("metadata")?
-        .get("ownerReferences")?
-        .as_array()?;
-    let owner = refs.iter().find(|r| {
-        let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("");
-        r.get("controller").and_then(Value::as_bool) == Some(true)
-            && s("kind") == owner_kind
-            && api_group(s("apiVersion")) == api_group(owner_api_version)
-    })?;
-    let name = owner
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())?;
-    Some(object_key(&obj.namespace, name))
+    let r = obj.controller_ref()?;
+    if r.kind != owner_kind
+        || api_group(&r.api_version) != api_group(owner_api_version)
+        || r.name.is_empty()
+    {
+        return None;
+    }
+    let owner = owners.get(&obj.namespace, &r.name)?;
+    (owner.uid() == r.uid && !r.uid.is_empty()).then(|| owner.key())
 }
 
 /// A controller: its context, work queue, workers and event sources.
 pub struct Controller<C> {
+    name: String,
     ctx: Arc<C>,
     queue: WorkQueue,
     workers: usize,
-    sources: Vec<(mpsc::Receiver<ReflectorEvent>, Mapper)>,
+    sources: Vec<(Subscription, Mapper)>,
+    /// Caches reconcile reads: workers start only once all have synced.
+    caches: Vec<Reader>,
 }
 
 impl<C: Send + Sync + 'static> Controller<C> {
     /// A controller with one worker and a default work queue.
     pub fn new(ctx: Arc<C>) -> Self {
         Controller {
+            name: "controller".into(),
             ctx,
             queue: WorkQueue::default(),
             workers: 1,
             sources: Vec::new(),
+            caches: Vec::new(),
         }
+    }
+
+    /// The name logs and reconcile spans carry (`replicaset`, `endpoints`, ...).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     pub fn with_queue(mut self, queue: WorkQueue) -> Self {
@@ -145,9 +162,17 @@ impl<C: Send + Sync + 'static> Controller<C> {
         self
     }
 
-    /// Adds an event source, mapping each event to keys.
-    pub fn watches(mut self, events: mpsc::Receiver<ReflectorEvent>, mapper: Mapper) -> Self {
+    /// Adds an event source, mapping each event to keys. Its cache is waited for before any
+    /// reconcile (see [`Controller::reads`]).
+    pub fn watches(mut self, events: Subscription, mapper: Mapper) -> Self {
+        self.caches.push(events.reader().clone());
         self.sources.push((events, mapper));
+        self
+    }
+
+    /// Declares a cache that reconcile reads without watching it; workers wait for it too.
+    pub fn reads(mut self, cache: Reader) -> Self {
+        self.caches.push(cache);
         self
     }
 
@@ -165,13 +190,13 @@ impl<C: Send + Sync + 'static> Controller<C> {
         P: Fn(&E, &str) -> Action + Send + Sync + 'static,
     {
         let mut feeders = JoinSet::new();
-        for (mut rx, mapper) in self.sources {
+        for (mut sub, mapper) in self.sources {
             let (queue, cancel) = (self.queue.clone(), cancel.clone());
             feeders.spawn(async move {
                 loop {
                     let ev = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        ev = rx.recv() => ev,
+                        ev = sub.recv() => ev,
                     };
                     let Some(ev) = ev else { return };
                     for key in mapper(&ev) {
@@ -180,11 +205,20 @@ impl<C: Send + Sync + 'static> Controller<C> {
                 }
             });
         }
+        // Keys queue up meanwhile, but no reconcile runs on a partial cache: a ReplicaSet
+        // reconciled before the pod cache synced would see no pods and create duplicates.
+        if !wait_for_cache_sync(&self.caches, &cancel).await {
+            self.queue.shutdown();
+            feeders.abort_all();
+            return;
+        }
+        tracing::debug!(controller = %self.name, caches = self.caches.len(), "caches synced; starting workers");
         let reconcile = Arc::new(reconcile);
         let error_policy = Arc::new(error_policy);
         let mut workers = JoinSet::new();
         for _ in 0..self.workers {
             let (queue, cancel, ctx) = (self.queue.clone(), cancel.clone(), self.ctx.clone());
+            let name = self.name.clone();
             let (reconcile, error_policy) = (reconcile.clone(), error_policy.clone());
             workers.spawn(async move {
                 loop {
@@ -194,7 +228,10 @@ impl<C: Send + Sync + 'static> Controller<C> {
                         key = queue.get() => key,
                     };
                     let Some(key) = key else { return };
-                    let run = AssertUnwindSafe(reconcile(key.clone(), ctx.clone())).catch_unwind();
+                    let span = tracing::info_span!("reconcile", controller = %name, object = %key);
+                    let run = AssertUnwindSafe(reconcile(key.clone(), ctx.clone()))
+                        .catch_unwind()
+                        .instrument(span);
                     let action = match run.await {
                         Ok(Ok(action)) => {
                             queue.forget(&key);

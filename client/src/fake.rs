@@ -31,7 +31,10 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::api::{Api, ApiFuture, REASON_EXPIRED, REASON_TOO_SLOW, WatchEvent, WatchStream};
+use crate::api::{
+    Api, ApiFuture, CODE_EXPIRED, CODE_TOO_SLOW, REASON_EXPIRED, REASON_TOO_SLOW, WatchEvent,
+    WatchStream,
+};
 use crate::conn::ClientError;
 
 /// An operation of [`Api`], for fault injection and call counting.
@@ -45,6 +48,7 @@ pub enum Op {
     UpdateStatus,
     Patch,
     Delete,
+    Bind,
 }
 
 /// The in-memory API server. Share it as `Arc<FakeApi>` (it implements [`Api`]).
@@ -366,7 +370,7 @@ impl FakeApi {
     pub fn cut_watches_too_slow(&self) {
         for mut w in std::mem::take(&mut self.lock().watchers) {
             let rv = w.last_rv;
-            w.send(watch_error(429, REASON_TOO_SLOW, rv), rv);
+            w.send(watch_error(CODE_TOO_SLOW, REASON_TOO_SLOW, rv), rv);
         }
     }
 
@@ -484,7 +488,7 @@ impl FakeApi {
             }
             w.last_rv = rv;
         } else if from < st.oldest_resumable() {
-            w.send(watch_error(410, REASON_EXPIRED, 0), 0);
+            w.send(watch_error(CODE_EXPIRED, REASON_EXPIRED, 0), 0);
             return Ok(UnboundedReceiverStream::new(rx).boxed());
         } else {
             for (k, ev) in &st.history {
@@ -580,6 +584,51 @@ impl FakeApi {
     }
 }
 
+impl FakeApi {
+    fn do_bind(&self, req: pb::BindRequest) -> Result<pb::Object, ClientError> {
+        let mut st = self.lock();
+        st.enter(Op::Bind)?;
+        if req.node_name.is_empty() {
+            return Err(ClientError::Invalid("target.name: Required value".into()));
+        }
+        let ns = if req.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            req.namespace
+        };
+        let key = ("v1/Pod".to_string(), ns, req.name);
+        let cur = st.objects.get(&key).ok_or_else(|| not_found(&key))?;
+        let mut v = parse(&cur.json)?;
+        if !req.uid.is_empty() && meta::uid(&v) != req.uid {
+            return Err(ClientError::Conflict(format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                req.uid,
+                meta::uid(&v)
+            )));
+        }
+        if meta::is_deleting(&v) {
+            return Err(ClientError::Conflict(format!(
+                "pod {} is being deleted, cannot be assigned to a host",
+                key.2
+            )));
+        }
+        let current = v
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !current.is_empty() {
+            return Err(ClientError::Conflict(format!(
+                "pod {} is already assigned to node \"{current}\"",
+                key.2
+            )));
+        }
+        if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".into(), Value::String(req.node_name));
+        }
+        Ok(st.commit(key, v, false))
+    }
+}
+
 /// Runs a synchronous fake operation as an already-completed future.
 fn ready<T: Send + 'static>(r: Result<T, ClientError>) -> ApiFuture<'static, T> {
     Box::pin(std::future::ready(r))
@@ -616,5 +665,9 @@ impl Api for FakeApi {
 
     fn delete(&self, req: pb::DeleteRequest) -> ApiFuture<'_, pb::DeleteResponse> {
         ready(self.do_delete(req))
+    }
+
+    fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
+        ready(self.do_bind(req))
     }
 }

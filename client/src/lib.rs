@@ -6,11 +6,13 @@
 //! - [`api`]: the [`Api`] trait, the process boundary every component codes against, implemented
 //!   by [`Client`] and by the in-memory [`fake::FakeApi`] for tests.
 //! - [`clock`]: injected wall/monotonic time and jitter, and the shared [`clock::Backoff`].
-//! - [`cache`] and [`reflector`]: list+watch into a local cache with cheap readers.
+//! - [`cache`] and [`reflector`]: list+watch into a local cache with indexes and cheap readers.
+//! - [`informer`]: shared informers, one list+watch per kind per process, many subscribers.
 //! - [`workqueue`]: keys to reconcile, coalesced, one worker per key, rate limited.
 //! - [`controller`]: the reconcile-loop runner over a work queue.
 //! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease.
 //! - [`events`]: the core/v1 Event recorder.
+//! - [`expectations`]: "wait until the cache saw my writes" per owner, as Kubernetes' controllers.
 //!
 //! See `docs/client.md` for how the pieces fit.
 
@@ -20,7 +22,9 @@ pub mod clock;
 pub mod conn;
 pub mod controller;
 pub mod events;
+pub mod expectations;
 pub mod fake;
+pub mod informer;
 pub mod leader;
 pub mod reflector;
 pub mod workqueue;

@@ -17,15 +17,15 @@
 //! Failing over between API servers is [`crate::Client`]'s job, below this layer.
 //!
 //! Caveats: the cache only ever holds the reflector's own kind and selectors. Dropping a `step`
-//! future midway loses its state (the next step relists). Events are delivered to subscribers
-//! through bounded channels: a subscriber that stops reading stalls the reflector (and so the
-//! cache) rather than losing events; a dropped subscriber is simply forgotten.
+//! future midway loses its state (the next step relists). Events reach subscribers through
+//! [`crate::informer::Hub`]: publishing never waits, and a subscriber that falls behind is
+//! resynced from the cache rather than stalling it. Most components do not make reflectors
+//! themselves but ask an [`crate::informer::InformerFactory`] for a shared one.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use rudder_proto as pb;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,7 @@ use crate::api::{Api, REASON_TOO_SLOW, WatchEvent, WatchStream};
 use crate::cache::{CachedObject, Reader, Store, object_key};
 use crate::clock::{Backoff, SharedClock};
 use crate::conn::ClientError;
+use crate::informer::{Hub, Informer, SUBSCRIBER_BUFFER, Subscription};
 
 /// What to list and watch.
 #[derive(Debug, Clone)]
@@ -63,19 +64,26 @@ impl ReflectorConfig {
 /// A change the reflector applied to the cache, for controllers to map to keys.
 #[derive(Debug, Clone)]
 pub enum ReflectorEvent {
-    /// Added or modified.
-    Applied(Arc<CachedObject>),
+    Added(Arc<CachedObject>),
+    /// Modified: the version cached before and the new one.
+    Updated {
+        old: Arc<CachedObject>,
+        new: Arc<CachedObject>,
+    },
     /// Deleted: the object as last known.
     Deleted(Arc<CachedObject>),
-    /// A (re)list completed; the cache now holds exactly these objects.
+    /// A (re)list completed, or a subscriber is being resynced: the cache now holds exactly
+    /// these objects.
     Restarted(Vec<Arc<CachedObject>>),
 }
 
 impl ReflectorEvent {
-    /// The objects this event is about.
+    /// The objects this event is about (for an update, the old and the new version, so that a
+    /// change of owner or labels reaches both the old and the new owner).
     pub fn objects(&self) -> Vec<&Arc<CachedObject>> {
         match self {
-            ReflectorEvent::Applied(o) | ReflectorEvent::Deleted(o) => vec![o],
+            ReflectorEvent::Added(o) | ReflectorEvent::Deleted(o) => vec![o],
+            ReflectorEvent::Updated { old, new } => vec![old, new],
             ReflectorEvent::Restarted(all) => all.iter().collect(),
         }
     }
@@ -128,17 +136,15 @@ pub struct Reflector {
     store: Store,
     state: State,
     backoff: Backoff,
-    subscribers: Vec<mpsc::Sender<ReflectorEvent>>,
+    hub: Arc<Hub>,
 }
-
-/// Capacity of each subscriber's event channel.
-const SUBSCRIBER_BUFFER: usize = 1024;
 
 impl Reflector {
     /// A reflector and a reader of its cache.
     pub fn new(api: Arc<dyn Api>, cfg: ReflectorConfig, clock: SharedClock) -> (Self, Reader) {
         let (store, reader) = Store::new();
         let backoff = cfg.backoff.clone();
+        let hub = Hub::new(reader.clone(), SUBSCRIBER_BUFFER);
         let r = Reflector {
             api,
             cfg,
@@ -146,7 +152,7 @@ impl Reflector {
             store,
             state: State::Empty,
             backoff,
-            subscribers: Vec::new(),
+            hub,
         };
         (r, reader)
     }
@@ -159,35 +165,31 @@ impl Reflector {
         &self.state
     }
 
-    /// A channel of every event from now on. Subscribe before [`Reflector::run`].
-    pub fn subscribe(&mut self) -> mpsc::Receiver<ReflectorEvent> {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        self.subscribers.push(tx);
-        rx
+    /// A subscription to every event from now on (see [`crate::informer`] for its guarantees:
+    /// it may join at any time and never stalls the reflector).
+    pub fn subscribe(&self) -> Subscription {
+        self.hub.subscribe()
     }
 
-    /// Runs until `cancel`, publishing events to subscribers.
+    /// A handle on this reflector's cache and subscribers that outlives [`Reflector::run`]'s
+    /// taking of `self`.
+    pub fn informer(&self) -> Informer {
+        Informer::new(self.store.reader(), self.hub.clone())
+    }
+
+    /// Runs until `cancel`, publishing events to subscribers; their subscriptions end after.
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             let events = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 events = self.step() => events,
             };
-            for ev in events {
-                let subs = std::mem::take(&mut self.subscribers);
-                for tx in subs {
-                    let sent = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return,
-                        r = tx.send(ev.clone()) => r.is_ok(),
-                    };
-                    if sent {
-                        self.subscribers.push(tx);
-                    }
-                }
+            for ev in &events {
+                self.hub.publish(ev);
             }
         }
+        self.hub.close();
     }
 
     /// Performs one transition, returning the events it produced.
@@ -317,8 +319,10 @@ impl Reflector {
             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                 rv = rv.max(o.resource_version);
                 if let Some(obj) = CachedObject::from_wire(&o).map(Arc::new) {
-                    self.store.apply(obj.clone());
-                    events.push(ReflectorEvent::Applied(obj));
+                    events.push(match self.store.apply(obj.clone()) {
+                        Some(old) => ReflectorEvent::Updated { old, new: obj },
+                        None => ReflectorEvent::Added(obj),
+                    });
                 }
             }
             WatchEvent::Deleted(o) => {
@@ -333,6 +337,7 @@ impl Reflector {
                 tracing::info!(kind = %self.cfg.kind.kind, rv, "watch version expired; relisting");
                 return (State::Empty, Vec::new());
             }
+            // Decided by reason, never by code: see `WatchEvent::is_expired`.
             WatchEvent::Error(e) if e.reason == REASON_TOO_SLOW => {
                 tracing::info!(kind = %self.cfg.kind.kind, resume = e.resume_resource_version, "watch cut as too slow; resuming");
                 return (Self::rewatch(rv.max(e.resume_resource_version)), Vec::new());

@@ -11,14 +11,14 @@ use rudder_client::cache::{Reader, split_key};
 use rudder_client::clock::ManualClock;
 use rudder_client::conn::kind_ref;
 use rudder_client::controller::{
-    Action, Controller, controller_owner_key, default_error_policy, owner_mapper, self_mapper,
+    Action, Controller, default_error_policy, owner_mapper, self_mapper,
 };
 use rudder_client::fake::FakeApi;
+use rudder_client::informer::Subscription;
 use rudder_client::proto as pb;
-use rudder_client::reflector::{Reflector, ReflectorConfig, ReflectorEvent};
+use rudder_client::reflector::{Reflector, ReflectorConfig};
 use rudder_client::{Api, ClientError};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 struct Ctx {
@@ -33,10 +33,10 @@ fn reflect(
     api_version: &str,
     kind: &str,
     cancel: &CancellationToken,
-) -> (Reader, mpsc::Receiver<ReflectorEvent>) {
+) -> (Reader, Subscription) {
     let api: Arc<dyn Api> = fake.clone();
     let cfg = ReflectorConfig::new(api_version, kind);
-    let (mut r, reader) = Reflector::new(api, cfg, ManualClock::shared(1));
+    let (r, reader) = Reflector::new(api, cfg, ManualClock::shared(1));
     let rx = r.subscribe();
     tokio::spawn(r.run(cancel.clone()));
     (reader, rx)
@@ -54,7 +54,7 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, ClientError> {
         .pods
         .list()
         .iter()
-        .filter(|p| controller_owner_key(p, "apps/v1", "ReplicaSet").as_deref() == Some(&key))
+        .filter(|p| p.is_controlled_by(&rs))
         .map(|p| p.name.clone())
         .collect();
     owned.sort();
@@ -102,7 +102,10 @@ async fn replica_set_controller_converges_and_repairs_through_owner_mapping() {
     let controller = Controller::new(ctx.clone())
         .workers(2)
         .watches(set_events, self_mapper())
-        .watches(pod_events, owner_mapper("apps/v1", "ReplicaSet"));
+        .watches(
+            pod_events,
+            owner_mapper(sets.clone(), "apps/v1", "ReplicaSet"),
+        );
     let run = tokio::spawn(controller.run(reconcile, default_error_policy, cancel.clone()));
     let rs = json!({"metadata": {"name": "web", "namespace": "ns"}, "spec": {"replicas": 3}});
     create(&fake, &rs_kind, &rs).await;

@@ -10,16 +10,16 @@ use rudder_api::selector::LabelSelector;
 use rudder_client::cache::Reader;
 use rudder_client::clock::{Backoff, ManualClock};
 use rudder_client::fake::{FakeApi, Op};
+use rudder_client::informer::Subscription;
 use rudder_client::reflector::{Reflector, ReflectorConfig, ReflectorEvent};
 use rudder_client::{Api, ClientError};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 struct Running {
     reader: Reader,
-    events: mpsc::Receiver<ReflectorEvent>,
+    events: Subscription,
     cancel: CancellationToken,
 }
 
@@ -33,7 +33,7 @@ fn start(fake: &Arc<FakeApi>, page_size: u32) -> Running {
         0.0,
     );
     let api: Arc<dyn Api> = fake.clone();
-    let (mut r, reader) = Reflector::new(api, cfg, ManualClock::shared(1));
+    let (r, reader) = Reflector::new(api, cfg, ManualClock::shared(1));
     let events = r.subscribe();
     let cancel = CancellationToken::new();
     tokio::spawn(r.run(cancel.clone()));
@@ -45,15 +45,19 @@ fn start(fake: &Arc<FakeApi>, page_size: u32) -> Running {
 }
 
 /// Every event received so far, as (type, key) pairs.
-fn drain(rx: &mut mpsc::Receiver<ReflectorEvent>) -> Vec<(String, String)> {
+fn drain(rx: &mut Subscription) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    while let Ok(ev) = rx.try_recv() {
+    while let Some(ev) = rx.try_recv() {
         let ty = match &ev {
-            ReflectorEvent::Applied(_) => "applied",
+            ReflectorEvent::Added(_) | ReflectorEvent::Updated { .. } => "applied",
             ReflectorEvent::Deleted(_) => "deleted",
             ReflectorEvent::Restarted(_) => "restarted",
         };
-        for o in ev.objects() {
+        let objects = match &ev {
+            ReflectorEvent::Updated { new, .. } => vec![new],
+            _ => ev.objects(),
+        };
+        for o in objects {
             out.push((ty.to_string(), o.key()));
         }
         if matches!(ev, ReflectorEvent::Restarted(ref v) if v.is_empty()) {

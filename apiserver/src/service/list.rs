@@ -254,7 +254,15 @@ impl Watcher {
     async fn run(mut self, start: Start) {
         let mut rx = match start {
             Start::Expired(msg) => {
-                let _ = self.tx.send(error_event(410, "Expired", msg, 0)).await;
+                let _ = self
+                    .tx
+                    .send(error_event(
+                        pb::watch_error::CODE_EXPIRED,
+                        pb::watch_error::REASON_EXPIRED,
+                        msg,
+                        0,
+                    ))
+                    .await;
                 return;
             }
             Start::Snapshot(items, rv, rx) => {
@@ -294,7 +302,7 @@ impl Watcher {
                             "the watcher fell {n} events behind the store's buffer of {} and was cut off; watch again from resourceVersion {}",
                             self.api.store.watch_buffer(), self.last_rv
                         );
-                        let _ = self.tx.send(error_event(410, "TooSlow", msg, self.last_rv)).await;
+                        let _ = self.tx.send(error_event(pb::watch_error::CODE_TOO_SLOW, pb::watch_error::REASON_TOO_SLOW, msg, self.last_rv)).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
