@@ -138,6 +138,8 @@ pub enum ApplyError {
     NamespaceNotFound(String),
     #[error("namespace {0} is being terminated")]
     NamespaceTerminating(String),
+    #[error("namespace {0} still has content")]
+    NamespaceNotEmpty(String),
     #[error("{0} is already allocated")]
     ClaimTaken(String),
 }
@@ -251,6 +253,29 @@ impl State {
         })
     }
 
+    /// Whether `namespace` holds anything, counting the batch's pending changes.
+    fn namespace_has_content_with(&self, overlay: &Overlay, namespace: &str) -> bool {
+        let pending_add = overlay.objects.iter().any(|(k, v)| {
+            v.is_some() && k.namespace == namespace && k.kind.as_ref() != NAMESPACE_KIND
+        });
+        pending_add
+            || self.kinds.iter().any(|(kind, objs)| {
+                kind.as_ref() != NAMESPACE_KIND
+                    && objs
+                        .range((namespace.to_string(), String::new())..)
+                        .take_while(|((ns, _), _)| ns == namespace)
+                        // Skips only what the batch deleted, so this stops at the first survivor.
+                        .any(|((ns, name), _)| {
+                            let k = ObjKey {
+                                kind: kind.clone(),
+                                namespace: ns.clone(),
+                                name: name.clone(),
+                            };
+                            !matches!(overlay.objects.get(&k), Some(None))
+                        })
+            })
+    }
+
     /// Checks a command's preconditions at log position `index` and computes its effect, without
     /// changing the state. Earlier commands of the same batch are seen through `overlay`.
     pub fn evaluate(
@@ -317,6 +342,13 @@ impl State {
                 let Some(cur) = current else {
                     return Err(ApplyError::NotFound);
                 };
+                // The delete was decided on an empty namespace, but a create may have committed
+                // since (or earlier in this batch): removing the namespace now would orphan it.
+                if key.kind.as_ref() == NAMESPACE_KIND
+                    && self.namespace_has_content_with(overlay, &key.name)
+                {
+                    return Err(ApplyError::NamespaceNotEmpty(key.name.clone()));
+                }
                 let last = Arc::new(StoredObject {
                     rv: index,
                     json: set_resource_version(&cur.json, index),
@@ -534,5 +566,116 @@ mod tests {
             .unwrap();
         assert_eq!(ev.kind, EventType::Modified);
         assert_eq!(s.rv, 2);
+    }
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    fn key(kind: &str, ns: &str, name: &str) -> ObjKey {
+        ObjKey {
+            kind: Arc::from(kind),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn put(k: ObjKey) -> Command {
+        Command::Put {
+            key: k,
+            expect: Expect::Absent,
+            object: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
+            labels: vec![],
+            fields: vec![],
+            deleting: false,
+            claims: vec![],
+        }
+    }
+
+    /// A state holding namespace `dev` (version 1), and the batch's evaluation of `cmds` in order.
+    fn run_batch(state: &State, cmds: &[Command]) -> Vec<Result<Event, ApplyError>> {
+        let mut overlay = Overlay::new();
+        let mut index = state.rv;
+        cmds.iter()
+            .map(|c| {
+                let r = state.evaluate(&overlay, index + 1, c);
+                if let Ok(ev) = &r {
+                    index += 1;
+                    overlay.record(ev);
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn with_namespace() -> State {
+        let mut s = State::default();
+        let ev = s
+            .evaluate(&Overlay::new(), 1, &put(key(NAMESPACE_KIND, "", "dev")))
+            .unwrap();
+        s.commit(&ev);
+        s
+    }
+
+    fn delete_ns() -> Command {
+        Command::Delete {
+            key: key(NAMESPACE_KIND, "", "dev"),
+            expect: Expect::Version(1),
+        }
+    }
+
+    #[test]
+    fn a_namespace_with_content_cannot_be_deleted_whatever_the_order_in_a_batch() {
+        let s = with_namespace();
+        // Create first, then the delete that was decided on an empty namespace: refused.
+        let r = run_batch(&s, &[put(key("/ConfigMap", "dev", "c")), delete_ns()]);
+        assert!(r[0].is_ok());
+        assert_eq!(
+            r[1].as_ref().unwrap_err(),
+            &ApplyError::NamespaceNotEmpty("dev".into())
+        );
+        // Delete first, then the create: the create finds no namespace.
+        let r = run_batch(&s, &[delete_ns(), put(key("/ConfigMap", "dev", "c"))]);
+        assert!(r[0].is_ok());
+        assert_eq!(
+            r[1].as_ref().unwrap_err(),
+            &ApplyError::NamespaceNotFound("dev".into())
+        );
+    }
+
+    #[test]
+    fn content_already_committed_or_removed_in_the_batch_is_counted() {
+        let mut s = with_namespace();
+        let ev = s
+            .evaluate(&Overlay::new(), 2, &put(key("/Pod", "dev", "p")))
+            .unwrap();
+        s.commit(&ev);
+        assert_eq!(
+            run_batch(&s, &[delete_ns()])[0].as_ref().unwrap_err(),
+            &ApplyError::NamespaceNotEmpty("dev".into())
+        );
+        // The pod's deletion earlier in the same batch empties the namespace.
+        let del_pod = Command::Delete {
+            key: key("/Pod", "dev", "p"),
+            expect: Expect::Version(2),
+        };
+        let mut del = delete_ns();
+        if let Command::Delete { expect, .. } = &mut del {
+            *expect = Expect::Version(1);
+        }
+        let r = run_batch(&s, &[del_pod, del]);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        // Objects of other namespaces, and namespaces themselves, are not content.
+        let mut s = with_namespace();
+        let ev = s
+            .evaluate(&Overlay::new(), 2, &put(key(NAMESPACE_KIND, "", "dev2")))
+            .unwrap();
+        s.commit(&ev);
+        let ev = s
+            .evaluate(&Overlay::new(), 3, &put(key("/Pod", "dev2", "p")))
+            .unwrap();
+        s.commit(&ev);
+        assert!(run_batch(&s, &[delete_ns()])[0].is_ok());
     }
 }

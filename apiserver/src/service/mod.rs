@@ -372,6 +372,11 @@ impl Api {
                 resource: "namespaces".into(),
                 name: ns,
             },
+            // Content arrived after the delete was decided: the caller retries, and then marks
+            // the namespace terminating instead.
+            StoreError::Rejected(ApplyError::NamespaceNotEmpty(ns)) => {
+                ApiError::conflict(info, &key.name, format!("namespace {ns} still has content"))
+            }
             StoreError::Rejected(ApplyError::ClaimTaken(c)) => ApiError::invalid(
                 info,
                 &key.name,
