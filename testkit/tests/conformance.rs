@@ -48,3 +48,31 @@ mod server {
 
     rudder_testkit::for_each_case!(case);
 }
+
+mod fake {
+    use rudder_client::fake::FakeApi;
+
+    use super::*;
+
+    fn target() -> Target {
+        let fake = FakeApi::builder()
+            .history(HISTORY)
+            .require_namespaces()
+            .build();
+        Target {
+            api: fake,
+            history_window: HISTORY,
+        }
+    }
+
+    macro_rules! case {
+        ($case:ident) => {
+            #[tokio::test(start_paused = true)]
+            async fn $case() {
+                conformance::$case(target()).await;
+            }
+        };
+    }
+
+    rudder_testkit::for_each_case!(case);
+}

@@ -1,0 +1,190 @@
+//! Deletion on the fake, as the server's `service/delete.rs`: preconditions, finalizers,
+//! graceful pod deletion and namespace termination (content first, the namespace once empty).
+
+use rudder_api::meta;
+use rudder_proto as pb;
+use serde_json::{Value, json};
+
+use super::store::{
+    KindMeta, NAMESPACE_KEY, ObjKey, SYSTEM_NAMESPACES, State, deleted, format_time, parse,
+};
+use crate::conn::ClientError;
+
+/// Kubernetes' default pod grace period.
+const DEFAULT_POD_GRACE: i64 = 30;
+
+impl State {
+    pub fn delete(&mut self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ClientError> {
+        let k = KindMeta::resolve(&req.kind)?;
+        match req.propagation_policy.as_str() {
+            "" | "Background" => {}
+            "Orphan" | "Foreground" => {
+                return Err(ClientError::Invalid(format!(
+                    "propagationPolicy: Unsupported value: \"{}\": only \"Background\" is supported until the garbage collector lands",
+                    req.propagation_policy
+                )));
+            }
+            other => {
+                return Err(ClientError::Invalid(format!(
+                    "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
+                )));
+            }
+        }
+        let key = (k.key.clone(), k.object_ns(&req.namespace), req.name.clone());
+        let is_ns = k.is("v1", "Namespace");
+        if is_ns && SYSTEM_NAMESPACES.contains(&req.name.as_str()) {
+            return Err(ClientError::Forbidden(format!(
+                "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+                req.name
+            )));
+        }
+        let res = self.delete_object(
+            &k,
+            &key,
+            &req.precondition_uid,
+            req.precondition_resource_version,
+            req.grace_period_seconds,
+        )?;
+        if is_ns && !res.deleted {
+            self.terminate_namespace(&key.2);
+            // It may be gone now; report what is stored.
+            if let Some(o) = self.objects.get(&key) {
+                return Ok(deleted(o.clone(), false));
+            }
+            return Ok(pb::DeleteResponse {
+                object: res.object,
+                deleted: true,
+            });
+        }
+        if res.deleted {
+            self.after_delete(&key.1);
+        }
+        Ok(res)
+    }
+
+    /// Deletes one object, or marks it when finalizers, a grace period or content hold it.
+    fn delete_object(
+        &mut self,
+        k: &KindMeta,
+        key: &ObjKey,
+        uid: &str,
+        rv: u64,
+        grace: Option<i64>,
+    ) -> Result<pb::DeleteResponse, ClientError> {
+        let old = self.stored(k, key)?;
+        let mut v = parse(&old.json)?;
+        if !uid.is_empty() && meta::uid(&v) != uid {
+            let why = format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta::uid(&v)
+            );
+            return Err(k.conflict(&key.2, why));
+        }
+        if rv != 0 && rv != old.resource_version {
+            let why = format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                old.resource_version
+            );
+            return Err(k.conflict(&key.2, why));
+        }
+        if grace.is_some_and(|g| g < 0) {
+            return Err(ClientError::Invalid(
+                "gracePeriodSeconds: Invalid value: must be >= 0".into(),
+            ));
+        }
+        let pod_grace = if k.is("v1", "Pod") {
+            pod_grace(&v, grace)
+        } else {
+            0
+        };
+        let is_ns = k.is("v1", "Namespace");
+        let ns_busy = is_ns && self.namespace_has_content(&key.2);
+        let hold = !meta::finalizers(&v).is_empty() || pod_grace > 0 || ns_busy;
+        if hold && meta::is_deleting(&v) {
+            // Already terminating: a second delete only reports the state.
+            return Ok(deleted(old, false));
+        }
+        if !hold {
+            return Ok(deleted(self.commit(key.clone(), v, true), true));
+        }
+        let now = self.now();
+        let at = now
+            .checked_add(jiff::SignedDuration::from_secs(pod_grace))
+            .unwrap_or(now);
+        let m = meta::metadata_mut(&mut v);
+        m.insert("deletionTimestamp".into(), Value::String(format_time(at)));
+        m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
+        if is_ns && let Value::Object(root) = &mut v {
+            root.insert("status".into(), json!({"phase": "Terminating"}));
+        }
+        Ok(deleted(self.commit(key.clone(), v, false), false))
+    }
+
+    fn namespace_has_content(&self, ns: &str) -> bool {
+        self.objects.keys().any(|k| k.1 == ns)
+    }
+
+    /// Deletes everything in a terminating namespace, then the namespace once it is empty.
+    fn terminate_namespace(&mut self, ns: &str) {
+        let keys: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(k, o)| k.1 == ns && !parse(&o.json).is_ok_and(|v| meta::is_deleting(&v)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let (api_version, kind) = key.0.rsplit_once('/').unwrap_or(("", key.0.as_str()));
+            let kind_ref = Some(pb::KindRef {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            });
+            if let Ok(k) = KindMeta::resolve(&kind_ref) {
+                // A failure here is an object that changed meanwhile; the server skips it too.
+                let _ = self.delete_object(&k, &key, "", 0, None);
+            }
+        }
+        self.finish_namespace(ns);
+    }
+
+    /// After an object is gone: a terminating namespace that is now empty goes too.
+    pub(super) fn after_delete(&mut self, ns: &str) {
+        if !ns.is_empty() {
+            self.finish_namespace(ns);
+        }
+    }
+
+    fn finish_namespace(&mut self, ns: &str) {
+        let key = (NAMESPACE_KEY.to_string(), String::new(), ns.to_string());
+        let Some(Ok(v)) = self.objects.get(&key).map(|o| parse(&o.json)) else {
+            return;
+        };
+        if meta::is_deleting(&v)
+            && meta::finalizers(&v).is_empty()
+            && !self.namespace_has_content(ns)
+        {
+            self.commit(key, v, true);
+        }
+    }
+}
+
+/// The grace period a pod deletion gets: none unless the pod is on a node and not finished.
+fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
+    let on_node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !on_node || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(DEFAULT_POD_GRACE)
+        .max(0)
+}
