@@ -32,6 +32,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Expired(String),
+    /// A version newer than the store's, which did not catch up in time.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
     #[error("Request entity too large: the object is {size} bytes; the limit is {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     #[error("{0}")]
@@ -97,6 +100,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::Expired(_) => "Expired",
+            ApiError::TooLargeResourceVersion { .. } => {
+                rudder_proto::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION
+            }
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::InsufficientStorage(_) => "InsufficientStorage",
             ApiError::Unavailable(_) => "ServiceUnavailable",
@@ -114,6 +120,8 @@ impl ApiError {
             }
             ApiError::Forbidden(_) => Code::PermissionDenied,
             ApiError::Expired(_) => Code::OutOfRange,
+            // Kubernetes answers 504 (reason Timeout): the same call may succeed later.
+            ApiError::TooLargeResourceVersion { .. } => Code::DeadlineExceeded,
             ApiError::InsufficientStorage(_) => Code::ResourceExhausted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,

@@ -37,6 +37,10 @@ struct Args {
     /// Events last seen longer ago than this many seconds are deleted.
     #[arg(long, default_value_t = 3600)]
     event_ttl_seconds: u64,
+    /// How long a watch or list from a version above the store's waits for it, in milliseconds,
+    /// before it is refused as too large.
+    #[arg(long, default_value_t = 3000)]
+    resource_version_wait_ms: u64,
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     config.store.min_free_bytes = args.min_free_bytes;
     config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
     config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));
+    config.api.resource_version_wait = Duration::from_millis(args.resource_version_wait_ms);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

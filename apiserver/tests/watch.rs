@@ -279,3 +279,72 @@ async fn a_slow_watcher_is_cut_off_without_stalling_writers_or_fast_watchers() {
     let server_rss_ok = c.stats().await.unwrap();
     assert_eq!(server_rss_ok.object_count as usize, N + 3);
 }
+
+#[tokio::test]
+async fn a_watch_or_continue_token_from_a_version_the_store_has_not_reached_is_refused() {
+    let s = TestServer::start(&["--resource-version-wait-ms", "300"]);
+    let c = &s.client;
+    let current = c.stats().await.unwrap().resource_version;
+    let ahead = current + 1000;
+    let mut w = c
+        .watch(watch_req("ConfigMap", "default", ahead))
+        .await
+        .unwrap();
+    let e = next_event(&mut w).await;
+    assert_eq!(ev_type(&e), pb::EventType::Error, "{e:?}");
+    let err = e.error.unwrap();
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (
+            pb::watch_error::CODE_TOO_LARGE_RESOURCE_VERSION,
+            pb::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION
+        )
+    );
+    assert_eq!(
+        err.message,
+        format!("Too large resource version: {ahead}, current: {current}")
+    );
+    // A continue token from that version (as another server could have issued) is refused too.
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": ahead, "ns": "default", "name": "a"}).to_string());
+    let mut req = list_req("v1", "ConfigMap", "default");
+    req.continue_token = token;
+    let e = c.list(req).await.unwrap_err();
+    assert!(
+        e.to_string().contains("Too large resource version"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_slightly_ahead_waits_for_the_store_to_catch_up() {
+    let s = TestServer::start(&[]);
+    let c = s.client.clone();
+    let current = c.stats().await.unwrap().resource_version;
+    let mut w = c
+        .watch(watch_req("ConfigMap", "default", current + 1))
+        .await
+        .unwrap();
+    create(
+        &c,
+        "v1",
+        "ConfigMap",
+        "default",
+        configmap("seen", json!({})),
+    )
+    .await;
+    let later = create(
+        &c,
+        "v1",
+        "ConfigMap",
+        "default",
+        configmap("new", json!({})),
+    )
+    .await;
+    // The first write is at the version asked for, so only the second is after it.
+    let e = next_event(&mut w).await;
+    assert_eq!(ev_type(&e), pb::EventType::Added, "{e:?}");
+    assert_eq!(e.object.unwrap().name, "new");
+    assert_eq!(e.resource_version, later.resource_version);
+}

@@ -25,4 +25,11 @@ pub mod watch_error {
     pub const REASON_TOO_SLOW: &str = "TooSlow";
     /// HTTP 429 Too Many Requests: the server shed a consumer that could not keep up.
     pub const CODE_TOO_SLOW: i32 = 429;
+    /// The requested version is newer than this server's store, which did not catch up within
+    /// a few seconds (Kubernetes: "Too large resource version", reason Timeout, cause
+    /// ResourceVersionTooLarge): retry later, or on another server. Also the reason of the
+    /// unary error for a continue token from such a version.
+    pub const REASON_TOO_LARGE_RESOURCE_VERSION: &str = "ResourceVersionTooLarge";
+    /// HTTP 504 Gateway Timeout, as Kubernetes sends for it.
+    pub const CODE_TOO_LARGE_RESOURCE_VERSION: i32 = 504;
 }

@@ -114,6 +114,18 @@ impl Api {
             (None, None)
         } else {
             let t = decode_continue(&req.continue_token)?;
+            // A token from a version this store has not reached (issued by another server, or
+            // before a restart) would list a state that never was at that version: wait for it.
+            if let Err(current) = self
+                .store
+                .wait_for_version(t.rv, self.config.resource_version_wait)
+                .await
+            {
+                return Err(ApiError::TooLargeResourceVersion {
+                    requested: t.rv,
+                    current,
+                });
+            }
             (Some(t.rv), Some((t.ns, t.name)))
         };
         let page = self
@@ -186,14 +198,24 @@ impl Api {
                 .store
                 .snapshot_and_subscribe(&w.filter.kind, &w.filter.namespace);
             Start::Snapshot(items, rv, rx)
+        } else if req.resource_version > self.store.resource_version() {
+            // Events up to that version have not happened here yet; waiting for them in the
+            // watch task reports a refusal in the stream, as an expired version is.
+            Start::Ahead(req.resource_version)
         } else {
-            match self.store.subscribe_from(req.resource_version) {
-                Ok((backlog, rx)) => Start::From(req.resource_version, backlog, rx),
-                Err(e) => Start::Expired(e.to_string()),
-            }
+            self.subscribe_from(req.resource_version)
         };
         tokio::spawn(w.run(start));
         Ok(rx)
+    }
+}
+
+impl Api {
+    fn subscribe_from(&self, from: u64) -> Start {
+        match self.store.subscribe_from(from) {
+            Ok((backlog, rx)) => Start::From(from, backlog, rx),
+            Err(e) => Start::Expired(e.to_string()),
+        }
     }
 }
 
@@ -205,6 +227,8 @@ enum Start {
     ),
     From(u64, Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>),
     Expired(String),
+    /// From a version the store has not reached yet.
+    Ahead(u64),
 }
 
 /// One watch: filters the shared event feed and forwards matching events.
@@ -251,8 +275,34 @@ fn error_event(code: i32, reason: &str, message: String, resume: u64) -> pb::Wat
 }
 
 impl Watcher {
-    async fn run(mut self, start: Start) {
+    async fn run(mut self, mut start: Start) {
+        if let Start::Ahead(from) = start {
+            let wait = self.api.config.resource_version_wait;
+            let caught_up = tokio::select! {
+                r = self.api.store.wait_for_version(from, wait) => r,
+                _ = self.tx.closed() => return,
+            };
+            start = match caught_up {
+                Ok(()) => self.api.subscribe_from(from),
+                Err(current) => {
+                    let msg = ApiError::TooLargeResourceVersion {
+                        requested: from,
+                        current,
+                    }
+                    .to_string();
+                    let ev = error_event(
+                        pb::watch_error::CODE_TOO_LARGE_RESOURCE_VERSION,
+                        pb::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION,
+                        msg,
+                        0,
+                    );
+                    let _ = self.tx.send(ev).await;
+                    return;
+                }
+            };
+        }
         let mut rx = match start {
+            Start::Ahead(_) => return,
             Start::Expired(msg) => {
                 let _ = self
                     .tx

@@ -60,6 +60,9 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// Events last seen longer ago than this are deleted (kube-apiserver's `--event-ttl`).
     pub event_ttl: Duration,
+    /// How long a watch or continue token from a version above the store's waits for the store
+    /// to catch up before it is refused as too large (Kubernetes waits ~3 s).
+    pub resource_version_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +70,7 @@ impl Default for ApiConfig {
         ApiConfig {
             bookmark_interval: Duration::from_secs(10),
             event_ttl: Duration::from_secs(3600),
+            resource_version_wait: Duration::from_secs(3),
         }
     }
 }

@@ -91,6 +91,7 @@ pub(super) fn writer<L: Log>(
                     inner.hub.publish(ev.clone());
                 }
                 inner.hub.trim();
+                shared.published.send_replace(inner.state.rv);
             }
             // The engine catches up in the background; a closed channel means the checkpointer
             // failed, which it has already recorded as a storage failure.

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::checkpoint::Indexer;
 use self::hub::Hub;
@@ -107,6 +107,9 @@ struct Shared {
     checkpointed: AtomicU64,
     /// Set when the writer thread ends (every handle dropped), to stop the stats task.
     closed: AtomicBool,
+    /// The version of the last published commit, for readers waiting to catch up with a version
+    /// they were given elsewhere (a continue token, a watch resuming on another server).
+    published: watch::Sender<u64>,
     config: StoreConfig,
 }
 
@@ -204,6 +207,7 @@ impl Store {
             counters,
             closed: AtomicBool::new(false),
             checkpointed: AtomicU64::new(compacted),
+            published: watch::Sender::new(compacted),
             config,
         });
         let (tx, rx) = mpsc::channel(65536);
@@ -263,6 +267,18 @@ impl Store {
     /// Whether writes are accepted, and if not, why.
     pub fn writable(&self) -> Result<(), String> {
         self.shared.writable()
+    }
+
+    /// Waits up to `limit` until the store has published version `rv`; on time-out returns the
+    /// version it is at. A version above the current one comes from elsewhere (another server,
+    /// a token from before a restart that lost the log's tail) and must not be served as if the
+    /// events up to it had been seen.
+    pub async fn wait_for_version(&self, rv: u64, limit: Duration) -> Result<(), u64> {
+        let mut rx = self.shared.published.subscribe();
+        match tokio::time::timeout(limit, rx.wait_for(|v| *v >= rv)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.resource_version()),
+        }
     }
 
     pub fn stats(&self) -> StoreStats {
