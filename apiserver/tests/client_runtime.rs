@@ -11,6 +11,7 @@ use rudder_client::Api;
 use rudder_client::Client;
 use rudder_client::clock::RealClock;
 use rudder_client::leader::{LeaderConfig, LeaderElector};
+use rudder_client::proto as pb;
 use rudder_client::reflector::{Reflector, ReflectorConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -168,4 +169,291 @@ async fn the_client_fails_over_to_a_reachable_server() {
         "{e:?}"
     );
     assert!(e.to_string().contains(&dead), "{e}");
+}
+
+/// Counts the calls a component makes, passing them to the real client.
+struct Counting {
+    inner: Client,
+    lists: std::sync::atomic::AtomicUsize,
+    watches: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Client) -> Self {
+        Counting {
+            inner,
+            lists: Default::default(),
+            watches: Default::default(),
+        }
+    }
+
+    fn lists(&self) -> usize {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn watches(&self) -> usize {
+        self.watches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+type Fut<'a, T> = rudder_client::api::ApiFuture<'a, T>;
+
+impl Api for Counting {
+    fn get(&self, req: pb::GetRequest) -> Fut<'_, pb::Object> {
+        Api::get(&self.inner, req)
+    }
+    fn list(&self, req: pb::ListRequest) -> Fut<'_, pb::ListResponse> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Api::list(&self.inner, req)
+    }
+    fn watch(&self, req: pb::WatchRequest) -> Fut<'_, rudder_client::WatchStream> {
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Api::watch(&self.inner, req)
+    }
+    fn create(&self, req: pb::CreateRequest) -> Fut<'_, pb::Object> {
+        Api::create(&self.inner, req)
+    }
+    fn update(&self, req: pb::UpdateRequest) -> Fut<'_, pb::Object> {
+        Api::update(&self.inner, req)
+    }
+    fn update_status(&self, req: pb::UpdateRequest) -> Fut<'_, pb::Object> {
+        Api::update_status(&self.inner, req)
+    }
+    fn patch(&self, req: pb::PatchRequest) -> Fut<'_, pb::Object> {
+        Api::patch(&self.inner, req)
+    }
+    fn delete(&self, req: pb::DeleteRequest) -> Fut<'_, pb::DeleteResponse> {
+        Api::delete(&self.inner, req)
+    }
+    fn bind(&self, req: pb::BindRequest) -> Fut<'_, pb::Object> {
+        Api::bind(&self.inner, req)
+    }
+}
+
+/// The server cuts a watcher that stops reading as "too slow"; the reflector must resume from
+/// the version it reached, not relist (a relist of a large kind is what the cut is meant to
+/// avoid). Fails if the client decides by the ERROR event's code rather than its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_cut_off_as_too_slow_resumes_without_relisting() {
+    use rudder_client::reflector::State;
+    let s = TestServer::start(&["--watch-buffer", "16"]);
+    let counting = Arc::new(Counting::new(s.client.clone()));
+    let api: Arc<dyn Api> = counting.clone();
+    let mut cfg = ReflectorConfig::new("v1", "ConfigMap");
+    cfg.namespace = "default".into();
+    let (mut r, reader) = Reflector::new(api, cfg, RealClock::shared());
+    while !matches!(
+        r.state(),
+        State::Watching {
+            stream: Some(_),
+            ..
+        }
+    ) {
+        r.step().await;
+    }
+    assert!(reader.has_synced());
+    // Far more than the HTTP/2 window and the server's buffers, while nobody reads the watch.
+    let big = "x".repeat(30_000);
+    for i in 0..400 {
+        create(
+            &s.client,
+            "v1",
+            "ConfigMap",
+            "default",
+            configmap(&format!("big{i:03}"), json!({ "v": big })),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.len() < 400 {
+        assert!(Instant::now() < deadline, "the reflector caught up in time");
+        tokio::time::timeout(Duration::from_secs(20), r.step())
+            .await
+            .expect("a step in time");
+    }
+    assert!(
+        counting.watches() >= 2,
+        "the server cut the watcher off at least once (watches: {})",
+        counting.watches()
+    );
+    assert_eq!(counting.lists(), 1, "resumed without relisting");
+}
+
+/// Accepts connections and holds them open without a byte in reply.
+fn silent_listener() -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let addr = l.local_addr().expect("addr").to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((c, _)) = l.accept() {
+                held.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (addr, stop)
+}
+
+/// A server that accepts connections but never answers must not hang calls or the reflector:
+/// each call gives up at its deadline and moves on to the next address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_skipped_at_the_deadline() {
+    let s = TestServer::start(&[]);
+    let (silent, stop) = silent_listener();
+    let cfg = rudder_client::conn::ClientConfig {
+        request_timeout: Duration::from_millis(700),
+        ..Default::default()
+    };
+    let c = Client::with_config(&[silent.as_str(), s.addr.as_str()], cfg).unwrap();
+    let t = Instant::now();
+    c.list(list_req("v1", "ConfigMap", "default"))
+        .await
+        .expect("the second address answers");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // The client now starts from the answering server.
+    let t = Instant::now();
+    c.list(list_req("v1", "ConfigMap", "default"))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    let api: Arc<dyn Api> = Arc::new(
+        Client::with_config(
+            &[silent.as_str(), s.addr.as_str()],
+            rudder_client::conn::ClientConfig {
+                request_timeout: Duration::from_millis(700),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let (reflector, reader) = Reflector::new(
+        api,
+        ReflectorConfig::new("v1", "ConfigMap"),
+        RealClock::shared(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(reflector.run(cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(10), reader.wait_until_synced())
+        .await
+        .expect("the reflector syncs through the answering server");
+    cancel.cancel();
+    let _ = task.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A TCP proxy to `upstream` that can be frozen: it then holds every byte in both directions,
+/// as a stuck server or a black-holed path would.
+struct FreezableProxy {
+    addr: String,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: String) -> FreezableProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = l.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let f = f.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while f.load(std::sync::atomic::Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezableProxy { addr, frozen, task }
+    }
+
+    fn freeze(&self) {
+        self.frozen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A watch that goes silent (no event, no bookmark) is restarted on another address: without
+/// the idle deadline the reflector would wait on the stuck stream for as long as TCP lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_watch_is_restarted_on_another_server() {
+    let s = TestServer::start(&[]);
+    let proxy = FreezableProxy::start(s.addr.clone()).await;
+    let cfg = rudder_client::conn::ClientConfig {
+        request_timeout: Duration::from_secs(1),
+        watch_idle_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let api: Arc<dyn Api> =
+        Arc::new(Client::with_config(&[proxy.addr.as_str(), s.addr.as_str()], cfg).unwrap());
+    let mut rcfg = ReflectorConfig::new("v1", "ConfigMap");
+    rcfg.namespace = "default".into();
+    let (reflector, reader) = Reflector::new(api, rcfg, RealClock::shared());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(reflector.run(cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(10), reader.wait_until_synced())
+        .await
+        .expect("synced through the proxy");
+    // Past the first bookmarks, so the watch is known to be healthy before the freeze.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.freeze();
+    create(
+        &s.client,
+        "v1",
+        "ConfigMap",
+        "default",
+        configmap("after-freeze", json!({})),
+    )
+    .await;
+    eventually("the change, through the other server", || {
+        reader.get("default", "after-freeze").is_some()
+    })
+    .await;
+    cancel.cancel();
+    let _ = task.await;
 }

@@ -103,11 +103,8 @@ impl Api for Client {
 
     fn watch(&self, req: pb::WatchRequest) -> ApiFuture<'_, WatchStream> {
         Box::pin(async move {
-            let stream = Client::watch(self, req).await?;
-            let events = stream.map(|item| match item {
-                Ok(ev) => WatchEvent::try_from(ev),
-                Err(status) => Err(ClientError::from(status)),
-            });
+            let stream = Client::watch_guarded(self, req).await?;
+            let events = stream.map(|item| item.and_then(WatchEvent::try_from));
             Ok(events.boxed())
         })
     }

@@ -6,6 +6,19 @@
 //! by the server that dropped the connection: a create then reports `AlreadyExists` and an update
 //! carrying a resourceVersion reports `Conflict`, so a retry is never applied twice silently.
 //!
+//! Deadlines ([`ClientConfig`]): every unary call is bounded by `request_timeout` per address,
+//! so a server that accepts connections but never answers cannot hang a caller; a call that
+//! times out moves on to the next address like an unreachable one (same caveat for writes:
+//! the outcome on the silent server is unknown, and a retried create reports `AlreadyExists`).
+//! Opening a watch is bounded the same way. An open watch that asked for bookmarks and
+//! receives neither an event nor a bookmark for `watch_idle_timeout` ends with an
+//! `Unavailable` error, and the next call starts from the next address: the server sends
+//! bookmarks at a third of that interval, so silence means the server or the path to it is
+//! stuck.
+//!
+//! The transport is a seam: [`Client::with_connector`] takes any connector (a tower service
+//! from URI to an I/O stream), so a cluster can later run in a simulated network.
+//!
 //! Errors carry the server's reason ([`ClientError`]), derived from the gRPC status code and the
 //! `rudder-reason` metadata the server attaches.
 
@@ -13,8 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::stream::{BoxStream, StreamExt};
 use rudder_proto as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
 /// Metadata key the server sets on errors with the Kubernetes reason (`NotFound`, `Conflict`,
@@ -42,7 +56,7 @@ pub enum ClientError {
     /// The store refuses writes (disk full, not writable).
     #[error("{0}")]
     InsufficientStorage(String),
-    /// No server could be reached.
+    /// No server could be reached, or none answered within the deadline.
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -92,6 +106,29 @@ impl From<Status> for ClientError {
     }
 }
 
+/// Deadlines and connection settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Longest wait for one unary call (or a watch's opening) on one address.
+    pub request_timeout: Duration,
+    /// TCP connect timeout per address.
+    pub connect_timeout: Duration,
+    /// A watch with bookmarks that delivers nothing for this long is ended as stuck.
+    pub watch_idle_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    /// 30 s per call (lists of tens of thousands of objects take well under that), 3 s to
+    /// connect, 60 s of watch silence (bookmarks come every 20 s).
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            watch_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A handle to the API servers; cheap to clone, shared by every task of a component.
 #[derive(Clone)]
 pub struct Client {
@@ -102,6 +139,7 @@ struct Inner {
     addrs: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
+    config: ClientConfig,
 }
 
 impl std::fmt::Debug for Client {
@@ -122,9 +160,46 @@ fn endpoint_uri(addr: &str) -> String {
 }
 
 impl Client {
-    /// A client for the given server addresses (`host:port` or URIs). Connections are made on
-    /// first use, so this fails only for malformed addresses.
+    /// A client for the given server addresses (`host:port` or URIs), with default deadlines.
+    /// Connections are made on first use, so this fails only for malformed addresses.
     pub fn new<S: AsRef<str>>(addrs: &[S]) -> Result<Self, ClientError> {
+        Self::with_config(addrs, ClientConfig::default())
+    }
+
+    /// A client over TCP with the given deadlines.
+    pub fn with_config<S: AsRef<str>>(
+        addrs: &[S],
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        Self::build(addrs, config, |ep| ep.connect_lazy())
+    }
+
+    /// A client whose connections are made by `connector` (a tower service from the server's
+    /// URI to an I/O stream) instead of TCP: the seam for a simulated network, or for dialing
+    /// through a test proxy.
+    pub fn with_connector<S, C>(
+        addrs: &[S],
+        config: ClientConfig,
+        connector: C,
+    ) -> Result<Self, ClientError>
+    where
+        S: AsRef<str>,
+        C: tower_service::Service<Uri> + Clone + Send + 'static,
+        C::Response: hyper::rt::Read + hyper::rt::Write + Send + Unpin,
+        C::Future: Send,
+        Box<dyn std::error::Error + Send + Sync>: From<C::Error>,
+        C::Error: Send,
+    {
+        Self::build(addrs, config, move |ep| {
+            ep.connect_with_connector_lazy(connector.clone())
+        })
+    }
+
+    fn build<S: AsRef<str>>(
+        addrs: &[S],
+        config: ClientConfig,
+        connect: impl Fn(Endpoint) -> Channel,
+    ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::Invalid("no API server address given".into()));
         }
@@ -134,11 +209,11 @@ impl Client {
             let a = a.as_ref().trim();
             let ep = Endpoint::from_shared(endpoint_uri(a))
                 .map_err(|e| ClientError::Invalid(format!("invalid server address \"{a}\": {e}")))?
-                .connect_timeout(Duration::from_secs(3))
+                .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true);
-            channels.push(ep.connect_lazy());
+            channels.push(connect(ep));
             names.push(a.to_string());
         }
         Ok(Client {
@@ -146,8 +221,13 @@ impl Client {
                 addrs: names,
                 channels,
                 current: AtomicUsize::new(0),
+                config,
             }),
         })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// The configured server addresses.
@@ -156,36 +236,61 @@ impl Client {
     }
 
     /// Runs `call` against the current server, failing over to the next ones while the
-    /// transport reports the server unreachable.
+    /// transport reports the server unreachable or the call exceeds its deadline.
     async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        self.with_failover_at(call).await.map(|(v, _)| v)
+    }
+
+    /// [`Client::with_failover`], also telling which address answered.
+    async fn with_failover_at<T, F, Fut>(&self, call: F) -> Result<(T, usize), ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let n = self.inner.channels.len();
         let start = self.inner.current.load(Ordering::Relaxed);
-        let mut last = None;
+        let timeout = self.inner.config.request_timeout;
+        let mut last = String::new();
         for i in 0..n {
             let idx = (start + i) % n;
-            match call(self.inner.channels[idx].clone()).await {
-                Ok(v) => {
+            let addr = &self.inner.addrs[idx];
+            match tokio::time::timeout(timeout, call(self.inner.channels[idx].clone())).await {
+                Ok(Ok(v)) => {
                     if idx != start {
                         self.inner.current.store(idx, Ordering::Relaxed);
                     }
-                    return Ok(v);
+                    return Ok((v, idx));
                 }
-                Err(s) if is_transport_unavailable(&s) => {
-                    tracing::debug!(server = %self.inner.addrs[idx], error = %s, "server unreachable, trying the next");
-                    last = Some(s);
+                Ok(Err(s)) if is_transport_unavailable(&s) => {
+                    tracing::debug!(server = %addr, error = %s, "server unreachable, trying the next");
+                    last = s.message().to_string();
                 }
-                Err(s) => return Err(s.into()),
+                Ok(Err(s)) => return Err(s.into()),
+                Err(_) => {
+                    tracing::warn!(server = %addr, ?timeout, "no answer within the deadline, trying the next server");
+                    last = format!("{addr} did not answer within {timeout:?}");
+                }
             }
         }
-        let detail = last.map(|s| s.message().to_string()).unwrap_or_default();
         Err(ClientError::Unavailable(format!(
-            "no API server reachable at {}: {detail}",
+            "no API server reachable at {}: {last}",
             self.inner.addrs.join(", ")
         )))
+    }
+
+    /// Moves the current address past `idx` (if it is still current), after `idx` went silent.
+    fn skip_server(&self, idx: usize) {
+        let n = self.inner.channels.len();
+        let _ = self.inner.current.compare_exchange(
+            idx,
+            (idx + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     fn resources(ch: Channel) -> pb::resources_client::ResourcesClient<Channel> {
@@ -258,8 +363,9 @@ impl Client {
         .await
     }
 
-    /// Opens a watch stream. Events end with an ERROR event (expired, too slow) or the stream
-    /// closing; both mean "watch again from the last version seen".
+    /// Opens a watch stream (raw, without the idle guard: for people watching from the CLI).
+    /// Events end with an ERROR event (expired, too slow) or the stream closing; both mean
+    /// "watch again from the last version seen". Opening is bounded by `request_timeout`.
     pub async fn watch(
         &self,
         req: pb::WatchRequest,
@@ -269,6 +375,51 @@ impl Client {
             async move { Ok(Self::resources(ch).watch(req).await?.into_inner()) }
         })
         .await
+    }
+
+    /// Opens a watch guarded against silence, as components use it (through [`crate::Api`]).
+    /// With bookmarks allowed, the server is asked for one every third of `watch_idle_timeout`
+    /// (unless the request names an interval), and silence for the whole timeout ends the
+    /// stream with `Unavailable` and moves the client to the next address.
+    pub async fn watch_guarded(
+        &self,
+        mut req: pb::WatchRequest,
+    ) -> Result<BoxStream<'static, Result<pb::WatchEvent, ClientError>>, ClientError> {
+        let idle = self.inner.config.watch_idle_timeout;
+        let guard = req.allow_bookmarks && !idle.is_zero();
+        if guard && req.bookmark_interval_ms == 0 {
+            req.bookmark_interval_ms = u32::try_from((idle / 3).as_millis()).unwrap_or(u32::MAX);
+        }
+        let (stream, idx) = self
+            .with_failover_at(|ch| {
+                let req = req.clone();
+                async move { Ok(Self::resources(ch).watch(req).await?.into_inner()) }
+            })
+            .await?;
+        let events = stream.map(|r| r.map_err(ClientError::from));
+        if !guard {
+            return Ok(events.boxed());
+        }
+        let (client, addr) = (self.clone(), self.inner.addrs[idx].clone());
+        let guarded = futures::stream::unfold(Some(events.boxed()), move |state| {
+            let (client, addr) = (client.clone(), addr.clone());
+            async move {
+                let mut events = state?;
+                match tokio::time::timeout(idle, events.next()).await {
+                    Ok(Some(item)) => Some((item, Some(events))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        tracing::warn!(server = %addr, ?idle, "watch silent (no event or bookmark); reconnecting elsewhere");
+                        client.skip_server(idx);
+                        let e = ClientError::Unavailable(format!(
+                            "watch on {addr} received nothing, not even a bookmark, for {idle:?}"
+                        ));
+                        Some((Err(e), None))
+                    }
+                }
+            }
+        });
+        Ok(guarded.boxed())
     }
 
     pub async fn api_resources(&self) -> Result<pb::DiscoveryResponse, ClientError> {

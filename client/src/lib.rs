@@ -12,6 +12,7 @@
 //! - [`controller`]: the reconcile-loop runner over a work queue.
 //! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease.
 //! - [`events`]: the core/v1 Event recorder.
+//! - [`write`]: status merge patches with observedGeneration, finalizers.
 //! - [`expectations`]: "wait until the cache saw my writes" per owner, as Kubernetes' controllers.
 //!
 //! See `docs/client.md` for how the pieces fit.
@@ -28,6 +29,7 @@ pub mod informer;
 pub mod leader;
 pub mod reflector;
 pub mod workqueue;
+pub mod write;
 
 pub use api::{Api, WatchEvent, WatchStream};
 pub use conn::{Client, ClientError};

@@ -13,7 +13,8 @@
 //!   queued are still handed out, after which `get` returns `None`;
 //!   [`WorkQueue::shutdown_with_drain`] additionally waits until no key is in flight.
 //!
-//! Timing is `tokio::time` throughout (pausable in tests). Delayed keys are promoted by whoever
+//! Time is read from the injected [`crate::clock::Clock`] and awaited with `tokio::time`
+//! (pausable in tests). Delayed keys are promoted by whoever
 //! calls `get`, so no background task is needed; a delayed add of a key already waiting keeps the
 //! earlier deadline. Keys, not objects, are queued: the worker reads the current object from the
 //! cache (level-triggered), so a coalesced burst of changes costs one reconcile.
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::clock::{RealClock, SharedClock};
 
 /// A queued item: an object key.
 pub type Key = String;
@@ -58,6 +61,7 @@ pub struct WorkQueue {
 
 struct Shared {
     cfg: QueueConfig,
+    clock: SharedClock,
     state: Mutex<State>,
     /// Signalled when a key becomes ready, or on shutdown.
     ready: Notify,
@@ -146,11 +150,20 @@ impl std::fmt::Debug for WorkQueue {
 }
 
 impl WorkQueue {
+    /// A queue on the real clock.
     pub fn new(cfg: QueueConfig) -> Self {
+        Self::with_clock(cfg, RealClock::shared())
+    }
+
+    /// A queue reading time from `clock` (deadlines are still awaited with `tokio::time`, which
+    /// both clocks follow).
+    pub fn with_clock(cfg: QueueConfig, clock: SharedClock) -> Self {
         let tokens = f64::from(cfg.burst);
+        let now = clock.instant();
         WorkQueue {
             shared: Arc::new(Shared {
                 cfg,
+                clock,
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     dirty: HashSet::new(),
@@ -160,7 +173,7 @@ impl WorkQueue {
                     seq: 0,
                     failures: HashMap::new(),
                     tokens,
-                    refilled: Instant::now(),
+                    refilled: now,
                     shutting_down: false,
                 }),
                 ready: Notify::new(),
@@ -185,7 +198,8 @@ impl WorkQueue {
         if delay.is_zero() {
             return self.add(key);
         }
-        self.lock().add_after(key.into(), Instant::now() + delay);
+        self.lock()
+            .add_after(key.into(), self.shared.clock.instant() + delay);
         // A waiting worker may need to shorten its sleep to the new deadline.
         self.shared.ready.notify_waiters();
     }
@@ -204,7 +218,7 @@ impl WorkQueue {
                 .checked_pow(exp)
                 .and_then(|m| cfg.base_delay.checked_mul(m))
                 .map_or(cfg.max_delay, |d| d.min(cfg.max_delay));
-            per_key.max(st.reserve_token(cfg, Instant::now()))
+            per_key.max(st.reserve_token(cfg, self.shared.clock.instant()))
         };
         self.add_after(key, delay);
     }
@@ -227,7 +241,7 @@ impl WorkQueue {
             notified.as_mut().enable();
             let next_due = {
                 let mut st = self.lock();
-                st.promote_due(Instant::now());
+                st.promote_due(self.shared.clock.instant());
                 if let Some(key) = st.queue.pop_front() {
                     st.dirty.remove(&key);
                     st.processing.insert(key.clone());
@@ -247,7 +261,7 @@ impl WorkQueue {
                 Some(at) => {
                     tokio::select! {
                         _ = &mut notified => {}
-                        _ = tokio::time::sleep_until(at) => {}
+                        _ = tokio::time::sleep(at.saturating_duration_since(self.shared.clock.instant())) => {}
                     }
                 }
                 None => notified.await,

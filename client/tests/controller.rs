@@ -1,4 +1,7 @@
 //! The controller runner end to end on the fake: a tiny ReplicaSet controller.
+// Tests measure elapsed time on the clock they drive themselves (paused tokio time, or real
+// sockets with real deadlines); the ban on ambient clocks is for the library.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -223,4 +226,45 @@ async fn shutdown_waits_for_in_flight_reconciles_and_survives_panics() {
         2,
         "in-flight reconciles completed"
     );
+}
+
+/// A ReplicaSet deleted and recreated under the same name has a new uid: its predecessor's
+/// pods are not its own, so their events must not be mapped to it (nor counted by it).
+#[test]
+fn owner_mapping_requires_the_owner_uid() {
+    use rudder_client::cache::{CachedObject, Store};
+    use rudder_client::reflector::ReflectorEvent;
+
+    let rs = |uid: &str| {
+        Arc::new(CachedObject::new(
+            "apps/v1",
+            "ReplicaSet",
+            "ns",
+            "web",
+            1,
+            json!({"metadata": {"name": "web", "namespace": "ns", "uid": uid}}),
+        ))
+    };
+    let old_pod = Arc::new(CachedObject::new(
+        "v1",
+        "Pod",
+        "ns",
+        "web-1",
+        2,
+        json!({"metadata": {"name": "web-1", "namespace": "ns", "uid": "p1",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                                 "uid": "old", "controller": true}]}}),
+    ));
+    let (mut owners, reader) = Store::new();
+    let mapper = owner_mapper(reader.clone(), "apps/v1", "ReplicaSet");
+    owners.apply(rs("old"));
+    assert_eq!(mapper(&ReflectorEvent::Added(old_pod.clone())), ["ns/web"]);
+    owners.apply(rs("new"));
+    assert!(
+        mapper(&ReflectorEvent::Added(old_pod.clone())).is_empty(),
+        "the recreated ReplicaSet does not own the old pod"
+    );
+    assert!(!old_pod.is_controlled_by(&rs("new")));
+    owners.delete("ns/web");
+    assert!(mapper(&ReflectorEvent::Deleted(old_pod)).is_empty());
 }
