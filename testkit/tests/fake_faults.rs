@@ -9,6 +9,7 @@ use rudder_client::fake::{FakeApi, Op};
 use rudder_client::proto as pb;
 use rudder_client::{Api, ClientError, WatchEvent};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 fn cm_kind() -> Option<pb::KindRef> {
     Some(pb::KindRef {
@@ -184,4 +185,55 @@ async fn handles_are_apis_for_components() {
         )
         .is_some()
     );
+}
+
+/// The case per-caller faults exist for: one leader candidate is cut off from the server while
+/// the other stays healthy, and leadership moves.
+#[tokio::test(start_paused = true)]
+async fn cutting_off_the_leader_hands_over_to_the_healthy_candidate() {
+    use rudder_client::clock::ManualClock;
+    use rudder_client::leader::{LeaderConfig, LeaderElector};
+
+    let fake = FakeApi::new();
+    let clock = ManualClock::shared(7);
+    let cancel = CancellationToken::new();
+    let elect = |handle: &Arc<rudder_client::fake::FakeClient>| {
+        let api: Arc<dyn Api> = handle.clone();
+        let cfg = LeaderConfig::new("kube-system", "scheduler", handle.name());
+        let e = LeaderElector::new(api, cfg, clock.clone()).expect("config");
+        let leading = e.subscribe();
+        tokio::spawn(e.run(cancel.clone()));
+        leading
+    };
+    let (a, b) = (fake.client("a"), fake.client("b"));
+    let mut a_leads = elect(&a);
+    let within = |s| Duration::from_secs(s);
+    tokio::time::timeout(within(30), a_leads.wait_for(|l| *l))
+        .await
+        .expect("a leads")
+        .expect("elector alive");
+    let mut b_leads = elect(&b);
+    tokio::time::sleep(within(60)).await;
+    assert!(
+        *a_leads.borrow() && !*b_leads.borrow(),
+        "a healthy holder keeps the lease"
+    );
+    a.hang_all();
+    tokio::time::timeout(within(60), b_leads.wait_for(|l| *l))
+        .await
+        .expect("b takes over once a's lease lapses")
+        .expect("elector alive");
+    assert!(!*a_leads.borrow(), "the cut-off holder stepped down");
+    let lease = fake
+        .get_json(
+            &pb::KindRef {
+                api_version: "coordination.k8s.io/v1".into(),
+                kind: "Lease".into(),
+            },
+            "kube-system",
+            "scheduler",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    cancel.cancel();
 }
