@@ -209,7 +209,7 @@ pub async fn create_one(
     };
     match out {
         Some(Output::Name) => util::outln(&util::ref_name(t, &result)),
-        Some(o @ (Output::Json | Output::Yaml)) => get::print_structured(o, &result),
+        Some(o) if o.is_structured() => get::print_structured(&o, &result),
         _ => util::outln(&format!(
             "{} created{}",
             util::ref_name(t, &result),

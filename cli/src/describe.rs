@@ -170,7 +170,7 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
     match t.kind.as_str() {
         "Pod" => {
             s.kv("Node", none(st(o, "/spec/nodeName")));
-            s.kv("Status", printers_status(o));
+            s.kv("Status", printers::pod_status(o));
             s.kv("IP", none(st(o, "/status/podIP")));
             out.push_str(&s.render());
             containers(
@@ -335,24 +335,6 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
         }
     }
     Ok(())
-}
-
-fn printers_status(o: &Value) -> String {
-    let k = crate::kinds::Kinds::builtin();
-    match k.lookup("pod") {
-        Ok(t) => printers::table(
-            t,
-            std::slice::from_ref(o),
-            Default::default(),
-            Timestamp::now(),
-        )
-        .rows
-        .first()
-        .and_then(|r| r.get(3))
-        .cloned()
-        .unwrap_or_default(),
-        Err(_) => String::new(),
-    }
 }
 
 /// The whole description of one object, events included.

@@ -1,4 +1,10 @@
-//! `rudder get`: tables, `-o json|yaml|name|wide`, selectors, pagination and `--watch`.
+//! `rudder get`: tables, `-o` formats (see [`crate::output`]), selectors, `--sort-by`,
+//! pagination and `--watch`.
+//!
+//! One object named on its own prints as itself in JSON, YAML and JSONPath; anything else as a
+//! `kind: List`. Named objects are not looked up across namespaces (`-A` with a name of a
+//! namespaced kind is refused, as kubectl refuses it). `--sort-by` orders each kind's objects
+//! (and the whole list in machine formats); under `--watch` it orders the initial listing only.
 
 use clap::Args;
 use jiff::Timestamp;
@@ -8,6 +14,7 @@ use serde_json::{Value, json};
 use crate::Ctx;
 use crate::error::{CliError, Result};
 use crate::kinds::ResourceType;
+use crate::output;
 use crate::printers::{self, TableOptions};
 use crate::util;
 
@@ -16,7 +23,8 @@ pub struct GetArgs {
     /// KIND[,KIND] [NAME...] or KIND/NAME...
     #[arg(required = true)]
     pub args: Vec<String>,
-    /// Output format: wide, yaml, json or name.
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE, jsonpath-file=FILE,
+    /// custom-columns=HEADER:PATH,... or custom-columns-file=FILE.
     #[arg(short = 'o', long)]
     pub output: Option<String>,
     /// Label selector, e.g. app=web,tier!=db.
@@ -31,59 +39,59 @@ pub struct GetArgs {
     /// Add a LABELS column.
     #[arg(long)]
     pub show_labels: bool,
+    /// Add a column with each of these labels' values (repeatable, comma-separated).
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub label_columns: Vec<String>,
+    /// Print tables (and custom columns) without the header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Sort the objects by this JSONPath, e.g. .metadata.name or {.status.startTime}.
+    #[arg(long, value_name = "JSONPATH")]
+    pub sort_by: Option<String>,
     /// List this many objects per request (0: all at once).
     #[arg(long, default_value_t = 500)]
     pub chunk_size: u32,
 }
 
-/// A parsed `-o` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Table { wide: bool },
-    Json,
-    Yaml,
-    Name,
-}
-
-impl Output {
-    pub fn parse(o: Option<&str>) -> Result<Self> {
-        Ok(match o.unwrap_or("") {
-            "" => Output::Table { wide: false },
-            "wide" => Output::Table { wide: true },
-            "json" => Output::Json,
-            "yaml" => Output::Yaml,
-            "name" => Output::Name,
-            other => {
-                return Err(CliError::msg(format!(
-                    "unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,wide,yaml"
-                )));
-            }
-        })
-    }
-}
+pub use crate::output::Output;
 
 /// kubectl's `kind: List` wrapper.
 pub fn list_object(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
 }
 
-/// Prints one object (or a list) in a machine format.
-pub fn print_structured(out: Output, v: &Value) -> Result<()> {
+/// Prints one object (or a list) in a machine format: JSON, YAML or a JSONPath template.
+pub fn print_structured(out: &Output, v: &Value) -> Result<()> {
     match out {
         Output::Json => util::out(&util::to_pretty_json(v)),
         Output::Yaml => util::out(&util::to_yaml(v)?),
+        Output::JsonPath { template, source } => {
+            util::out(&output::render_jsonpath(template, source, v)?)
+        }
         _ => Ok(()),
     }
 }
 
 pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     let out = Output::parse(args.output.as_deref())?;
+    let sort = args
+        .sort_by
+        .as_deref()
+        .map(output::parse_sort_by)
+        .transpose()?;
     let targets = util::parse_targets(&args.args)?;
     let client = ctx.client()?;
     let kinds = ctx.kinds().await?;
     let mut types: Vec<(ResourceType, Option<Vec<String>>)> = Vec::new();
     for t in &targets {
-        types.push((kinds.lookup(&t.kind)?.clone(), t.names.clone()));
+        let rt = kinds.lookup(&t.kind)?;
+        util::refuse_named_across_namespaces(ctx, rt, t.names.as_deref())?;
+        types.push((rt.clone(), t.names.clone()));
     }
     if args.watch && types.len() != 1 {
         return Err(CliError::msg(
@@ -124,15 +132,31 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
             }
         }
     }
+    if let Some(path) = &sort {
+        for r in results.iter_mut() {
+            output::sort_objects(&mut r.1, path)?;
+        }
+    }
     let total: usize = results.iter().map(|r| r.1.len()).sum();
+    // Machine formats print every kind's objects together, sorted together.
+    let all = || -> Result<Vec<Value>> {
+        let mut all: Vec<Value> = results.iter().flat_map(|r| r.1.iter().cloned()).collect();
+        if let Some(path) = &sort
+            && several
+        {
+            output::sort_objects(&mut all, path)?;
+        }
+        Ok(all)
+    };
     let now = Timestamp::now();
-    match out {
-        Output::Json | Output::Yaml => {
-            let mut all: Vec<Value> = results.iter().flat_map(|r| r.1.iter().cloned()).collect();
+    let mut header_shown = args.no_headers;
+    match &out {
+        Output::Json | Output::Yaml | Output::JsonPath { .. } => {
+            let mut all = all()?;
             if named && total == 1 && !several && !args.watch {
-                print_structured(out, &all.remove(0))?;
+                print_structured(&out, &all.remove(0))?;
             } else if total > 0 || !named {
-                print_structured(out, &list_object(all))?;
+                print_structured(&out, &list_object(all))?;
             }
         }
         Output::Name => {
@@ -142,6 +166,14 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                 }
             }
         }
+        Output::CustomColumns(cols) => {
+            // As kubectl: the header shows even when the list is empty.
+            if total > 0 || !named {
+                let tab = output::custom_columns_table(cols, &all()?)?;
+                util::out(&tab.render(!header_shown))?;
+                header_shown = true;
+            }
+        }
         Output::Table { wide } => {
             let mut first = true;
             for (t, objs, _) in &results {
@@ -149,16 +181,18 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                     continue;
                 }
                 let opts = TableOptions {
-                    wide,
+                    wide: *wide,
                     namespace_column: ctx.all_namespaces,
                     show_labels: args.show_labels,
                     qualified_names: several,
+                    label_columns: args.label_columns.clone(),
                 };
                 if !first {
                     util::out("\n")?;
                 }
                 first = false;
-                util::out(&printers::table(t, objs, opts, now).render(true))?;
+                util::out(&printers::table(t, objs, &opts, now).render(!args.no_headers))?;
+                header_shown = true;
             }
         }
     }
@@ -188,20 +222,18 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
         } else {
             rv
         };
-        // The list above printed the table's header unless it was empty.
-        let header_shown = !objs.is_empty();
-        watch(
-            ctx,
-            &t,
-            ns,
-            &label,
-            &field,
-            rv,
-            out,
-            args.show_labels,
+        let printer = WatchPrinter {
+            out: &out,
+            opts: TableOptions {
+                wide: matches!(out, Output::Table { wide: true }),
+                namespace_column: ctx.all_namespaces,
+                show_labels: args.show_labels,
+                qualified_names: false,
+                label_columns: args.label_columns.clone(),
+            },
             header_shown,
-        )
-        .await?;
+        };
+        watch(ctx, &t, ns, &label, &field, rv, printer).await?;
     }
     if errors {
         return Err(CliError::Reported);
@@ -209,8 +241,42 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints each change after `rv` as one row (or one document), until the server closes.
-#[allow(clippy::too_many_arguments)]
+/// How `--watch` prints each change: one row (header first unless already shown) or one
+/// document.
+struct WatchPrinter<'a> {
+    out: &'a Output,
+    opts: TableOptions,
+    /// The header line was printed already, or is not wanted (`--no-headers`).
+    header_shown: bool,
+}
+
+impl WatchPrinter<'_> {
+    fn print(&mut self, t: &ResourceType, v: &Value) -> Result<()> {
+        match self.out {
+            Output::Json | Output::Yaml | Output::JsonPath { .. } => {
+                if *self.out == Output::Yaml {
+                    util::out("---\n")?;
+                }
+                print_structured(self.out, v)
+            }
+            Output::Name => util::outln(&util::ref_name(t, v)),
+            Output::CustomColumns(cols) => {
+                let tab = output::custom_columns_table(cols, std::slice::from_ref(v))?;
+                util::out(&tab.render(!self.header_shown))?;
+                self.header_shown = true;
+                Ok(())
+            }
+            Output::Table { .. } => {
+                let tab = printers::table(t, std::slice::from_ref(v), &self.opts, Timestamp::now());
+                util::out(&tab.render(!self.header_shown))?;
+                self.header_shown = true;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Prints each change after `rv`, until the server closes.
 async fn watch(
     ctx: &Ctx,
     t: &ResourceType,
@@ -218,9 +284,7 @@ async fn watch(
     label: &str,
     field: &str,
     mut rv: u64,
-    out: Output,
-    show_labels: bool,
-    mut header_shown: bool,
+    mut printer: WatchPrinter<'_>,
 ) -> Result<()> {
     let client = ctx.client()?;
     loop {
@@ -257,27 +321,7 @@ async fn watch(
                 _ => {
                     let Some(o) = ev.object else { continue };
                     rv = rv.max(o.resource_version);
-                    let v = util::decode(&o)?;
-                    match out {
-                        Output::Json | Output::Yaml => {
-                            if out == Output::Yaml {
-                                util::out("---\n")?;
-                            }
-                            print_structured(out, &v)?
-                        }
-                        Output::Name => util::outln(&util::ref_name(t, &v))?,
-                        Output::Table { wide } => {
-                            let opts = TableOptions {
-                                wide,
-                                namespace_column: ctx.all_namespaces,
-                                show_labels,
-                                qualified_names: false,
-                            };
-                            let tab = printers::table(t, &[v], opts, Timestamp::now());
-                            util::out(&tab.render(!header_shown))?;
-                            header_shown = true;
-                        }
-                    }
+                    printer.print(t, &util::decode(&o)?)?;
                 }
             }
         }

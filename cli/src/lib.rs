@@ -5,7 +5,8 @@
 //! - [`config`]: where the server is (flag, env, config file, default).
 //! - [`kinds`]: resource type names resolved through the server's discovery.
 //! - [`apply`] and [`merge`]: `apply` and its three-way merge; [`diff`] for `diff`.
-//! - [`get`] and [`printers`]: `get` with kubectl's tables and `-o` formats.
+//! - [`get`], [`printers`] and [`output`]: `get` with kubectl's tables, `-o` formats and
+//!   `--sort-by`; [`jsonpath`] evaluates kubectl's JSONPath templates for them.
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status).
 
@@ -20,9 +21,11 @@ pub mod edit;
 pub mod error;
 pub mod get;
 pub mod info;
+pub mod jsonpath;
 pub mod kinds;
 pub mod merge;
 pub mod modify;
+pub mod output;
 pub mod printers;
 pub mod util;
 pub mod wait;
@@ -129,6 +132,27 @@ impl Ctx {
     pub async fn kinds(&self) -> Result<&Kinds> {
         let client = self.client()?;
         self.kinds.get_or_try_init(|| Kinds::discover(client)).await
+    }
+}
+
+/// Prints a command-line parsing outcome (help, version or a usage error) and returns the
+/// exit code: 0 for help and version, 1 for usage errors as kubectl (clap's own is 2). `bare`:
+/// no arguments were given, which prints help and succeeds, as bare `kubectl` does.
+pub fn usage_exit(e: &clap::Error, bare: bool) -> i32 {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand
+            if bare =>
+        {
+            print!("{}", Cli::command().render_help());
+            0
+        }
+        _ => {
+            // Failing to print (a closed pipe) changes nothing about the outcome.
+            let _ = e.print();
+            if e.use_stderr() { 1 } else { 0 }
+        }
     }
 }
 

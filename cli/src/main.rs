@@ -1,9 +1,15 @@
 //! The `rudder` binary: parse the command line, run it, print any error as one line.
+//!
+//! Exit codes as kubectl's: 0 success (and `--help`, `--version`), 1 any error, usage errors
+//! included; `diff` and `status` return their own codes for results.
 
 use clap::Parser;
 
 fn main() {
-    let cli = rudder_cli::Cli::parse();
+    let cli = match rudder_cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(rudder_cli::usage_exit(&e, std::env::args_os().len() <= 1)),
+    };
     std::process::exit(match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -299,10 +299,8 @@ pub async fn patch(ctx: &Ctx, args: PatchArgs) -> Result<()> {
         } else {
             send_patch(ctx, t, name, ptype, &patch, status, args.dry_run).await?
         };
-        match out {
-            Some(o @ (crate::get::Output::Json | crate::get::Output::Yaml)) => {
-                crate::get::print_structured(o, &after)?
-            }
+        match &out {
+            Some(o) if o.is_structured() => crate::get::print_structured(o, &after)?,
             Some(crate::get::Output::Name) => util::outln(&util::ref_name(t, &after))?,
             _ => {
                 let unchanged = if args.dry_run == DryRun::Client {

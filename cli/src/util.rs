@@ -244,6 +244,21 @@ pub async fn get_object(client: &Client, t: &ResourceType, ns: &str, name: &str)
     decode(&o)
 }
 
+/// kubectl refuses names with `-A` for namespaced kinds: a name means one object, and across
+/// namespaces it would be ambiguous.
+pub fn refuse_named_across_namespaces(
+    ctx: &crate::Ctx,
+    t: &ResourceType,
+    names: Option<&[String]>,
+) -> Result<()> {
+    if ctx.all_namespaces && t.namespaced && names.is_some_and(|n| !n.is_empty()) {
+        return Err(CliError::msg(
+            "a resource cannot be retrieved by name across all namespaces",
+        ));
+    }
+    Ok(())
+}
+
 /// `deployment.apps/web`: kubectl's name of an object in output.
 pub fn ref_name(t: &ResourceType, obj: &Value) -> String {
     format!("{}/{}", t.qualified_singular(), rudder_api::meta::name(obj))

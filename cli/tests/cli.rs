@@ -445,8 +445,8 @@ fn errors_are_one_line() {
         e.starts_with(&format!("error: no API server reachable at {addr}")),
         "{e}"
     );
-    // Usage errors exit 2 (clap).
-    assert_eq!(s.run(&["get"]).code, 2);
+    // Usage errors exit 1, as kubectl's (clap's own code would be 2).
+    assert_eq!(s.run(&["get"]).code, 1);
 
     let ar = s.run(&["api-resources"]).ok().to_string();
     let header: Vec<&str> = ar.lines().next().unwrap_or("").split_whitespace().collect();
