@@ -457,3 +457,75 @@ async fn a_silent_watch_is_restarted_on_another_server() {
     cancel.cancel();
     let _ = task.await;
 }
+
+/// The write helpers against the real server: finalizers guarded by resourceVersion, the
+/// finalize pattern through deletion, and status patches that skip no-op writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_helpers_manage_finalizers_and_status() {
+    use rudder_client::cache::CachedObject;
+    use rudder_client::write::{self, Finalized};
+    let s = TestServer::start(&[]);
+    let api = s.client.clone();
+    let cached = |o: &pb::Object| CachedObject::from_wire(o).expect("decodable");
+    let obj = create(
+        &api,
+        "apps/v1",
+        "Deployment",
+        "default",
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}},
+                         "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+    )
+    .await;
+    let first = cached(&obj);
+    let apply = || async { Ok::<_, rudder_client::ClientError>("applied") };
+    let cleanup = || async { Ok::<_, rudder_client::ClientError>("cleaned") };
+    let r = write::finalize(&api, &first, "test/cleanup", apply, cleanup).await;
+    assert_eq!(r.unwrap(), Some(Finalized::FinalizerAdded));
+    // A stale copy cannot overwrite the finalizer list.
+    let stale = write::add_finalizer(&api, &first, "test/other").await;
+    assert!(
+        matches!(stale, Err(rudder_client::ClientError::Conflict(_))),
+        "{stale:?}"
+    );
+    let now = cached(
+        &api.get(get_req("apps/v1", "Deployment", "default", "web"))
+            .await
+            .unwrap(),
+    );
+    assert!(now.has_finalizer("test/cleanup"));
+    let r = write::finalize(&api, &now, "test/cleanup", apply, cleanup).await;
+    assert_eq!(r.unwrap(), Some(Finalized::Applied("applied")));
+
+    // Status: observedGeneration written once; the same status again is not sent.
+    let patched = write::patch_status_observed(&api, &now, json!({"replicas": 0}))
+        .await
+        .unwrap()
+        .expect("a first status write");
+    let after = cached(&patched);
+    assert_eq!(after.observed_generation(), after.generation());
+    let again = write::patch_status_observed(&api, &after, json!({"replicas": 0}))
+        .await
+        .unwrap();
+    assert!(again.is_none(), "no-op status writes are skipped");
+
+    // Deletion waits for the finalizer; finalize cleans up and lets it go.
+    api.delete(delete_req("apps/v1", "Deployment", "default", "web"))
+        .await
+        .unwrap();
+    let deleting = cached(
+        &api.get(get_req("apps/v1", "Deployment", "default", "web"))
+            .await
+            .unwrap(),
+    );
+    assert!(deleting.is_deleting());
+    let r = write::finalize(&api, &deleting, "test/cleanup", apply, cleanup).await;
+    assert_eq!(r.unwrap(), Some(Finalized::CleanedUp("cleaned")));
+    let gone = api
+        .get(get_req("apps/v1", "Deployment", "default", "web"))
+        .await;
+    assert!(
+        matches!(gone, Err(rudder_client::ClientError::NotFound(_))),
+        "{gone:?}"
+    );
+}
