@@ -406,6 +406,7 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
     let mut first = true;
     for target in util::parse_targets(&args.args)? {
         let t = kinds.lookup(&target.kind)?;
+        util::refuse_named_across_namespaces(ctx, t, target.names.as_deref())?;
         let objs = match target.names {
             Some(names) => {
                 let mut v = Vec::new();
@@ -478,5 +479,22 @@ mod tests {
         assert!(s.contains("Annotations:        <none>\n"), "{s}");
         assert!(s.contains("k:\n----\nv\n"), "{s}");
         assert!(s.ends_with("Events:  <none>\n"), "{s}");
+    }
+
+    /// The pod's Status line is the table's STATUS, not another cell of its row.
+    #[test]
+    fn describes_a_pod_status() {
+        let k = crate::kinds::Kinds::builtin();
+        let t = k.lookup("pod").unwrap();
+        let o = json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "c", "ready": true, "restartCount": 3}]}});
+        let s = render(t, &o, &[], Timestamp::now()).unwrap();
+        let status = s.lines().find(|l| l.starts_with("Status:")).unwrap_or("");
+        assert_eq!(
+            status.split_whitespace().collect::<Vec<_>>(),
+            ["Status:", "Running"],
+            "{s}"
+        );
     }
 }

@@ -75,6 +75,7 @@ fn get_by_name_across_all_namespaces_is_refused() {
         &["get", "cm/web", "--all-namespaces"],
         &["-A", "get", "configmaps", "web", "-o", "name"],
         &["delete", "cm", "web", "-A"],
+        &["describe", "cm", "web", "-A"],
     ] {
         assert_eq!(
             s.run(args).err_line(),
