@@ -1,5 +1,5 @@
-//! Injected time and randomness: the API server stamps uids, names and timestamps through these,
-//! so tests can fix them.
+//! Injected time and randomness: the API server stamps uids, names and timestamps and allocates
+//! Service IPs and node ports through these, so tests can fix them.
 
 use std::sync::Mutex;
 
@@ -68,6 +68,19 @@ impl Ids {
         uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
             .to_string()
+    }
+
+    /// A uniform draw from `range`, for allocations (Service IPs, node ports): from the same
+    /// seed the same sequence, so a simulated cluster replays.
+    pub fn random_in<T, R>(&self, range: R) -> T
+    where
+        T: rand::distr::uniform::SampleUniform,
+        R: rand::distr::uniform::SampleRange<T>,
+    {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .random_range(range)
     }
 
     /// Five characters for `generateName`.

@@ -173,8 +173,11 @@ impl Server {
         }
     }
 
-    /// Stops accepting, lets in-flight calls finish, and waits for the server to end.
+    /// Stops accepting, ends watch streams, lets other in-flight calls finish, and waits for the
+    /// server to end.
     pub async fn shutdown(mut self) {
+        // Watch streams never end on their own; the graceful stop waits for every open call.
+        self.api.close_watches();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

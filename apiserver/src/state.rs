@@ -123,6 +123,47 @@ pub struct Event {
     pub object: Arc<StoredObject>,
     /// The version before this change, if any.
     pub prev: Option<Arc<StoredObject>>,
+    /// `prev` re-stamped with this event's version, made once on first use and shared by every
+    /// watcher the change takes out of its selection.
+    prev_restamped: std::sync::OnceLock<Option<Arc<StoredObject>>>,
+}
+
+impl Event {
+    pub fn new(
+        rv: u64,
+        kind: EventType,
+        key: ObjKey,
+        object: Arc<StoredObject>,
+        prev: Option<Arc<StoredObject>>,
+    ) -> Event {
+        Event {
+            rv,
+            kind,
+            key,
+            object,
+            prev,
+            prev_restamped: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The version before this change with this change's `resourceVersion`: what a watcher
+    /// whose selector the object just left receives as DELETED, as Kubernetes' watch cache does.
+    pub fn prev_at_this_version(&self) -> Option<&Arc<StoredObject>> {
+        self.prev_restamped
+            .get_or_init(|| {
+                self.prev.as_ref().map(|p| {
+                    Arc::new(StoredObject {
+                        rv: self.rv,
+                        json: set_resource_version(&p.json, self.rv),
+                        labels: p.labels.clone(),
+                        fields: p.fields.clone(),
+                        deleting: p.deleting,
+                        claims: p.claims.clone(),
+                    })
+                })
+            })
+            .as_ref()
+    }
 }
 
 /// Why a command's preconditions failed. Deterministic: every member decides the same.
@@ -325,17 +366,18 @@ impl State {
                     deleting: *deleting,
                     claims: claims.clone(),
                 });
-                Ok(Event {
-                    rv: index,
-                    kind: if current.is_some() {
-                        EventType::Modified
-                    } else {
-                        EventType::Added
-                    },
-                    key: key.clone(),
-                    object: stored,
-                    prev: current.cloned(),
-                })
+                let kind = if current.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                Ok(Event::new(
+                    index,
+                    kind,
+                    key.clone(),
+                    stored,
+                    current.cloned(),
+                ))
             }
             Command::Delete { expect, .. } => {
                 check_expect(current, *expect)?;
@@ -357,13 +399,13 @@ impl State {
                     deleting: true,
                     claims: cur.claims.clone(),
                 });
-                Ok(Event {
-                    rv: index,
-                    kind: EventType::Deleted,
-                    key: key.clone(),
-                    object: last,
-                    prev: Some(cur.clone()),
-                })
+                Ok(Event::new(
+                    index,
+                    EventType::Deleted,
+                    key.clone(),
+                    last,
+                    Some(cur.clone()),
+                ))
             }
         }
     }

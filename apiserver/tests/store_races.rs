@@ -93,3 +93,25 @@ async fn a_create_racing_the_delete_of_an_empty_namespace_never_leaves_an_orphan
         );
     }
 }
+
+#[tokio::test]
+async fn an_open_watch_does_not_hold_up_a_graceful_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = rudder_apiserver::Server::serve(api, listener);
+    let client = rudder_client::Client::new(&[server.addr.to_string()]).unwrap();
+    let mut watch = client
+        .watch(pb::WatchRequest {
+            kind: kref("ConfigMap"),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), server.shutdown()).await;
+    assert!(stopped.is_ok(), "the server did not stop with a watch open");
+    // The stream ended rather than being left hanging.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), watch.message()).await;
+    assert!(matches!(end, Ok(Ok(None)) | Ok(Err(_))), "{end:?}");
+}

@@ -96,16 +96,26 @@ async fn watch_from_zero_lists_first_and_selectors_turn_changes_into_add_and_del
         ..Default::default()
     };
     c.patch(patch("p2", "web")).await.unwrap();
-    c.patch(patch("p1", "db")).await.unwrap();
+    let left = c.patch(patch("p1", "db")).await.unwrap();
     let e = next_event(&mut w).await;
     assert_eq!(
         (ev_type(&e), e.object.unwrap().name),
         (pb::EventType::Added, "p2".to_string())
     );
     let e = next_event(&mut w).await;
+    let o = e.object.clone().unwrap();
     assert_eq!(
-        (ev_type(&e), e.object.unwrap().name),
-        (pb::EventType::Deleted, "p1".to_string())
+        (ev_type(&e), o.name.as_str()),
+        (pb::EventType::Deleted, "p1")
+    );
+    // As Kubernetes' watch cache: the last version that matched, at the change's version.
+    let body = json(&o);
+    assert_eq!(body["metadata"]["labels"]["app"], "web", "{body}");
+    assert_eq!(e.resource_version, left.resource_version);
+    assert_eq!(o.resource_version, left.resource_version);
+    assert_eq!(
+        body["metadata"]["resourceVersion"],
+        left.resource_version.to_string()
     );
 }
 

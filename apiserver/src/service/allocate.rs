@@ -5,11 +5,11 @@
 //! (`clusterIP: None`); NodePort and LoadBalancer ports get node ports from 30000–32767. Each
 //! allocation is a *claim* carried in the write command and checked by the state machine, so two
 //! Services can never hold the same IP or port even when created concurrently: the loser of a race
-//! gets a fresh allocation (or, for a value it asked for, a clear error).
+//! gets a fresh allocation (or, for a value it asked for, a clear error). Values are drawn from the
+//! server's injected randomness ([`crate::clock::Ids`]), so a seeded server allocates the same.
 
 use std::net::Ipv4Addr;
 
-use rand::Rng;
 use rudder_api::registry::KindInfo;
 use serde_json::{Value, json};
 
@@ -226,10 +226,9 @@ impl Api {
     fn free_ip(&self, key: &ObjKey) -> Result<String, ApiError> {
         let size = 1u32 << (32 - RANGE_BITS);
         let state = &self.store.read().state;
-        let mut rng = rand::rng();
         for _ in 0..256 {
             // Skip the network address and .1 (the API's own service in Kubernetes).
-            let off = rng.random_range(2..size - 1);
+            let off = self.ids.random_in(2..size - 1);
             let ip = Ipv4Addr::from(RANGE_BASE + off);
             if !state.claim_taken(&format!("service-ip/{ip}"), key) {
                 return Ok(ip.to_string());
@@ -247,9 +246,8 @@ impl Api {
         taken_here: &[(String, i64)],
     ) -> Result<i64, ApiError> {
         let state = &self.store.read().state;
-        let mut rng = rand::rng();
         for _ in 0..512 {
-            let np = rng.random_range(NODE_PORTS);
+            let np = self.ids.random_in(NODE_PORTS);
             if !taken_here.iter().any(|(p, n)| p == proto && *n == np)
                 && !state.claim_taken(&format!("nodeport/{proto}/{np}"), key)
             {
@@ -259,5 +257,58 @@ impl Api {
         Err(ApiError::Internal(
             "failed to allocate a node port: the range 30000-32767 looks full".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use rudder_proto as pb;
+    use serde_json::json;
+
+    use crate::clock::Ids;
+    use crate::server::{ServerConfig, open_api};
+    use crate::service::Identity;
+    use crate::storage::MemStorage;
+
+    /// The cluster IP and node port a fresh server with `seed` gives the same Service.
+    async fn allocation(seed: u64) -> (String, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new(dir.path());
+        cfg.ids = Arc::new(Ids::seeded(seed));
+        let api = open_api(MemStorage::new(), &cfg).await.unwrap();
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                         "spec": {"type": "NodePort", "selector": {"app": "a"},
+                                  "ports": [{"port": 80}]}});
+        let created = api
+            .create(
+                &Identity::anonymous(),
+                pb::CreateRequest {
+                    kind: Some(pb::KindRef {
+                        api_version: "v1".into(),
+                        kind: "Service".into(),
+                    }),
+                    namespace: "default".into(),
+                    json: Bytes::from(svc.to_string()),
+                    options: None,
+                },
+            )
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&created.json).unwrap();
+        (
+            v["spec"]["clusterIP"].as_str().unwrap().to_string(),
+            v["spec"]["ports"][0]["nodePort"].as_i64().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn allocation_draws_from_the_injected_randomness() {
+        // The same seed gives the same IP and port: a simulation replays from its seed.
+        let a = allocation(42).await;
+        assert_eq!(a, allocation(42).await);
+        assert_ne!(a, allocation(43).await);
     }
 }

@@ -162,7 +162,8 @@ impl Api {
     }
 
     /// Starts a watch. Events flow into the returned receiver from a task that ends when the
-    /// receiver is dropped, when the watch is cut off (an ERROR event says why), or at shutdown.
+    /// receiver is dropped, when the watch is cut off (an ERROR event says why), or when the
+    /// server stops ([`Api::close_watches`]).
     pub async fn watch(
         &self,
         _id: &Identity,
@@ -205,7 +206,14 @@ impl Api {
         } else {
             self.subscribe_from(req.resource_version)
         };
-        tokio::spawn(w.run(start));
+        let closing = self.closing.clone();
+        tokio::spawn(async move {
+            // Dropping the watcher drops its sender, which ends the client's stream.
+            tokio::select! {
+                () = w.run(start) => {}
+                () = closing.cancelled() => {}
+            }
+        });
         Ok(rx)
     }
 }
@@ -393,16 +401,21 @@ impl Watcher {
             .prev
             .as_ref()
             .is_some_and(|p| self.filter.matches(ns, name, p));
-        // An object entering or leaving the selection is ADDED or DELETED for this watcher.
-        let kind = match ev.kind {
-            EventType::Deleted if before => EventType::Deleted,
-            EventType::Deleted => return true,
-            _ if now && before => EventType::Modified,
-            _ if now => EventType::Added,
-            _ if before => EventType::Deleted,
-            _ => return true,
-        };
-        self.send(kind, &ev.key, &ev.object).await
+        // An object entering or leaving the selection is ADDED or DELETED for this watcher; one
+        // leaving it is sent as it last matched, at this change's version.
+        match ev.kind {
+            EventType::Deleted if before => {
+                self.send(EventType::Deleted, &ev.key, &ev.object).await
+            }
+            EventType::Deleted => true,
+            _ if now && before => self.send(EventType::Modified, &ev.key, &ev.object).await,
+            _ if now => self.send(EventType::Added, &ev.key, &ev.object).await,
+            _ if before => match ev.prev_at_this_version() {
+                Some(last) => self.send(EventType::Deleted, &ev.key, last).await,
+                None => true,
+            },
+            _ => true,
+        }
     }
 
     async fn send(&self, kind: EventType, key: &ObjKey, obj: &StoredObject) -> bool {

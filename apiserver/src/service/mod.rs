@@ -84,6 +84,9 @@ pub struct Api {
     pub(crate) ids: Arc<Ids>,
     pub(crate) config: ApiConfig,
     pub(crate) watchers: Arc<std::sync::atomic::AtomicU64>,
+    /// Cancelled when the server stops: every watch stream ends, so a graceful stop does not
+    /// wait for clients that never hang up.
+    pub(crate) closing: tokio_util::sync::CancellationToken,
 }
 
 /// The store key of a kind: `group/Kind`.
@@ -121,7 +124,13 @@ impl Api {
             ids,
             config,
             watchers: Arc::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends every open watch stream, and any opened later: the server is stopping.
+    pub fn close_watches(&self) {
+        self.closing.cancel();
     }
 
     pub fn store(&self) -> &Store {
