@@ -126,6 +126,9 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
                 name: rudder_api::meta::name(&m.object).to_string(),
             });
         }
+        // Namespaces last: deleting one removes what is in it (the API server cascades at
+        // once today), so the files' own objects would otherwise be reported NotFound.
+        victims.sort_by_key(|v| v.rtype.group.is_empty() && v.rtype.kind == "Namespace");
     } else {
         if args.args.is_empty() {
             return Err(CliError::msg(

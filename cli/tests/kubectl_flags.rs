@@ -346,3 +346,23 @@ fn get_output_formats_sorting_and_label_columns() {
         "{t}"
     );
 }
+
+/// `delete -f` of a directory holding a namespace and objects in it: the namespace goes last,
+/// so the objects are reported deleted rather than NotFound (as the README's tour does it).
+#[test]
+fn delete_of_files_deletes_namespaces_last() {
+    let s = Server::start();
+    let ns = s.file(
+        "00-namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tour\n",
+    );
+    let cm = s.file(
+        "10-cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: tour\n",
+    );
+    s.run(&["apply", "-f", &ns, "-f", &cm]).ok();
+    assert_eq!(
+        s.run(&["delete", "-f", &ns, "-f", &cm]).ok(),
+        "configmap \"web\" deleted\nnamespace \"tour\" deleted\n"
+    );
+}
