@@ -6,7 +6,7 @@
 //! to the same state always gives the same result — on one master today, on every Raft member
 //! later. The log position of the command becomes the object's `resourceVersion`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -185,14 +185,19 @@ pub enum ApplyError {
     ClaimTaken(String),
 }
 
-type Objects = BTreeMap<(String, String), Arc<StoredObject>>;
+/// Objects of one kind by namespace and name: a persistent map, so a clone shares every node
+/// and costs O(1); a change copies only the path to the changed entry.
+type Objects = imbl::OrdMap<(String, String), Arc<StoredObject>>;
 
 /// The current version of every object.
-#[derive(Default)]
+///
+/// Cloning is O(1) (persistent maps): the writer publishes a clone after every commit as the
+/// immutable snapshot readers use, and goes on changing its own copy.
+#[derive(Default, Clone)]
 pub struct State {
-    kinds: HashMap<KindKey, Objects>,
+    kinds: imbl::HashMap<KindKey, Objects>,
     /// Which object holds each claim.
-    claims: HashMap<String, ObjKey>,
+    claims: imbl::HashMap<String, ObjKey>,
     /// Position of the last applied command.
     pub rv: u64,
 }
@@ -257,7 +262,7 @@ impl State {
 
     /// Number of objects of every kind.
     pub fn len(&self) -> usize {
-        self.kinds.values().map(BTreeMap::len).sum()
+        self.kinds.values().map(imbl::OrdMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -125,8 +125,7 @@ impl Api {
                 }
                 if self
                     .store
-                    .read()
-                    .state
+                    .snapshot()
                     .claim_taken(&format!("service-ip/{first}"), key)
                 {
                     return Err(ApiError::invalid(
@@ -182,8 +181,7 @@ impl Api {
                         }
                         if self
                             .store
-                            .read()
-                            .state
+                            .snapshot()
                             .claim_taken(&format!("nodeport/{proto}/{np}"), key)
                         {
                             return Err(ApiError::invalid(
@@ -225,7 +223,7 @@ impl Api {
 
     fn free_ip(&self, key: &ObjKey) -> Result<String, ApiError> {
         let size = 1u32 << (32 - RANGE_BITS);
-        let state = &self.store.read().state;
+        let state = self.store.snapshot();
         for _ in 0..256 {
             // Skip the network address and .1 (the API's own service in Kubernetes).
             let off = self.ids.random_in(2..size - 1);
@@ -245,7 +243,7 @@ impl Api {
         proto: &str,
         taken_here: &[(String, i64)],
     ) -> Result<i64, ApiError> {
-        let state = &self.store.read().state;
+        let state = self.store.snapshot();
         for _ in 0..512 {
             let np = self.ids.random_in(NODE_PORTS);
             if !taken_here.iter().any(|(p, n)| p == proto && *n == np)

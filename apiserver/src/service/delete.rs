@@ -141,7 +141,7 @@ impl Api {
                 0
             };
             let is_ns = info.kind == "Namespace" && info.group.is_empty();
-            let ns_busy = is_ns && self.store.read().state.namespace_has_content(&key.name);
+            let ns_busy = is_ns && self.store.snapshot().namespace_has_content(&key.name);
             let hold = !finalizers.is_empty() || pod_grace > 0 || ns_busy;
             if hold && old.deleting {
                 // Already terminating: a second delete only reports the state.
@@ -211,9 +211,8 @@ impl Api {
             .collect();
         for info in kinds {
             let keys: Vec<ObjKey> = {
-                let inner = self.store.read();
-                inner
-                    .state
+                let snapshot = self.store.snapshot();
+                snapshot
                     .range(&kind_key(&info), ns, None)
                     .filter(|(_, o)| !o.deleting)
                     .map(|((n, name), _)| ObjKey {
@@ -250,7 +249,7 @@ impl Api {
         let Some(obj) = self.store.get(&ns_key) else {
             return;
         };
-        if !obj.deleting || self.store.read().state.namespace_has_content(ns) {
+        if !obj.deleting || self.store.snapshot().namespace_has_content(ns) {
             return;
         }
         let Ok(value) = Self::parse_stored(&obj) else {

@@ -25,11 +25,10 @@ impl Api {
         let now = self.clock.now();
         let ttl = jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX);
         let kind = kind_key(&info);
-        // Copy the handles out first: parsing under the read lock would hold up the writer.
+        // Copy the handles out first, so the parsing below does not keep the snapshot alive.
         let events: Vec<_> = {
-            let inner = self.store.read();
-            inner
-                .state
+            let snapshot = self.store.snapshot();
+            snapshot
                 .range(&kind, "", None)
                 .map(|(k, o)| (k.clone(), Arc::clone(o)))
                 .collect()

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{Api, Identity, kind_key};
 use crate::error::ApiError;
-use crate::state::{Event, EventType, ObjKey, StoredObject};
+use crate::state::{Event, EventType, ObjKey, State, StoredObject};
 
 /// A parsed filter: kind, namespace, selectors.
 #[derive(Clone)]
@@ -195,10 +195,8 @@ impl Api {
         // Subscribe before returning, so an expired version is reported in the stream at once
         // and events written right after this call are not missed.
         let start = if req.resource_version == 0 {
-            let (items, rv, rx) = self
-                .store
-                .snapshot_and_subscribe(&w.filter.kind, &w.filter.namespace);
-            Start::Snapshot(items, rv, rx)
+            let (snapshot, rx) = self.store.snapshot_and_subscribe();
+            Start::Snapshot(snapshot, rx)
         } else if req.resource_version > self.store.resource_version() {
             // Events up to that version have not happened here yet; waiting for them in the
             // watch task reports a refusal in the stream, as an expired version is.
@@ -228,11 +226,8 @@ impl Api {
 }
 
 enum Start {
-    Snapshot(
-        Vec<(ObjKey, Arc<StoredObject>)>,
-        u64,
-        broadcast::Receiver<Arc<Event>>,
-    ),
+    /// The objects at a version (iterated in the watch task, outside every lock), then the feed.
+    Snapshot(Arc<State>, broadcast::Receiver<Arc<Event>>),
     From(u64, Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>),
     Expired(String),
     /// From a version the store has not reached yet.
@@ -323,15 +318,22 @@ impl Watcher {
                     .await;
                 return;
             }
-            Start::Snapshot(items, rv, rx) => {
-                for (key, obj) in items {
-                    if self.filter.matches(&key.namespace, &key.name, &obj)
-                        && !self.send(EventType::Added, &key, &obj).await
-                    {
+            Start::Snapshot(snapshot, rx) => {
+                let (kind, namespace) = (self.filter.kind.clone(), self.filter.namespace.clone());
+                for ((ns, name), obj) in snapshot.range(&kind, &namespace, None) {
+                    if !self.filter.matches(ns, name, obj) {
+                        continue;
+                    }
+                    let key = ObjKey {
+                        kind: kind.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    };
+                    if !self.send(EventType::Added, &key, obj).await {
                         return;
                     }
                 }
-                self.last_rv = rv;
+                self.last_rv = snapshot.rv;
                 rx
             }
             Start::From(from, backlog, rx) => {

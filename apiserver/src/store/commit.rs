@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::checkpoint::object_key;
 use super::log::Log;
 use super::{Proposal, Shared, StoreError};
-use crate::state::{Event, EventType, Overlay};
+use crate::state::{Event, EventType, Overlay, State};
 use crate::wal::Entry;
 
 /// The single writer: batches proposals, evaluates them in log order, persists the batch with one
@@ -23,6 +23,7 @@ use crate::wal::Entry;
 /// no hand-off to a blocking pool sits between the fsync and the replies.
 pub(super) fn writer<L: Log>(
     shared: Arc<Shared>,
+    mut state: State,
     mut log: L,
     checkpoints: std::sync::mpsc::Sender<Vec<Entry>>,
     mut rx: mpsc::Receiver<Proposal>,
@@ -49,11 +50,10 @@ pub(super) fn writer<L: Log>(
         let mut results: Vec<Result<Arc<Event>, StoreError>> = Vec::with_capacity(batch.len());
         let mut entries = Vec::with_capacity(batch.len());
         {
-            let inner = shared.read();
-            let mut index = inner.state.rv;
+            let mut index = state.rv;
             let mut overlay = Overlay::new();
             for p in &batch {
-                match inner.state.evaluate(&overlay, index + 1, &p.cmd) {
+                match state.evaluate(&overlay, index + 1, &p.cmd) {
                     Ok(ev) => {
                         index += 1;
                         entries.push(Entry {
@@ -84,15 +84,23 @@ pub(super) fn writer<L: Log>(
                 continue;
             }
             shared.counters.committed(entries.len() as u64);
-            {
-                let mut inner = shared.write();
-                for ev in results.iter().flatten() {
-                    inner.state.commit(ev);
-                    inner.hub.publish(ev.clone());
-                }
-                inner.hub.trim();
-                shared.published.send_replace(inner.state.rv);
+            for ev in results.iter().flatten() {
+                state.commit(ev);
             }
+            // O(1): the snapshot shares every node with the writer's state, whose next changes
+            // copy only the paths they touch.
+            let snapshot = Arc::new(state.clone());
+            let previous = {
+                let mut front = shared.front();
+                for ev in results.iter().flatten() {
+                    front.hub.publish(ev.clone());
+                }
+                front.hub.trim();
+                std::mem::replace(&mut front.snapshot, snapshot)
+            };
+            // Freeing what only the old snapshot held happens outside the lock.
+            drop(previous);
+            shared.published.send_replace(state.rv);
             // The engine catches up in the background; a closed channel means the checkpointer
             // failed, which it has already recorded as a storage failure.
             let _ = checkpoints.send(entries);

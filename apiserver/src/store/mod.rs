@@ -35,7 +35,7 @@ mod read;
 mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -92,14 +92,17 @@ struct Proposal {
     reply: oneshot::Sender<Result<Arc<Event>, StoreError>>,
 }
 
-/// What readers see, changed only by the writer.
-pub(crate) struct Inner {
-    pub state: State,
+/// What readers see, replaced by the writer after every commit. Held only for pointer swaps and
+/// for copying a backlog out: no reader scans objects under it, so a writer never waits on a
+/// large list and a list never waits on a commit.
+struct Front {
+    /// The state as of the last published commit; immutable.
+    snapshot: Arc<State>,
     hub: Hub,
 }
 
 struct Shared {
-    inner: RwLock<Inner>,
+    front: Mutex<Front>,
     /// `Some(reason)` once writes are refused for good (until restart).
     failed: Mutex<Option<String>>,
     counters: Counters,
@@ -114,14 +117,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+    fn front(&self) -> MutexGuard<'_, Front> {
         // A panic inside the lock would be a bug in this module; the data stays consistent
-        // because commits are single assignments, so continue with it.
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        // because changes under it are single assignments, so continue with it.
+        self.front.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Refuses writes from now on, for `reason`.
@@ -159,12 +158,8 @@ pub struct Store {
     tx: mpsc::Sender<Proposal>,
 }
 
-/// The current objects of a kind, the version they are at, and the live feed after it.
-pub type Snapshot = (
-    Vec<(ObjKey, Arc<StoredObject>)>,
-    u64,
-    broadcast::Receiver<Arc<Event>>,
-);
+/// The state at a version, and the live feed after it.
+pub type Snapshot = (Arc<State>, broadcast::Receiver<Arc<Event>>);
 
 impl Store {
     /// Opens the store over `storage` with the local log in `log_dir`, loading every object, and
@@ -199,8 +194,8 @@ impl Store {
         );
         counters.log_bytes.store(log.size(), Ordering::Relaxed);
         let shared = Arc::new(Shared {
-            inner: RwLock::new(Inner {
-                state,
+            front: Mutex::new(Front {
+                snapshot: Arc::new(state.clone()),
                 hub: Hub::new(compacted, config.history_window, config.watch_buffer),
             }),
             failed: Mutex::new(None),
@@ -221,7 +216,7 @@ impl Store {
         let w_shared = shared.clone();
         std::thread::Builder::new()
             .name("rudder-store-writer".into())
-            .spawn(move || commit::writer(w_shared, log, ck_tx, rx))
+            .spawn(move || commit::writer(w_shared, state, log, ck_tx, rx))
             .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
         // Size and free space are sampled on a timer, so health and stats stay current while idle
         // and the write path never waits on a filesystem query. The task ends with the store.
@@ -251,17 +246,18 @@ impl Store {
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    /// A consistent read view of the current state.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.shared.read()
+    /// The state as of the last commit: immutable, consistent, and free to hold (later commits
+    /// publish a new snapshot; this one stays as it is).
+    pub fn snapshot(&self) -> Arc<State> {
+        self.shared.front().snapshot.clone()
     }
 
     pub fn get(&self, key: &ObjKey) -> Option<Arc<StoredObject>> {
-        self.read().state.get(key).cloned()
+        self.snapshot().get(key).cloned()
     }
 
     pub fn resource_version(&self) -> u64 {
-        self.read().state.rv
+        *self.shared.published.borrow()
     }
 
     /// Whether writes are accepted, and if not, why.
@@ -282,15 +278,18 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
-        let inner = self.read();
+        let (snapshot, oldest, events) = {
+            let front = self.shared.front();
+            (front.snapshot.clone(), front.hub.oldest(), front.hub.len())
+        };
         let c = &self.shared.counters;
         StoreStats {
-            resource_version: inner.state.rv,
-            objects: inner.state.len() as u64,
+            resource_version: snapshot.rv,
+            objects: snapshot.len() as u64,
             size_on_disk: c.size_on_disk.load(Ordering::Relaxed),
             disk_free: c.disk_free.load(Ordering::Relaxed),
-            history_oldest: inner.hub.oldest(),
-            history_events: inner.hub.len() as u64,
+            history_oldest: oldest,
+            history_events: events as u64,
             unwritable_reason: self.writable().err(),
             commits: c.commits.load(Ordering::Relaxed),
             committed_writes: c.committed_writes.load(Ordering::Relaxed),
@@ -300,29 +299,26 @@ impl Store {
     /// Subscribes to events after `from`: returns the backlog from the history (events with a
     /// version above `from`, in order) and a receiver for everything later. No gap, no duplicate.
     pub fn subscribe_from(&self, from: u64) -> Result<Backlog, Expired> {
-        // Publishing happens under the write lock, so nothing can slip between the backlog and
-        // the receiver while we hold the read lock.
-        self.read().hub.subscribe_from(from)
+        // Publishing happens under the same lock, so nothing can slip between the backlog and
+        // the receiver.
+        self.shared.front().hub.subscribe_from(from)
     }
 
-    /// The current objects of `kind` (in `namespace`, or all) with a receiver for every later
-    /// event, atomically: for watches that start with the current state.
-    pub fn snapshot_and_subscribe(&self, kind: &str, namespace: &str) -> Snapshot {
-        let inner = self.read();
-        let rx = inner.hub.subscribe();
-        (
-            read::objects(&inner.state, kind, namespace),
-            inner.state.rv,
-            rx,
-        )
+    /// The current state with a receiver for every later event, atomically: for watches that
+    /// start with the current objects.
+    pub fn snapshot_and_subscribe(&self) -> Snapshot {
+        let front = self.shared.front();
+        (front.snapshot.clone(), front.hub.subscribe())
     }
 
     /// Lists objects of `kind` as of version `at` (or now), in key order after `after`, keeping
     /// those `keep` accepts, at most `limit` (0 = all). Returns the items, the version the list
-    /// is consistent at, the last key returned when more remain, and how many more match.
+    /// is consistent at, the last key returned when more remain, and how many more match when
+    /// that is cheap to tell (see [`read`]).
     ///
-    /// A page at an older version is rebuilt from the current state by undoing the later
-    /// events in the history window; a version older than the window is [`Expired`].
+    /// A page at an older version is rebuilt from the current snapshot by undoing the later
+    /// events in the history window; a version older than the window is [`Expired`]. The scan
+    /// runs on an immutable snapshot, outside every lock.
     pub fn list(
         &self,
         kind: &str,
@@ -332,7 +328,6 @@ impl Store {
         limit: usize,
         keep: &dyn Fn(&(String, String), &StoredObject) -> bool,
     ) -> Result<ListPage, Expired> {
-        let inner = self.read();
         let q = ListQuery {
             kind,
             namespace,
@@ -340,7 +335,12 @@ impl Store {
             after,
             limit,
         };
-        read::list(&inner.state, &inner.hub, &q, keep)
+        let (snapshot, changes) = {
+            let front = self.shared.front();
+            let changes = read::changes_since(&front.snapshot, &front.hub, &q)?;
+            (front.snapshot.clone(), changes)
+        };
+        Ok(read::page(&snapshot, &changes, &q, keep))
     }
 
     /// Events a watcher may lag by before being cut off.
@@ -350,128 +350,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::checkpoint::{checkpoint, object_key};
-    use super::*;
-    use crate::state::ObjIndex;
-    use crate::storage::SledStorage;
-    use crate::wal::Entry;
-
-    fn no_index(_: &ObjKey, v: &serde_json::Value) -> ObjIndex {
-        ObjIndex {
-            labels: rudder_api::meta::labels(v).into_iter().collect(),
-            ..Default::default()
-        }
-    }
-
-    fn entry(index: u64, name: &str, value: Option<&str>) -> Entry {
-        let key = object_key(&ObjKey {
-            kind: Arc::from("/ConfigMap"),
-            namespace: "default".into(),
-            name: name.into(),
-        });
-        Entry {
-            index,
-            key,
-            value: value.map(|v| Bytes::from(v.to_string())),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_checkpoint_stops_writes_but_keeps_what_was_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = crate::storage::MemStorage::new();
-        storage.fail_flushes();
-        let store = Store::open(
-            storage,
-            &dir.path().join("log"),
-            StoreConfig::default(),
-            &no_index,
-        )
-        .unwrap();
-        let put = |name: &str| Command::Put {
-            key: ObjKey {
-                kind: Arc::from("/Namespace"),
-                namespace: String::new(),
-                name: name.into(),
-            },
-            expect: crate::state::Expect::Absent,
-            object: Bytes::from_static(br#"{"metadata":{"name":"x"}}"#),
-            labels: vec![],
-            fields: vec![],
-            deleting: false,
-            claims: vec![],
-        };
-        // Durable in the log, so acknowledged; the checkpoint into the engine then fails.
-        store.propose(put("a")).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while store.writable().is_ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the failed checkpoint was not noticed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(matches!(
-            store.propose(put("b")).await,
-            Err(StoreError::InsufficientStorage(_))
-        ));
-        assert_eq!(
-            Wal::open(&dir.path().join("log")).unwrap().1.len(),
-            1,
-            "the log still holds the write"
-        );
-    }
-
-    #[tokio::test]
-    async fn records_only_in_the_log_are_replayed_into_the_engine_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        // The engine saw index 1 only; the log holds 1..=3 (the process died before the
-        // checkpoint of 2 and 3).
-        {
-            let storage = SledStorage::open(dir.path()).unwrap();
-            let mut first = vec![entry(
-                1,
-                "a",
-                Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
-            )];
-            checkpoint(&storage, &mut first).unwrap();
-            let (mut wal, _) = Wal::open(&dir.path().join("log")).unwrap();
-            wal.append(&[
-                entry(
-                    1,
-                    "a",
-                    Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
-                ),
-                entry(
-                    2,
-                    "b",
-                    Some(r#"{"metadata":{"resourceVersion":"2","name":"b"}}"#),
-                ),
-                entry(3, "a", None),
-            ])
-            .unwrap();
-        }
-        let storage = SledStorage::open(dir.path()).unwrap();
-        let store = Store::open(
-            storage,
-            &dir.path().join("log"),
-            StoreConfig::default(),
-            &no_index,
-        )
-        .unwrap();
-        let key = |n: &str| ObjKey {
-            kind: Arc::from("/ConfigMap"),
-            namespace: "default".into(),
-            name: n.into(),
-        };
-        assert!(
-            store.get(&key("a")).is_none(),
-            "the logged delete was replayed"
-        );
-        assert_eq!(store.get(&key("b")).map(|o| o.rv), Some(2));
-        assert_eq!(store.resource_version(), 3);
-    }
-}
+mod tests;
