@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`registry`]: the kind registry (group, version, kind, plural, short names, scope, status) and
 //!   the per-kind admission operations (strict decode, defaults, validation).
+//! - [`convert`]: kinds served in more than one version, converted to and from one storage
+//!   version; [`removed`]: the versions Kubernetes removed, refused as kubectl refuses them.
 //! - [`decode`]: YAML/JSON to typed objects, strictly, with errors that name the field path.
 //! - [`meta`]: generic access to `metadata` on untyped JSON objects.
 //! - [`selector`]: label selectors (strings and `LabelSelector` objects) and field selectors.
@@ -13,11 +15,13 @@
 //!
 //! All typed (de)serialisation lives in this crate so that its compile cost is paid once.
 
+pub mod convert;
 pub mod decode;
 pub mod defaults;
 pub mod meta;
 pub mod quantity;
 pub mod registry;
+pub mod removed;
 pub mod selector;
 pub mod typed;
 pub mod validation;

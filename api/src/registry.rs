@@ -5,6 +5,12 @@
 //! [`KindOps`]: how to decode, default and validate it. Built-in kinds are typed k8s-openapi
 //! structs; custom resources will add entries at run time with schema-driven ops, which is why the
 //! registry is data, not a `match` over kinds.
+//!
+//! There is one entry per served version. Exactly one version of a kind is its storage version;
+//! every other entry carries the [`Convert`] to and from it (see [`crate::convert`]). Names
+//! people type (`hpa`, `deployments.apps`) resolve to the storage version, which is also the
+//! preferred one for built-in kinds. An apiVersion the kind's group does not serve, or one
+//! Kubernetes removed ([`crate::removed`]), is refused as kubectl refuses it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -14,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::convert::{Convert, Converted};
 use crate::decode::{DecodeError, from_value_lenient, from_value_strict};
 use crate::defaults::Defaulting;
 use crate::validation::{FieldError, NameRule, Validate, validate_object_meta};
@@ -38,6 +45,11 @@ pub struct KindInfo {
     /// `metadata.namespace`.
     pub selectable_fields: &'static [&'static str],
     pub ops: Arc<dyn KindOps>,
+    /// The version objects of this kind are stored in; `version` itself on the storage entry.
+    pub storage_version: &'static str,
+    /// How an object in `version` becomes the storage version and back; `None` on the storage
+    /// entry.
+    pub conversion: Option<Arc<dyn Convert>>,
 }
 
 impl std::fmt::Debug for KindInfo {
@@ -49,11 +61,17 @@ impl std::fmt::Debug for KindInfo {
 impl KindInfo {
     /// `v1` for the core group, else `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        group_version(self.group, self.version)
+    }
+
+    /// The apiVersion objects of this kind are stored in.
+    pub fn storage_api_version(&self) -> String {
+        group_version(self.group, self.storage_version)
+    }
+
+    /// Whether this entry is its kind's storage version (no conversion needed).
+    pub fn is_storage(&self) -> bool {
+        self.conversion.is_none()
     }
 
     /// kubectl's name for the resource type: `deployment.apps`, `pod`.
@@ -72,6 +90,14 @@ impl KindInfo {
         } else {
             format!("{}.{}", self.plural, self.group)
         }
+    }
+}
+
+fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
     }
 }
 
@@ -150,6 +176,10 @@ pub struct Registry {
 pub enum LookupError {
     #[error("no kind \"{kind}\" is registered in version \"{api_version}\"")]
     UnknownKind { api_version: String, kind: String },
+    /// A kind served in other versions than this one, or a version Kubernetes removed: kubectl's
+    /// (and the RESTMapper's) words.
+    #[error("no matches for kind \"{kind}\" in version \"{api_version}\"")]
+    NoMatch { api_version: String, kind: String },
     #[error("the server doesn't have a resource type \"{0}\"")]
     UnknownResource(String),
     #[error("resource type \"{name}\" is ambiguous: {candidates}")]
@@ -166,7 +196,8 @@ impl Registry {
         }
     }
 
-    /// Adds (or replaces) a kind.
+    /// Adds (or replaces) a kind's served version. Only a storage entry is found by the names
+    /// people type; any other version only by its apiVersion and kind.
     pub fn register(&mut self, info: KindInfo) {
         let key = (info.api_version(), info.kind.to_string());
         let idx = match self.by_gvk.get(&key) {
@@ -181,6 +212,9 @@ impl Registry {
         };
         self.by_gvk.insert(key, idx);
         let k = self.kinds[idx].clone();
+        if !k.is_storage() {
+            return;
+        }
         let mut names: Vec<String> = vec![
             k.plural.to_string(),
             k.singular.to_string(),
@@ -197,14 +231,47 @@ impl Registry {
         }
     }
 
+    /// Serves a registered kind in one more version, converted to and from its storage version
+    /// (`storage_api_version`) by `convert`. Admission of the new version's entry converts, then
+    /// admits in the storage version.
+    pub fn serve_version(
+        &mut self,
+        storage_api_version: &str,
+        kind: &str,
+        version: &'static str,
+        convert: Arc<dyn Convert>,
+    ) -> Result<(), LookupError> {
+        let storage = self.by_api_version_kind(storage_api_version, kind)?.clone();
+        let mut info = KindInfo::clone(&storage);
+        info.version = version;
+        info.ops = Arc::new(Converted {
+            convert: convert.clone(),
+            storage: storage.ops.clone(),
+        });
+        info.conversion = Some(convert);
+        self.register(info);
+        Ok(())
+    }
+
     /// The kinds Rudder serves out of the box.
     pub fn builtin() -> &'static Registry {
         static REG: OnceLock<Registry> = OnceLock::new();
         REG.get_or_init(build_builtin)
     }
 
+    /// One entry per kind: its storage version.
     pub fn kinds(&self) -> impl Iterator<Item = &Arc<KindInfo>> {
+        self.kinds.iter().filter(|k| k.is_storage())
+    }
+
+    /// Every served version of every kind.
+    pub fn served(&self) -> impl Iterator<Item = &Arc<KindInfo>> {
         self.kinds.iter()
+    }
+
+    /// The storage entry of `info`'s kind (`info` itself when it is one).
+    pub fn storage_of(&self, info: &KindInfo) -> Result<&Arc<KindInfo>, LookupError> {
+        self.by_api_version_kind(&info.storage_api_version(), info.kind)
     }
 
     /// Looks a kind up by `apiVersion` and `kind`, as written in a manifest.
@@ -213,13 +280,30 @@ impl Registry {
         api_version: &str,
         kind: &str,
     ) -> Result<&Arc<KindInfo>, LookupError> {
-        self.by_gvk
+        if let Some(&i) = self
+            .by_gvk
             .get(&(api_version.to_string(), kind.to_string()))
-            .map(|&i| &self.kinds[i])
-            .ok_or_else(|| LookupError::UnknownKind {
-                api_version: api_version.to_string(),
-                kind: kind.to_string(),
-            })
+        {
+            return Ok(&self.kinds[i]);
+        }
+        let (api_version, kind_s) = (api_version.to_string(), kind.to_string());
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let known_kind = crate::removed::removed(&api_version, kind).is_some()
+            || self
+                .kinds
+                .iter()
+                .any(|k| k.group == group && k.kind == kind);
+        Err(if known_kind {
+            LookupError::NoMatch {
+                api_version,
+                kind: kind_s,
+            }
+        } else {
+            LookupError::UnknownKind {
+                api_version,
+                kind: kind_s,
+            }
+        })
     }
 
     /// Looks a kind up by what a person types: plural, singular, kind, short name, optionally
@@ -290,6 +374,8 @@ where
         name_rule: e.name_rule,
         selectable_fields: e.selectable_fields,
         ops: Arc::new(Typed::<K>::new()),
+        storage_version: e.version,
+        conversion: None,
     }
 }
 
@@ -628,6 +714,14 @@ fn build_builtin() -> Registry {
             []
         ),
     ));
+    // Kubernetes 1.34 still serves autoscaling/v1 beside the stored autoscaling/v2.
+    r.serve_version(
+        crate::convert::hpa::V2,
+        "HorizontalPodAutoscaler",
+        "v1",
+        Arc::new(crate::convert::hpa::HpaV1),
+    )
+    .expect("the HPA's storage version is registered just above");
     // rbac.authorization.k8s.io/v1
     r.register(typed::<api::rbac::v1::Role>(entry!(
         "rbac.authorization.k8s.io",
