@@ -88,6 +88,8 @@ pub fn reason(err: &ClientError) -> &'static str {
         ClientError::AlreadyExists(_) => "AlreadyExists",
         ClientError::Conflict(_) => "Conflict",
         ClientError::Invalid(_) => "Invalid",
+        ClientError::BadRequest(_) => "BadRequest",
+        ClientError::Timeout(_) => "Timeout",
         ClientError::Forbidden(_) => "Forbidden",
         ClientError::Expired(_) => "Expired",
         ClientError::InsufficientStorage(_) => "InsufficientStorage",

@@ -421,7 +421,8 @@ fn errors_are_one_line() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndataa: {a: b}\n",
     );
     let e = s.run(&["apply", "-f", &uf]).err_line().to_string();
-    assert!(e.starts_with("Error from server (Invalid): "), "{e}");
+    // kubectl: strict decoding errors are BadRequest (validation errors are Invalid).
+    assert!(e.starts_with("Error from server (BadRequest): "), "{e}");
     assert!(e.contains("unknown field \"dataa\""), "{e}");
     let uk = s.file(
         "uk.yaml",

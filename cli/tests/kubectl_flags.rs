@@ -177,12 +177,12 @@ fn cascade_is_spelled_as_kubectl_and_refusals_pass_through() {
     // The server has no garbage collector yet and says so; rudder prints it as kubectl would.
     assert_eq!(
         s.run(&["delete", "cm", "c", "--cascade=orphan"]).err_line(),
-        "Error from server (Invalid): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands"
+        "Error from server (BadRequest): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands"
     );
     assert_eq!(
         s.run(&["delete", "cm", "c", "--cascade=foreground"])
             .err_line(),
-        "Error from server (Invalid): propagationPolicy: Unsupported value: \"Foreground\": only \"Background\" is supported until the garbage collector lands"
+        "Error from server (BadRequest): propagationPolicy: Unsupported value: \"Foreground\": only \"Background\" is supported until the garbage collector lands"
     );
     // The deprecated boolean: kubectl's warning, then the same request as --cascade=orphan.
     let o = s.run(&["delete", "cm", "c", "--cascade=false"]);
@@ -190,7 +190,7 @@ fn cascade_is_spelled_as_kubectl_and_refusals_pass_through() {
     assert_eq!(
         o.stderr,
         "warning: --cascade=false is deprecated (boolean value) and can be replaced with --cascade=orphan.\n\
-         Error from server (Invalid): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands\n"
+         Error from server (BadRequest): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands\n"
     );
     s.run(&["get", "cm", "c"]).ok();
     assert_eq!(

@@ -48,6 +48,14 @@ pub enum ClientError {
     /// The object or request is invalid; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// The request itself is malformed or not allowed as given (Kubernetes' BadRequest, e.g.
+    /// a deletion propagation policy the server does not support).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The server could not answer in time, e.g. a version newer than it has caught up to
+    /// ("too large resource version"): the same call may succeed later.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Forbidden(String),
     /// A version or continue token older than the server's history: relist.
@@ -68,7 +76,10 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ClientError::Unavailable(_) | ClientError::Conflict(_) | ClientError::Other(_)
+            ClientError::Unavailable(_)
+                | ClientError::Conflict(_)
+                | ClientError::Timeout(_)
+                | ClientError::Other(_)
         )
     }
 
@@ -93,6 +104,9 @@ impl From<Status> for ClientError {
         match (s.code(), reason.as_str()) {
             (_, "Expired") => ClientError::Expired(msg),
             (_, "InsufficientStorage") => ClientError::InsufficientStorage(msg),
+            (_, "BadRequest") => ClientError::BadRequest(msg),
+            (_, pb::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION)
+            | (Code::DeadlineExceeded, _) => ClientError::Timeout(msg),
             (Code::NotFound, _) => ClientError::NotFound(msg),
             (Code::AlreadyExists, _) => ClientError::AlreadyExists(msg),
             (Code::Aborted, _) => ClientError::Conflict(msg),

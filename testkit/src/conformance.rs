@@ -292,6 +292,12 @@ pub(crate) fn is_conflict(e: &ClientError) -> bool {
 pub(crate) fn is_invalid(e: &ClientError) -> bool {
     matches!(e, ClientError::Invalid(_))
 }
+/// Kubernetes' BadRequest: the request as given cannot be served (a selector on an
+/// unselectable field, a resourceVersion on create, a negative grace period), as opposed to an
+/// object that fails validation (`Invalid`).
+pub(crate) fn is_bad_request(e: &ClientError) -> bool {
+    matches!(e, ClientError::BadRequest(_))
+}
 pub(crate) fn is_exists(e: &ClientError) -> bool {
     matches!(e, ClientError::AlreadyExists(_))
 }

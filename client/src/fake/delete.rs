@@ -88,7 +88,7 @@ impl State {
             return Err(k.conflict(&key.2, why));
         }
         if grace.is_some_and(|g| g < 0) {
-            return Err(ClientError::Invalid(
+            return Err(ClientError::BadRequest(
                 "gracePeriodSeconds: Invalid value: must be >= 0".into(),
             ));
         }

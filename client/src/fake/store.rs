@@ -114,7 +114,7 @@ impl KindMeta {
         match self.namespaced {
             Some(false) => Ok(String::new()),
             Some(true) if !b.is_empty() && !req_ns.is_empty() && b != req_ns => {
-                Err(ClientError::Invalid(format!(
+                Err(ClientError::BadRequest(format!(
                     "the namespace of the provided object ({b}) does not match the namespace sent on the request ({req_ns})"
                 )))
             }
@@ -328,7 +328,7 @@ impl State {
         let mut v = k.parse_body(&req.json)?;
         let ns = k.body_ns(&v, &req.namespace)?;
         if meta::resource_version(&v) != 0 || !meta::str_field(&v, "resourceVersion").is_empty() {
-            return Err(ClientError::Invalid(
+            return Err(ClientError::BadRequest(
                 "metadata.resourceVersion: Invalid value: resourceVersion should not be set on objects to be created".into(),
             ));
         }

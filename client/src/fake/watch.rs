@@ -49,16 +49,16 @@ pub(super) struct Filter {
 impl Filter {
     pub fn new(k: &KindMeta, ns: &str, labels: &str, fields: &str) -> Result<Self, ClientError> {
         let labels = LabelSelector::parse(labels)
-            .map_err(|e| ClientError::Invalid(format!("labelSelector: {e}")))?;
+            .map_err(|e| ClientError::BadRequest(format!("labelSelector: {e}")))?;
         let fields = FieldSelector::parse(fields)
-            .map_err(|e| ClientError::Invalid(format!("fieldSelector: {e}")))?;
+            .map_err(|e| ClientError::BadRequest(format!("fieldSelector: {e}")))?;
         if let Some(selectable) = k.selectable {
             let allowed = |f: &str| {
                 f == "metadata.name" || f == "metadata.namespace" || selectable.contains(&f)
             };
             fields
                 .check_fields(&allowed, &k.kind)
-                .map_err(|e| ClientError::Invalid(format!("fieldSelector: {e}")))?;
+                .map_err(|e| ClientError::BadRequest(format!("fieldSelector: {e}")))?;
         }
         Ok(Filter {
             kind: k.key.clone(),

@@ -113,7 +113,7 @@ pub async fn pods_on_a_node_are_deleted_gracefully(t: Target) {
     req.grace_period_seconds = Some(-1);
     assert_err(
         t.api.delete(req).await,
-        is_invalid,
+        is_bad_request,
         "a negative grace period",
     );
 }
@@ -228,14 +228,14 @@ pub async fn pod_field_selectors(t: Target) {
     }
     assert_err(
         t.api.list(select("spec.containers=x")).await,
-        is_invalid,
+        is_bad_request,
         "a field pods cannot be selected by",
     );
     let mut cms = list_req(CM, "default");
     cms.field_selector = "spec.nodeName=node-a".into();
     assert_err(
         t.api.list(cms).await,
-        is_invalid,
+        is_bad_request,
         "a pod field on config maps",
     );
     // A watch by node sees a pod enter its selection when it is bound there.

@@ -66,14 +66,18 @@ pub async fn create_refuses_duplicates_versions_and_nameless_objects(t: Target) 
     let mut with_rv = configmap("versioned", json!({}), json!({}));
     with_rv["metadata"]["resourceVersion"] = json!("5");
     let r = t.api.create(create_req(CM, "default", &with_rv)).await;
-    assert_err(r, is_invalid, "create with metadata.resourceVersion");
+    assert_err(r, is_bad_request, "create with metadata.resourceVersion");
     let nameless = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}});
     let r = t.api.create(create_req(CM, "default", &nameless)).await;
     assert_err(r, is_invalid, "create without name or generateName");
     let mut elsewhere = configmap("elsewhere", json!({}), json!({}));
     elsewhere["metadata"]["namespace"] = json!("kube-system");
     let r = t.api.create(create_req(CM, "default", &elsewhere)).await;
-    assert_err(r, is_invalid, "body and request name different namespaces");
+    assert_err(
+        r,
+        is_bad_request,
+        "body and request name different namespaces",
+    );
 }
 
 pub async fn missing_objects_are_not_found(t: Target) {
