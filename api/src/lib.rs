@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`registry`]: the kind registry (group, version, kind, plural, short names, scope, status) and
-//!   the per-kind admission operations (strict decode, defaults, validation).
+//!   the per-kind admission operations (strict decode, defaults, validation); `builtin`: its
+//!   table of the kinds served out of the box.
 //! - [`convert`]: kinds served in more than one version, converted to and from one storage
 //!   version; [`removed`]: the versions Kubernetes removed, refused as kubectl refuses them.
 //! - [`decode`]: YAML/JSON to typed objects, strictly, with errors that name the field path.
@@ -15,6 +16,7 @@
 //!
 //! All typed (de)serialisation lives in this crate so that its compile cost is paid once.
 
+mod builtin;
 pub mod convert;
 pub mod decode;
 pub mod defaults;
