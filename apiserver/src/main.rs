@@ -25,6 +25,17 @@ struct Args {
     /// Events kept for watches to resume from.
     #[arg(long, default_value_t = 100_000)]
     history_window: usize,
+    /// Bytes of events kept for watches to resume from (whichever of this and the count binds
+    /// first).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    history_bytes: usize,
+    /// Bytes of write proposals that may wait for the writer; more wait to be queued.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    proposal_queue_bytes: usize,
+    /// Bytes of committed writes that may wait to be checkpointed into sled; the writer waits
+    /// beyond.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    checkpoint_queue_bytes: usize,
     /// Events a watcher may fall behind before it is cut off.
     #[arg(long, default_value_t = 8192)]
     watch_buffer: usize,
@@ -55,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&args.data_dir);
     config.store.history_window = args.history_window;
     config.store.watch_buffer = args.watch_buffer;
+    config.store.history_bytes = args.history_bytes;
+    config.store.proposal_queue_bytes = args.proposal_queue_bytes;
+    config.store.checkpoint_queue_bytes = args.checkpoint_queue_bytes;
     config.store.min_free_bytes = args.min_free_bytes;
     config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
     config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));

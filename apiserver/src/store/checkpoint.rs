@@ -2,12 +2,19 @@
 //! batches, off the request path; replay of the log into the engine and loading of the state at
 //! start-up.
 //!
-//! Guarantees: the engine's applied index (`m/applied`) is written in the same atomic batch as
+//! Guarantees: memory is bounded by bytes: effects committed but not yet durable in the engine
+//! (queued, or in the checkpointer's batch) count against `checkpoint_queue_bytes`, and the
+//! writer waits when the engine falls that far behind (which in turn holds back proposals). The
+//! checkpointer writes a batch at least every 200 ms, or once it holds half the queue's bytes
+//! (at most [`CHECKPOINT_BYTES`]) or [`CHECKPOINT_ENTRIES`] effects.
+//!
+//! The engine's applied index (`m/applied`) is written in the same atomic batch as
 //! the effects up to it and made durable with them, so after any crash the engine holds a prefix
 //! of the log, and replaying the records above its applied index brings it up to date.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::Shared;
@@ -22,6 +29,108 @@ const OBJECT_PREFIX: &[u8] = b"o/";
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// Effects that trigger a checkpoint before the interval is up.
 const CHECKPOINT_ENTRIES: usize = 20_000;
+/// Bytes of effects that trigger a checkpoint before the interval is up.
+pub const CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an effect costs in memory until it is checkpointed.
+fn entry_bytes(e: &Entry) -> usize {
+    e.key.len() + e.value.as_ref().map_or(0, |v| v.len()) + 48
+}
+
+/// The hand-over from the writer to the checkpointer, bounded by bytes. A batch's bytes count
+/// from [`CheckpointQueue::push`] until the checkpointer [`CheckpointQueue::release`]s them,
+/// once they are durable in the engine.
+pub(super) struct CheckpointQueue {
+    inner: Mutex<QueueInner>,
+    changed: Condvar,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    batches: VecDeque<(Vec<Entry>, usize)>,
+    /// Bytes queued or taken but not yet released.
+    bytes: usize,
+    /// The writer is gone: no more batches will come.
+    closed: bool,
+    /// The checkpointer is gone (it failed): batches are dropped, never waited on.
+    abandoned: bool,
+}
+
+impl CheckpointQueue {
+    pub(super) fn new(max_bytes: usize) -> CheckpointQueue {
+        CheckpointQueue {
+            inner: Mutex::default(),
+            changed: Condvar::new(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a batch, waiting while the queue holds `max_bytes` (a batch larger than that
+    /// waits until nothing is outstanding, then goes alone).
+    pub(super) fn push(&self, batch: Vec<Entry>) {
+        let bytes = batch.iter().map(entry_bytes).sum();
+        let mut q = self.lock();
+        while !q.abandoned && q.bytes > 0 && q.bytes + bytes > self.max_bytes {
+            q = self.changed.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.abandoned {
+            return;
+        }
+        q.bytes += bytes;
+        q.batches.push_back((batch, bytes));
+        self.changed.notify_all();
+    }
+
+    /// The next batch and its bytes (still counted until released), waiting up to `timeout`;
+    /// `Err(())` once the writer is gone and all is taken.
+    fn pop(&self, timeout: Duration) -> Result<Option<(Vec<Entry>, usize)>, ()> {
+        let mut q = self.lock();
+        if q.batches.is_empty() && !q.closed {
+            q = self
+                .changed
+                .wait_timeout(q, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match q.batches.pop_front() {
+            Some(taken) => Ok(Some(taken)),
+            None if q.closed => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    /// `bytes` taken earlier are durable in the engine: the writer may queue that much more.
+    fn release(&self, bytes: usize) {
+        let mut q = self.lock();
+        q.bytes = q.bytes.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+
+    /// The writer ends: the checkpointer drains what is queued, then stops.
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The checkpointer stopped: never make the writer wait for it again.
+    fn abandon(&self) {
+        let mut q = self.lock();
+        q.abandoned = true;
+        q.batches.clear();
+        q.bytes = 0;
+        self.changed.notify_all();
+    }
+
+    /// Bytes committed but not yet durable in the engine.
+    pub(super) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
 
 /// Storage key of an object: `o/<group>/<kind>\0<namespace>\0<name>`.
 pub(super) fn object_key(k: &ObjKey) -> Vec<u8> {
@@ -101,24 +210,26 @@ fn decode_index(v: &[u8]) -> Result<u64, StorageError> {
 
 /// Applies logged effects to the engine in large batches, durably, and records how far it got so
 /// the writer can delete the log below it. Runs until the writer ends, then checkpoints the rest.
-pub(super) fn checkpointer<S: Storage>(
-    shared: Arc<Shared>,
-    storage: Arc<S>,
-    rx: std::sync::mpsc::Receiver<Vec<Entry>>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
+pub(super) fn checkpointer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>) {
+    let queue = &shared.checkpoints;
+    // Checkpoint before the queue fills, so the writer rarely waits out the interval.
+    let batch_bytes = CHECKPOINT_BYTES.min(queue.max_bytes / 2).max(1);
     let mut pending: Vec<Entry> = Vec::new();
+    let mut pending_bytes = 0;
     let mut last = std::time::Instant::now();
     loop {
-        let done = match rx.recv_timeout(CHECKPOINT_INTERVAL) {
-            Ok(mut batch) => {
+        let done = match queue.pop(CHECKPOINT_INTERVAL) {
+            Ok(Some((mut batch, bytes))) => {
+                pending_bytes += bytes;
                 pending.append(&mut batch);
                 false
             }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
+            Ok(None) => false,
+            Err(()) => true,
         };
-        let due = pending.len() >= CHECKPOINT_ENTRIES || last.elapsed() >= CHECKPOINT_INTERVAL;
+        let due = pending.len() >= CHECKPOINT_ENTRIES
+            || pending_bytes >= batch_bytes
+            || last.elapsed() >= CHECKPOINT_INTERVAL;
         if !pending.is_empty() && (due || done) {
             if let Err(e) = checkpoint(&*storage, &mut pending) {
                 let reason = format!(
@@ -126,12 +237,15 @@ pub(super) fn checkpointer<S: Storage>(
                 );
                 tracing::error!(%reason, "checkpoint failed");
                 shared.fail(reason);
+                queue.abandon();
                 return;
             }
             shared
                 .checkpointed
                 .store(pending.last().map_or(0, |e| e.index), Ordering::Release);
             pending.clear();
+            queue.release(pending_bytes);
+            pending_bytes = 0;
             last = std::time::Instant::now();
         }
         if done {

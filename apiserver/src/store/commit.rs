@@ -25,7 +25,6 @@ pub(super) fn writer<L: Log>(
     shared: Arc<Shared>,
     mut state: State,
     mut log: L,
-    checkpoints: std::sync::mpsc::Sender<Vec<Entry>>,
     mut rx: mpsc::Receiver<Proposal>,
 ) {
     let mut compacted_upto = 0;
@@ -101,9 +100,9 @@ pub(super) fn writer<L: Log>(
             // Freeing what only the old snapshot held happens outside the lock.
             drop(previous);
             shared.published.send_replace(state.rv);
-            // The engine catches up in the background; a closed channel means the checkpointer
-            // failed, which it has already recorded as a storage failure.
-            let _ = checkpoints.send(entries);
+            // The engine catches up in the background. This waits only when the checkpointer is
+            // the queue's bytes behind; a failed checkpointer never makes it wait.
+            shared.checkpoints.push(entries);
             shared
                 .counters
                 .log_bytes
@@ -115,8 +114,12 @@ pub(super) fn writer<L: Log>(
             compacted_upto = checkpointed;
         }
         for (p, r) in batch.into_iter().zip(results) {
-            let _ = p.reply.send(r);
+            // Its bytes leave the queue before the proposer hears back.
+            let Proposal { reply, _queued, .. } = p;
+            drop(_queued);
+            let _ = reply.send(r);
         }
     }
+    shared.checkpoints.close();
     shared.closed.store(true, Ordering::Relaxed);
 }

@@ -6,6 +6,8 @@
 //!   receiver under the same lock therefore sees no gap and no duplicate between them.
 //! - Every event with a version above [`Hub::oldest`] is in the history; a watch from an older
 //!   version is [`Expired`].
+//! - The history is bounded by event count and by bytes (the objects' JSON plus a fixed overhead
+//!   per event), whichever binds first; the newest event always stays.
 //! - The live feed is one bounded broadcast ring shared by every watcher: a watcher that falls
 //!   behind by more than the ring loses its place (and is cut off by the service), writers never
 //!   wait for watchers.
@@ -35,34 +37,56 @@ pub(super) struct Hub {
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
     window: usize,
+    /// Bytes the history holds, by [`event_bytes`], and the most it may.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// What an event costs the history: its object's JSON (the version it made, which the history
+/// alone may keep alive once overwritten) and the bookkeeping around it.
+pub(super) fn event_bytes(ev: &Event) -> usize {
+    const OVERHEAD: usize = 256;
+    ev.object.json.len() + ev.key.name.len() + ev.key.namespace.len() + OVERHEAD
 }
 
 impl Hub {
     /// An empty history starting after `compacted`.
-    pub(super) fn new(compacted: u64, window: usize, buffer: usize) -> Hub {
+    pub(super) fn new(compacted: u64, window: usize, max_bytes: usize, buffer: usize) -> Hub {
         let (events, _) = broadcast::channel(buffer.max(16));
         Hub {
             history: VecDeque::new(),
             compacted,
             events,
             window,
+            bytes: 0,
+            max_bytes,
         }
     }
 
     /// Appends a committed event to the history and sends it to every watcher.
     pub(super) fn publish(&mut self, ev: Arc<Event>) {
+        self.bytes += event_bytes(&ev);
         self.history.push_back(ev.clone());
         // Nobody listening is fine: watchers come and go.
         let _ = self.events.send(ev);
     }
 
-    /// Drops the oldest events beyond the window.
+    /// Drops the oldest events beyond the window's count or bytes.
     pub(super) fn trim(&mut self) {
-        while self.history.len() > self.window {
-            if let Some(old) = self.history.pop_front() {
-                self.compacted = old.rv;
-            }
+        while self.history.len() > self.window
+            || (self.bytes > self.max_bytes && self.history.len() > 1)
+        {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.bytes -= event_bytes(&old);
+            self.compacted = old.rv;
         }
+    }
+
+    /// Bytes held, by [`event_bytes`].
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Versions above this are all in the history.

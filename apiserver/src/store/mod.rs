@@ -56,6 +56,13 @@ use crate::wal::Wal;
 pub struct StoreConfig {
     /// Events kept for watches to resume from.
     pub history_window: usize,
+    /// Bytes of events kept for watches to resume from (whichever of the two binds first).
+    pub history_bytes: usize,
+    /// Bytes of proposals waiting for the writer; a proposal beyond waits to be queued.
+    pub proposal_queue_bytes: usize,
+    /// Bytes of committed effects waiting to be checkpointed into the engine; the writer
+    /// waits beyond.
+    pub checkpoint_queue_bytes: usize,
     /// Events a watcher may be behind the writer before it is cut off.
     pub watch_buffer: usize,
     /// Writes are refused while the data directory's filesystem has less free space.
@@ -68,6 +75,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             history_window: 100_000,
+            history_bytes: 64 * 1024 * 1024,
+            proposal_queue_bytes: 64 * 1024 * 1024,
+            checkpoint_queue_bytes: 64 * 1024 * 1024,
             watch_buffer: 8192,
             min_free_bytes: 64 * 1024 * 1024,
             max_batch: 4096,
@@ -90,6 +100,33 @@ pub enum StoreError {
 struct Proposal {
     cmd: Command,
     reply: oneshot::Sender<Result<Arc<Event>, StoreError>>,
+    /// The proposal's share of the queue's bytes, held until it is answered.
+    _queued: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What a command costs in memory while queued and in its batch.
+fn command_bytes(cmd: &Command) -> usize {
+    const OVERHEAD: usize = 256;
+    let key = cmd.key();
+    let body = match cmd {
+        Command::Put {
+            object,
+            labels,
+            fields,
+            claims,
+            ..
+        } => {
+            object.len()
+                + labels
+                    .iter()
+                    .chain(fields)
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                + claims.iter().map(String::len).sum::<usize>()
+        }
+        Command::Delete { .. } => 0,
+    };
+    body + key.name.len() + key.namespace.len() + OVERHEAD
 }
 
 /// What readers see, replaced by the writer after every commit. Held only for pointer swaps and
@@ -113,6 +150,9 @@ struct Shared {
     /// The version of the last published commit, for readers waiting to catch up with a version
     /// they were given elsewhere (a continue token, a watch resuming on another server).
     published: watch::Sender<u64>,
+    /// Permits are bytes of proposals queued or in the writer's batch.
+    queue: Arc<tokio::sync::Semaphore>,
+    checkpoints: checkpoint::CheckpointQueue,
     config: StoreConfig,
 }
 
@@ -149,6 +189,11 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Semaphore permits for `bytes` (a semaphore counts in `u32`).
+fn queue_permits(bytes: usize) -> u32 {
+    u32::try_from(bytes.max(1)).unwrap_or(u32::MAX)
 }
 
 /// A handle to the store; cheap to clone.
@@ -196,27 +241,35 @@ impl Store {
         let shared = Arc::new(Shared {
             front: Mutex::new(Front {
                 snapshot: Arc::new(state.clone()),
-                hub: Hub::new(compacted, config.history_window, config.watch_buffer),
+                hub: Hub::new(
+                    compacted,
+                    config.history_window,
+                    config.history_bytes,
+                    config.watch_buffer,
+                ),
             }),
             failed: Mutex::new(None),
             counters,
             closed: AtomicBool::new(false),
             checkpointed: AtomicU64::new(compacted),
             published: watch::Sender::new(compacted),
+            queue: Arc::new(tokio::sync::Semaphore::new(
+                queue_permits(config.proposal_queue_bytes) as usize,
+            )),
+            checkpoints: checkpoint::CheckpointQueue::new(config.checkpoint_queue_bytes),
             config,
         });
         let (tx, rx) = mpsc::channel(65536);
         let storage = Arc::new(storage);
-        let (ck_tx, ck_rx) = std::sync::mpsc::channel();
         let (c_shared, c_storage) = (shared.clone(), storage.clone());
         std::thread::Builder::new()
             .name("rudder-store-checkpoint".into())
-            .spawn(move || checkpoint::checkpointer(c_shared, c_storage, ck_rx))
+            .spawn(move || checkpoint::checkpointer(c_shared, c_storage))
             .map_err(|e| StorageError::Io(format!("starting the checkpoint thread: {e}")))?;
         let w_shared = shared.clone();
         std::thread::Builder::new()
             .name("rudder-store-writer".into())
-            .spawn(move || commit::writer(w_shared, state, log, ck_tx, rx))
+            .spawn(move || commit::writer(w_shared, state, log, rx))
             .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
         // Size and free space are sampled on a timer, so health and stats stay current while idle
         // and the write path never waits on a filesystem query. The task ends with the store.
@@ -239,8 +292,22 @@ impl Store {
     /// Proposes a write and waits until it is durable and applied (or refused).
     pub async fn propose(&self, cmd: Command) -> Result<Arc<Event>, StoreError> {
         let (reply, rx) = oneshot::channel();
+        // Waits while the queue holds its bytes: memory, not the number of commands, is what a
+        // flood of large writes would exhaust.
+        let want = command_bytes(&cmd).min(self.shared.config.proposal_queue_bytes.max(1));
+        let queued = self
+            .shared
+            .queue
+            .clone()
+            .acquire_many_owned(queue_permits(want))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
         self.tx
-            .send(Proposal { cmd, reply })
+            .send(Proposal {
+                cmd,
+                reply,
+                _queued: queued,
+            })
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         rx.await.map_err(|_| StoreError::ShuttingDown)?
@@ -278,9 +345,14 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
-        let (snapshot, oldest, events) = {
+        let (snapshot, oldest, events, history_bytes) = {
             let front = self.shared.front();
-            (front.snapshot.clone(), front.hub.oldest(), front.hub.len())
+            (
+                front.snapshot.clone(),
+                front.hub.oldest(),
+                front.hub.len(),
+                front.hub.bytes(),
+            )
         };
         let c = &self.shared.counters;
         StoreStats {
@@ -293,6 +365,11 @@ impl Store {
             unwritable_reason: self.writable().err(),
             commits: c.commits.load(Ordering::Relaxed),
             committed_writes: c.committed_writes.load(Ordering::Relaxed),
+            history_bytes: history_bytes as u64,
+            queued_bytes: (queue_permits(self.shared.config.proposal_queue_bytes) as usize)
+                .saturating_sub(self.shared.queue.available_permits())
+                as u64,
+            checkpoint_queued_bytes: self.shared.checkpoints.bytes() as u64,
         }
     }
 

@@ -17,6 +17,12 @@ pub struct StoreStats {
     pub unwritable_reason: Option<String>,
     pub commits: u64,
     pub committed_writes: u64,
+    /// Bytes held by the watch history.
+    pub history_bytes: u64,
+    /// Bytes of proposals queued or in the writer's batch.
+    pub queued_bytes: u64,
+    /// Bytes of committed effects waiting for a checkpoint.
+    pub checkpoint_queued_bytes: u64,
 }
 
 /// Counters shared by the writer, the sampler and readers.

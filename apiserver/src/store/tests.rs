@@ -277,3 +277,224 @@ async fn a_list_in_progress_does_not_hold_up_writers_or_other_readers() {
         "the list is of its own snapshot, without the later write"
     );
 }
+
+/// A gate a test opens to let a blocked store thread go on.
+#[derive(Default)]
+struct Gate(std::sync::Mutex<bool>, std::sync::Condvar);
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.0.lock().unwrap();
+        while !*open {
+            open = self.1.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.0.lock().unwrap() = true;
+        self.1.notify_all();
+    }
+}
+
+/// A log whose appends wait for the gate: a disk that has stopped answering.
+struct GatedLog(Arc<Gate>);
+
+impl Log for GatedLog {
+    fn append(&mut self, _: &[Entry]) -> Result<(), StorageError> {
+        self.0.wait();
+        Ok(())
+    }
+    fn compact(&mut self, _: u64) {}
+    fn size(&self) -> u64 {
+        0
+    }
+}
+
+/// An engine whose batches wait for the gate: sled falling behind.
+struct GatedEngine(crate::storage::MemStorage, Arc<Gate>);
+
+impl Storage for GatedEngine {
+    fn scan_all(&self) -> Result<crate::storage::KvPairs, StorageError> {
+        self.0.scan_all()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.get(key)
+    }
+    fn apply(&self, batch: Vec<crate::storage::Op>) -> Result<(), StorageError> {
+        self.1.wait();
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        self.0.flush()
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.0.size_on_disk()
+    }
+    fn dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
+const MIB: usize = 1024 * 1024;
+
+fn big_cm(name: &str) -> Command {
+    let body = format!(
+        r#"{{"metadata":{{"name":"{name}"}},"data":{{"v":"{}"}}}}"#,
+        "x".repeat(MIB)
+    );
+    match put_cm(name) {
+        Command::Put {
+            key,
+            expect,
+            labels,
+            fields,
+            deleting,
+            claims,
+            ..
+        } => Command::Put {
+            key,
+            expect,
+            object: Bytes::from(body),
+            labels,
+            fields,
+            deleting,
+            claims,
+        },
+        other => other,
+    }
+}
+
+/// A ConfigMap kind with no namespace check needed: cluster-scoped keys.
+fn cluster_scoped(cmd: Command) -> Command {
+    match cmd {
+        Command::Put {
+            mut key,
+            expect,
+            object,
+            labels,
+            fields,
+            deleting,
+            claims,
+        } => {
+            key.namespace = String::new();
+            Command::Put {
+                key,
+                expect,
+                object,
+                labels,
+                fields,
+                deleting,
+                claims,
+            }
+        }
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn the_history_is_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        history_bytes: 4 * MIB,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(
+        crate::storage::MemStorage::new(),
+        &dir.path().join("log"),
+        config,
+        &no_index,
+    )
+    .unwrap();
+    for i in 0..10 {
+        store
+            .propose(cluster_scoped(big_cm(&format!("big-{i}"))))
+            .await
+            .unwrap();
+    }
+    let st = store.stats();
+    assert!(
+        st.history_events <= 4,
+        "{} events of 1 MiB kept",
+        st.history_events
+    );
+    assert!(st.history_bytes <= 4 * MIB as u64, "{}", st.history_bytes);
+    // What is kept is still a valid window: resuming inside it works, before it is expired.
+    assert!(store.subscribe_from(st.resource_version - 1).is_ok());
+    assert!(store.subscribe_from(1).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_proposals_are_bounded_by_bytes() {
+    let gate = Arc::new(Gate::default());
+    let config = StoreConfig {
+        proposal_queue_bytes: 4 * MIB + 4096,
+        ..StoreConfig::default()
+    };
+    let store = Store::open_with_log(
+        crate::storage::MemStorage::new(),
+        GatedLog(gate.clone()),
+        config,
+        &no_index,
+    )
+    .unwrap();
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { s.propose(cluster_scoped(big_cm(&format!("q-{i}")))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queued = store.stats().queued_bytes;
+    assert!(
+        queued <= 4 * MIB as u64 + 4096 && queued >= 3 * MIB as u64,
+        "{queued} bytes of proposals held while the log is stuck"
+    );
+    gate.open();
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(store.stats().queued_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_waiting_for_a_checkpoint_are_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let config = StoreConfig {
+        checkpoint_queue_bytes: 3 * MIB,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(
+        GatedEngine(crate::storage::MemStorage::new(), gate.clone()),
+        &dir.path().join("log"),
+        config,
+        &no_index,
+    )
+    .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            for i in 0..8 {
+                store
+                    .propose(cluster_scoped(big_cm(&format!("c-{i}"))))
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let written = done.load(Ordering::Relaxed);
+    assert!(
+        written < 8,
+        "all {written} writes were taken while the engine was stuck"
+    );
+    let waiting = store.stats().checkpoint_queued_bytes;
+    assert!(waiting <= 3 * MIB as u64, "{waiting} bytes waiting");
+    gate.open();
+    tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("writes resume once the engine catches up")
+        .unwrap();
+}
