@@ -8,12 +8,14 @@
 //! - [`procs`]: the servers as child processes that die with their guard.
 //! - [`rudder`], [`etcd`]: the workload against each system.
 //! - [`report`]: the table.
+//! - [`rewrite`]: a separate scenario, RSS while one ~1 MiB ConfigMap is rewritten.
 
 pub mod etcd;
 pub mod measure;
 pub mod pod;
 pub mod procs;
 pub mod report;
+pub mod rewrite;
 pub mod rudder;
 pub mod watch;
 
@@ -70,6 +72,16 @@ pub struct Args {
     /// Rate of those creates, per second.
     #[arg(long)]
     pub watch_rate: Option<u64>,
+    /// Instead of the comparison, rewrite one large ConfigMap for this many seconds and report
+    /// the server's RSS (Rudder only).
+    #[arg(long)]
+    pub rewrite_seconds: Option<u64>,
+    /// Size of that ConfigMap's data, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub rewrite_bytes: usize,
+    /// Concurrent writers rewriting it.
+    #[arg(long, default_value_t = 4)]
+    pub rewrite_writers: usize,
 }
 
 /// How much work each phase does.
@@ -178,6 +190,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Some(b) => b.clone(),
         None => default_rudder_bin()?,
     };
+    if let Some(seconds) = args.rewrite_seconds {
+        eprintln!("rudder-bench: rewrite scenario ({})", bin.display());
+        let f = rewrite::run(&bin, seconds, args.rewrite_bytes, args.rewrite_writers).await?;
+        println!("{}", f.render());
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
     eprintln!("rudder-bench: scale {scale:?}");
     eprintln!("rudder-bench: Rudder ({})", bin.display());
     let rudder = rudder::run(&bin, &scale).await?;
