@@ -108,10 +108,11 @@ impl pb::discovery_server::Discovery for GrpcApi {
         req: Request<pb::DiscoveryRequest>,
     ) -> Result<Response<pb::DiscoveryResponse>, Status> {
         identity(&req)?;
+        // Every served version; names resolve to the storage version, so it is the preferred one.
         let resources = self
             .api
             .registry()
-            .kinds()
+            .served()
             .map(|k| pb::ApiResource {
                 group: k.group.to_string(),
                 version: k.version.to_string(),
@@ -121,6 +122,8 @@ impl pb::discovery_server::Discovery for GrpcApi {
                 short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
                 namespaced: k.namespaced,
                 has_status: k.has_status,
+                preferred: k.is_storage(),
+                storage_version: k.storage_version.to_string(),
             })
             .collect();
         Ok(Response::new(pb::DiscoveryResponse { resources }))

@@ -2,6 +2,7 @@
 //!
 //! The server's discovery is the source of truth, so that custom resources work as soon as the
 //! server serves them; the built-in registry is only a fallback for servers without discovery.
+//! Names resolve to a kind's preferred version; a manifest may use any served version.
 
 use rudder_api::Registry;
 use rudder_client::{Client, ClientError, proto as pb};
@@ -93,19 +94,37 @@ impl From<&pb::ApiResource> for ResourceType {
 /// The resource types a server serves.
 #[derive(Debug, Clone)]
 pub struct Kinds {
+    /// One per kind, in its preferred version.
     types: Vec<ResourceType>,
+    /// The kinds' other served versions, for manifests that name them.
+    other_versions: Vec<ResourceType>,
 }
 
 impl Kinds {
     pub fn new(types: Vec<ResourceType>) -> Self {
-        Kinds { types }
+        Kinds {
+            types,
+            other_versions: Vec::new(),
+        }
+    }
+
+    /// From discovery, which lists every served version; a server that predates versions lists
+    /// one entry per kind and no storage version.
+    fn from_discovery(resources: &[pb::ApiResource]) -> Self {
+        let (preferred, others): (Vec<_>, Vec<_>) = resources
+            .iter()
+            .partition(|r| r.preferred || r.storage_version.is_empty());
+        Kinds {
+            types: preferred.into_iter().map(ResourceType::from).collect(),
+            other_versions: others.into_iter().map(ResourceType::from).collect(),
+        }
     }
 
     /// The kinds compiled into this binary.
     pub fn builtin() -> Self {
-        let types = Registry::builtin()
-            .kinds()
-            .map(|k| ResourceType {
+        let resources: Vec<pb::ApiResource> = Registry::builtin()
+            .served()
+            .map(|k| pb::ApiResource {
                 group: k.group.to_string(),
                 version: k.version.to_string(),
                 kind: k.kind.to_string(),
@@ -114,18 +133,18 @@ impl Kinds {
                 short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
                 namespaced: k.namespaced,
                 has_status: k.has_status,
+                preferred: k.is_storage(),
+                storage_version: k.storage_version.to_string(),
             })
             .collect();
-        Kinds { types }
+        Kinds::from_discovery(&resources)
     }
 
     /// Asks the server; falls back to the built-in kinds only when the server answers but has
     /// no discovery (an unreachable server is an error the user must see).
     pub async fn discover(client: &Client) -> Result<Self> {
         match client.api_resources().await {
-            Ok(resp) if !resp.resources.is_empty() => Ok(Kinds::new(
-                resp.resources.iter().map(ResourceType::from).collect(),
-            )),
+            Ok(resp) if !resp.resources.is_empty() => Ok(Kinds::from_discovery(&resp.resources)),
             Ok(_) => Ok(Kinds::builtin()),
             Err(ClientError::Other(_)) => Ok(Kinds::builtin()),
             Err(e) => Err(e.into()),
@@ -170,6 +189,7 @@ impl Kinds {
     pub fn by_gvk(&self, api_version: &str, kind: &str) -> Result<&ResourceType> {
         self.types
             .iter()
+            .chain(&self.other_versions)
             .find(|t| t.kind == kind && t.api_version() == api_version)
             .ok_or_else(|| {
                 CliError::msg(format!(
@@ -204,5 +224,18 @@ mod tests {
         let d = k.by_gvk("apps/v1", "Deployment").unwrap();
         assert_eq!(d.qualified_singular(), "deployment.apps");
         assert!(k.by_gvk("v1", "Deployment").is_err());
+        // Every served version for manifests; names resolve to the preferred one.
+        let hpa = k
+            .by_gvk("autoscaling/v1", "HorizontalPodAutoscaler")
+            .unwrap();
+        assert_eq!(hpa.version, "v1");
+        assert_eq!(k.lookup("hpa").unwrap().version, "v2");
+        assert_eq!(
+            k.all()
+                .iter()
+                .filter(|t| t.plural == "horizontalpodautoscalers")
+                .count(),
+            1
+        );
     }
 }

@@ -133,9 +133,17 @@ pub fn manifest_type<'k>(kinds: &'k Kinds, m: &Manifest) -> Result<&'k ResourceT
             m.source
         )));
     }
-    kinds
-        .by_gvk(av, kind)
-        .map_err(|e| CliError::msg(format!("{} (from \"{}\")", strip_error(&e), m.source)))
+    // kubectl's resource builder's words; its second line ("ensure CRDs are installed first")
+    // is left out, as every error here is one line.
+    kinds.by_gvk(av, kind).map_err(|e| {
+        CliError::msg(format!(
+            "resource mapping not found for name: \"{}\" namespace: \"{}\" from \"{}\": {}",
+            rudder_api::meta::name(&m.object),
+            rudder_api::meta::namespace(&m.object),
+            m.source,
+            strip_error(&e)
+        ))
+    })
 }
 
 /// The message of a [`CliError::Msg`] without its `error: ` prefix, for nesting.

@@ -429,9 +429,11 @@ fn errors_are_one_line() {
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n",
     );
     let e = s.run(&["apply", "-f", &uk]).err_line().to_string();
-    assert!(
-        e.starts_with("error: no matches for kind \"Widget\" in version \"example.com/v1\""),
-        "{e}"
+    assert_eq!(
+        e,
+        format!(
+            "error: resource mapping not found for name: \"x\" namespace: \"\" from \"{uk}\": no matches for kind \"Widget\" in version \"example.com/v1\""
+        )
     );
     assert_eq!(
         s.run(&["get", "deploy", "nope"]).err_line(),

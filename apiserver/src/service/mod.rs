@@ -6,8 +6,13 @@
 //! validation (the kind's [`rudder_api::registry::KindOps`]) → a [`Command`] proposed to the
 //! store. Preconditions the store re-checks deterministically (existence, resourceVersion,
 //! namespace) are also checked here first for a clear error without a round trip through the log.
+//!
+//! Versions: a request names one served version of a kind. Its object is decoded and defaulted
+//! in that version, converted to the kind's storage version and admitted and stored there;
+//! every reply and watch event is converted back to the version asked for ([`convert`]).
 
 mod allocate;
+mod convert;
 mod create;
 mod delete;
 mod events;
@@ -87,6 +92,8 @@ pub struct Api {
     /// Cancelled when the server stops: every watch stream ends, so a graceful stop does not
     /// wait for clients that never hang up.
     pub(crate) closing: tokio_util::sync::CancellationToken,
+    /// Stored objects shown in other served versions, converted once per version.
+    pub(crate) conversions: Arc<convert::Conversions>,
 }
 
 /// The store key of a kind: `group/Kind`.
@@ -125,6 +132,7 @@ impl Api {
             config,
             watchers: Arc::default(),
             closing: tokio_util::sync::CancellationToken::new(),
+            conversions: Arc::default(),
         }
     }
 
@@ -135,6 +143,11 @@ impl Api {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Conversions of stored objects to another served version made so far.
+    pub fn conversions(&self) -> u64 {
+        self.conversions.made()
     }
 
     /// Watches currently open.
@@ -203,15 +216,52 @@ impl Api {
         format_time(self.clock.now())
     }
 
-    /// The wire form of a stored object.
+    /// The wire form of a stored object, in the version `info` serves.
     pub(crate) fn to_pb(&self, info: &KindInfo, key: &ObjKey, obj: &StoredObject) -> pb::Object {
+        let (api_version, json) = self.conversions.show(info, &obj.json);
         pb::Object {
-            api_version: info.api_version(),
+            api_version,
             kind: info.kind.to_string(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
             resource_version: obj.rv,
-            json: obj.json.clone(),
+            json,
+        }
+    }
+
+    /// A request's object, in the version `info` serves, as the storage version with its kind's
+    /// storage entry: decoded strictly and defaulted in the client's version, then converted.
+    pub(crate) fn to_storage(
+        &self,
+        info: &Arc<KindInfo>,
+        name: &str,
+        obj: Value,
+    ) -> Result<(Arc<KindInfo>, Value), ApiError> {
+        let Some(convert) = info.conversion.as_ref() else {
+            return Ok((info.clone(), obj));
+        };
+        let stored = convert
+            .to_storage(obj)
+            .map_err(|e| admit_error(info, name, e))?;
+        let storage = self
+            .registry
+            .storage_of(info)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok((storage.clone(), stored))
+    }
+
+    /// A stored object as `info`'s version shows it, for a change the client makes in it.
+    pub(crate) fn served_form<'a>(
+        &self,
+        info: &KindInfo,
+        stored: &'a Value,
+    ) -> Result<std::borrow::Cow<'a, Value>, ApiError> {
+        match info.conversion.as_ref() {
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+            Some(c) => c
+                .to_served(stored.clone())
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| ApiError::Internal(e.to_string())),
         }
     }
 
@@ -293,10 +343,10 @@ impl Api {
         obj: Value,
         old: Option<&Value>,
     ) -> Result<Value, ApiError> {
-        let mut admitted = info.ops.admit(info, obj, old).map_err(|e| match e {
-            AdmitError::Decode(d) => ApiError::BadRequest(format!("{} \"{name}\": {d}", info.kind)),
-            AdmitError::Invalid(_) => ApiError::invalid(info, name, e.to_string()),
-        })?;
+        let mut admitted = info
+            .ops
+            .admit(info, obj, old)
+            .map_err(|e| admit_error(info, name, e))?;
         if info.group.is_empty() && info.kind == "Secret" {
             fold_string_data(&mut admitted);
         }
@@ -343,14 +393,16 @@ impl Api {
         key: &ObjKey,
         cmd: &Command,
     ) -> pb::Object {
-        let json = match cmd {
+        let (api_version, json) = match cmd {
             Command::Put { object, .. } => {
-                crate::state::set_resource_version(object, self.store.resource_version())
+                let json =
+                    crate::state::set_resource_version(object, self.store.resource_version());
+                self.conversions.show(info, &json)
             }
-            Command::Delete { .. } => Bytes::new(),
+            Command::Delete { .. } => (info.api_version(), Bytes::new()),
         };
         pb::Object {
-            api_version: info.api_version(),
+            api_version,
             kind: info.kind.to_string(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
@@ -412,6 +464,13 @@ impl Api {
     pub(crate) fn parse_stored(obj: &StoredObject) -> Result<Value, ApiError> {
         serde_json::from_slice(&obj.json)
             .map_err(|e| ApiError::Internal(format!("stored object unreadable: {e}")))
+    }
+}
+
+fn admit_error(info: &KindInfo, name: &str, e: AdmitError) -> ApiError {
+    match e {
+        AdmitError::Decode(d) => ApiError::BadRequest(format!("{} \"{name}\": {d}", info.kind)),
+        AdmitError::Invalid(_) => ApiError::invalid(info, name, e.to_string()),
     }
 }
 

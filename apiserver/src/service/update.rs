@@ -252,8 +252,10 @@ impl Api {
                 return Err(ApiError::modified(info, &key.name));
             }
             let old_v = Self::parse_stored(&old)?;
-            let requested = mutate(&old, &old_v)?;
-            let Some(new_v) = self.prepare_update(info, key, &old_v, requested, status)? else {
+            // The change is made in the version the client speaks, then stored converted.
+            let requested = mutate(&old, self.served_form(info, &old_v)?.as_ref())?;
+            let (storage, requested) = self.to_storage(info, &key.name, requested)?;
+            let Some(new_v) = self.prepare_update(&storage, key, &old_v, requested, status)? else {
                 return Ok(self.to_pb(info, key, &old));
             };
             let cmd = if old.deleting && meta::finalizers(&new_v).is_empty() {
@@ -262,7 +264,7 @@ impl Api {
                     expect: Expect::Version(old.rv),
                 }
             } else {
-                self.put_command(info, key.clone(), Expect::Version(old.rv), new_v)?
+                self.put_command(&storage, key.clone(), Expect::Version(old.rv), new_v)?
             };
             if dry {
                 return Ok(self.dry_run_object(info, key, &cmd));
