@@ -85,57 +85,67 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Receives the path of every field the target type does not know.
+type UnknownFieldSink<'a> = &'a mut dyn for<'p> FnMut(serde_ignored::Path<'p>);
+
+/// The one deserializer stack every typed decode goes through, strict or lenient.
+///
+/// Why one: serde code is instantiated per (type, deserializer) pair. The unknown-field sink is
+/// a trait object, not a closure type, so the deserializer type is the same for every kind, and
+/// the shared trees (a `PodSpec` inside Pods, Deployments, Jobs, ...) are compiled once rather
+/// than once per embedding kind and again for a second, lenient stack. This is most of the API
+/// crate's compile time (see docs/benchmarks.md, build time).
+fn decode_with<T: DeserializeOwned>(
+    value: Value,
+    sink: UnknownFieldSink<'_>,
+) -> Result<T, DecodeError> {
+    let mut sink = sink;
+    let de = serde_ignored::Deserializer::new(value, &mut sink);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = clean_path(&e.path().to_string());
+        DecodeError::WrongType {
+            path: if path.is_empty() {
+                "<root>".into()
+            } else {
+                path
+            },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
 /// Decodes `value` into `T`, refusing unknown fields and wrong types with the field path.
 pub fn from_value_strict<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
     let mut unknown: Option<String> = None;
-    let result: Result<T, _> = {
-        let mut record = |path: serde_ignored::Path<'_>| {
-            if unknown.is_none() {
-                unknown = Some(path.to_string());
-            }
-        };
-        let de = serde_ignored::Deserializer::new(value, &mut record);
-        serde_path_to_error::deserialize(de)
-    };
-    match result {
-        Err(e) => {
-            let path = clean_path(&e.path().to_string());
-            let message = e.into_inner().to_string();
-            Err(DecodeError::WrongType {
-                path: if path.is_empty() {
-                    "<root>".into()
-                } else {
-                    path
-                },
-                message,
-            })
+    let mut record = |path: serde_ignored::Path<'_>| {
+        if unknown.is_none() {
+            unknown = Some(path.to_string());
         }
-        Ok(obj) => match unknown {
-            None => Ok(obj),
-            Some(p) => {
-                let p = clean_path(&ignored_path(&p));
-                let (path, field) = match p.rfind('.') {
-                    Some(i) => (p[..i].to_string(), p[i + 1..].to_string()),
-                    None => ("<root>".to_string(), p),
-                };
-                let path = if path.is_empty() {
-                    "<root>".into()
-                } else {
-                    path
-                };
-                Err(DecodeError::UnknownField { path, field })
-            }
-        },
+    };
+    let obj = decode_with(value, &mut record)?;
+    match unknown {
+        None => Ok(obj),
+        Some(p) => {
+            let p = clean_path(&ignored_path(&p));
+            let (path, field) = match p.rfind('.') {
+                Some(i) => (p[..i].to_string(), p[i + 1..].to_string()),
+                None => ("<root>".to_string(), p),
+            };
+            let path = if path.is_empty() {
+                "<root>".into()
+            } else {
+                path
+            };
+            Err(DecodeError::UnknownField { path, field })
+        }
     }
 }
 
 /// Decodes without refusing unknown fields: for objects already stored, which passed the strict
-/// check when written.
+/// check when written. Same deserializer stack as [`from_value_strict`], with a sink that
+/// ignores what it is told.
 pub fn from_value_lenient<T: DeserializeOwned>(value: Value) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(value).map_err(|e| DecodeError::WrongType {
-        path: clean_path(&e.path().to_string()),
-        message: e.into_inner().to_string(),
-    })
+    decode_with(value, &mut |_: serde_ignored::Path<'_>| {})
 }
 
 /// serde_ignored renders sequence indices as `.N`; Kubernetes paths use `[N]`.
