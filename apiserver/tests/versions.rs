@@ -199,6 +199,47 @@ async fn watches_deliver_each_version_and_updates_through_v1_keep_v2_fields() {
 }
 
 #[tokio::test]
+async fn status_updates_and_dry_runs_through_v1() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let mut dry = create_req(V1, HPA, "default", php_apache());
+    dry.options = Some(pb::WriteOptions {
+        dry_run: true,
+        ..Default::default()
+    });
+    let o = c.create(dry).await.expect("dry run");
+    assert_eq!(o.api_version, V1);
+    assert_eq!(json(&o)["spec"]["targetCPUUtilizationPercentage"], 50);
+    create(c, V1, HPA, "default", php_apache()).await;
+
+    // The controller reports in v2: current metrics and conditions v1 has no field for.
+    let (_, mut v2) = get(c, V2).await;
+    let current = json!([{"type": "Resource", "resource": {"name": "cpu",
+        "current": {"averageUtilization": 40, "averageValue": "80m"}}}]);
+    let conditions = json!([{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound",
+        "lastTransitionTime": "2025-01-01T00:00:00Z"}]);
+    v2["status"] = json!({"currentReplicas": 2, "desiredReplicas": 2,
+        "currentMetrics": current, "conditions": conditions});
+    c.update_status(update_req(V2, HPA, "default", &v2))
+        .await
+        .expect("status v2");
+
+    // A v1 client sees the percentage and sends the status back with a change.
+    let (_, mut v1) = get(c, V1).await;
+    assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 40);
+    v1["status"]["desiredReplicas"] = json!(3);
+    let o = c
+        .update_status(update_req(V1, HPA, "default", &v1))
+        .await
+        .expect("status v1");
+    assert_eq!(o.api_version, V1);
+    let (_, v2) = get(c, V2).await;
+    assert_eq!(v2["status"]["desiredReplicas"], 3);
+    assert_eq!(v2["status"]["currentMetrics"], current);
+    assert_eq!(v2["status"]["conditions"], conditions);
+}
+
+#[tokio::test]
 async fn list_and_watch_from_the_start_in_both_versions() {
     let s = TestServer::start(&[]);
     let c = &s.client;
