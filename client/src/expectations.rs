@@ -90,6 +90,11 @@ impl Expectations {
     /// Records that `n` objects are about to be created for `owner` (replacing any earlier
     /// expectation, as Kubernetes' `ExpectCreations` does: call it only when satisfied).
     pub fn expect_creations(&self, owner: &str, n: usize) {
+        self.record(owner, |e| e.adds = n as i64);
+    }
+
+    /// Updates (or starts) `owner`'s expectations and restarts their timeout.
+    fn record(&self, owner: &str, change: impl FnOnce(&mut Expected)) {
         let now = self.clock.instant();
         let mut owners = self.lock();
         let e = owners.entry(owner.to_string()).or_insert_with(|| Expected {
@@ -97,21 +102,13 @@ impl Expectations {
             dels: HashSet::new(),
             set_at: now,
         });
-        e.adds = n as i64;
+        change(e);
         e.set_at = now;
     }
 
     /// Records that the objects with these uids are about to be deleted for `owner`.
     pub fn expect_deletions<I: IntoIterator<Item = String>>(&self, owner: &str, uids: I) {
-        let now = self.clock.instant();
-        let mut owners = self.lock();
-        let e = owners.entry(owner.to_string()).or_insert_with(|| Expected {
-            adds: 0,
-            dels: HashSet::new(),
-            set_at: now,
-        });
-        e.dels.extend(uids);
-        e.set_at = now;
+        self.record(owner, |e| e.dels.extend(uids));
     }
 
     /// One expected creation was observed (or failed and will not be).
