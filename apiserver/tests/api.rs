@@ -327,7 +327,8 @@ async fn decoding_errors_name_the_field() {
         .create(create_req("v1", "Pod", "default", body))
         .await
         .unwrap_err();
-    assert!(matches!(e, ClientError::Invalid(_)), "{e:?}");
+    // Strict decoding errors are BadRequest in Kubernetes; validation errors are Invalid.
+    assert!(matches!(e, ClientError::BadRequest(_)), "{e:?}");
     assert!(
         e.to_string()
             .contains("spec.containers[0]: unknown field \"comand\""),
@@ -438,7 +439,7 @@ async fn selectors_filter_lists() {
     req.label_selector = "app in (".into();
     assert!(matches!(
         c.list(req).await.unwrap_err(),
-        ClientError::Invalid(_)
+        ClientError::BadRequest(_)
     ));
     // Across namespaces.
     assert_eq!(
