@@ -1,8 +1,9 @@
 //! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
 //!
-//! Layout of the data dir, per component (today only the API server):
-//! `<dir>/<component>.pid`, `<dir>/<component>.addr` (where it listens), `<dir>/logs/<component>.log`,
-//! and the API server's store in `<dir>/apiserver/`. The processes are started in their own
+//! Components: the API server, then the scheduler (which needs the API server). Layout of the
+//! data dir, per component: `<dir>/<component>.pid`, `<dir>/<component>.addr` (where it
+//! listens: the API server's gRPC address, the scheduler's health address),
+//! `<dir>/logs/<component>.log`, and the API server's store in `<dir>/apiserver/`. The processes are started in their own
 //! process group so that a Ctrl-C in the terminal that ran `rudder up` does not stop them.
 
 use std::path::{Path, PathBuf};
@@ -31,10 +32,17 @@ pub struct UpArgs {
     /// Address the API server listens on.
     #[arg(long, default_value = config::DEFAULT_SERVER)]
     pub listen: String,
+    /// Address the scheduler serves `GET /healthz` on.
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    pub scheduler_health_addr: String,
 }
 
 const APISERVER: &str = "apiserver";
 const APISERVER_BIN: &str = "rudder-apiserver";
+const SCHEDULER: &str = "scheduler";
+const SCHEDULER_BIN: &str = "rudder-scheduler";
+/// Every component, in start order (stopped in reverse), with its binary.
+const COMPONENTS: [(&str, &str); 2] = [(APISERVER, APISERVER_BIN), (SCHEDULER, SCHEDULER_BIN)];
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -125,6 +133,49 @@ fn log_tail(p: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A component's health at `addr`: the API server's gRPC health call, the others' `/healthz`.
+async fn component_healthy(c: &str, addr: &str) -> std::result::Result<(), String> {
+    if c == APISERVER {
+        healthy(addr).await
+    } else {
+        http_healthy(addr).await
+    }
+}
+
+/// `GET /healthz` answering 200 with body `ok`, as kube-scheduler's health port. A plain HTTP
+/// request over TCP: this is the operator reading a local process's health port.
+async fn http_healthy(addr: &str) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut resp = Vec::new();
+        s.take(64 * 1024)
+            .read_to_end(&mut resp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.lines().next().unwrap_or_default();
+        if status.split_whitespace().nth(1) == Some("200") && body.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(format!("unhealthy: {status} {}", body.trim()))
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(r) => r,
+        Err(_) => Err("no answer within 5s".into()),
+    }
+}
+
 async fn healthy(addr: &str) -> std::result::Result<(), String> {
     let c = Client::new(&[addr]).map_err(|e| e.to_string())?;
     match c.health().await {
@@ -157,27 +208,63 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     let dir = dir
         .canonicalize()
         .map_err(|e| CliError::io(format!("resolving {}", dir.display()), e))?;
-    let log = log_file(&dir, APISERVER);
-    if let Some(pid) = read_pid(&dir, APISERVER).filter(|&p| alive(p) && is_ours(p, APISERVER_BIN))
-    {
-        let addr =
-            read_trimmed(&addr_file(&dir, APISERVER)).unwrap_or_else(|| dial_addr(&args.listen));
-        return match healthy(&addr).await {
+    let store = dir.join(APISERVER);
+    let api_args = vec![
+        "--data-dir".into(),
+        store.display().to_string(),
+        "--listen".into(),
+        args.listen.clone(),
+    ];
+    let addr = ensure(
+        &dir,
+        APISERVER,
+        APISERVER_BIN,
+        api_args,
+        dial_addr(&args.listen),
+    )
+    .await?;
+    let sched_args = vec![
+        "--server".into(),
+        addr.clone(),
+        "--health-addr".into(),
+        args.scheduler_health_addr.clone(),
+    ];
+    ensure(
+        &dir,
+        SCHEDULER,
+        SCHEDULER_BIN,
+        sched_args,
+        dial_addr(&args.scheduler_health_addr),
+    )
+    .await?;
+    let written = write_config(cfg, &addr)?;
+    print_hints(&addr, written.as_deref())
+}
+
+/// Starts component `c` unless it already runs healthy, and waits until it answers at `addr`
+/// (the address recorded for a running one wins). Returns the address.
+async fn ensure(
+    dir: &Path,
+    c: &str,
+    bin_name: &str,
+    args: Vec<String>,
+    addr: String,
+) -> Result<String> {
+    let log = log_file(dir, c);
+    if let Some(pid) = read_pid(dir, c).filter(|&p| alive(p) && is_ours(p, bin_name)) {
+        let addr = read_trimmed(&addr_file(dir, c)).unwrap_or(addr);
+        return match component_healthy(c, &addr).await {
             Ok(()) => {
-                util::outln(&format!(
-                    "apiserver is already running (pid {pid}) at {addr}"
-                ))?;
-                let written = write_config(cfg, &addr)?;
-                print_hints(&addr, written.as_deref())
+                util::outln(&format!("{c} is already running (pid {pid}) at {addr}"))?;
+                Ok(addr)
             }
             Err(why) => Err(CliError::msg(format!(
-                "apiserver (pid {pid}) is running but not healthy at {addr} ({why}); see {} or run `rudder down`",
+                "{c} (pid {pid}) is running but not healthy at {addr} ({why}); see {} or run `rudder down`",
                 log.display()
             ))),
         };
     }
-    let bin = find_binary(APISERVER_BIN)?;
-    let store = dir.join(APISERVER);
+    let bin = find_binary(bin_name)?;
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -187,10 +274,7 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         .try_clone()
         .map_err(|e| CliError::io("duplicating the log file", e))?;
     let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("--data-dir")
-        .arg(&store)
-        .arg("--listen")
-        .arg(&args.listen)
+    cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(logf)
         .stderr(logf2);
@@ -199,40 +283,43 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         .spawn()
         .map_err(|e| CliError::io(format!("starting {}", bin.display()), e))?;
     let pid = child.id();
-    let addr = dial_addr(&args.listen);
-    std::fs::write(pid_file(&dir, APISERVER), format!("{pid}\n"))
-        .and_then(|_| std::fs::write(addr_file(&dir, APISERVER), format!("{addr}\n")))
+    std::fs::write(pid_file(dir, c), format!("{pid}\n"))
+        .and_then(|_| std::fs::write(addr_file(dir, c), format!("{addr}\n")))
         .map_err(|e| CliError::io(format!("writing pid file in {}", dir.display()), e))?;
     let deadline = Instant::now() + HEALTH_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let _ = std::fs::remove_file(pid_file(&dir, APISERVER));
+            let _ = std::fs::remove_file(pid_file(dir, c));
             eprintln!("{}", log_tail(&log, 20));
             return Err(CliError::msg(format!(
-                "apiserver exited ({status}) before becoming healthy; log above, full log in {}",
+                "{c} exited ({status}) before becoming healthy; log above, full log in {}",
                 log.display()
             )));
         }
-        let last = match healthy(&addr).await {
+        let last = match component_healthy(c, &addr).await {
             Ok(()) => break,
             Err(e) => e,
         };
         if Instant::now() >= deadline {
             eprintln!("{}", log_tail(&log, 20));
             return Err(CliError::msg(format!(
-                "apiserver (pid {pid}) not healthy at {addr} after {}s ({last}); log above, full log in {}; it is still running, stop it with `rudder down`",
+                "{c} (pid {pid}) not healthy at {addr} after {}s ({last}); log above, full log in {}; it is still running, stop it with `rudder down`",
                 HEALTH_TIMEOUT.as_secs(),
                 log.display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let what = if c == APISERVER {
+        "listening"
+    } else {
+        "health"
+    };
     util::outln(&format!(
-        "apiserver started (pid {pid}), listening on {addr}; logs in {}",
+        "{c} started (pid {pid}), {what} on {addr}; logs in {}",
         log.display()
     ))?;
-    let written = write_config(cfg, &addr)?;
-    print_hints(&addr, written.as_deref())
+    Ok(addr)
 }
 
 fn signal(pid: i32, sig: rustix::process::Signal) {
@@ -256,12 +343,13 @@ async fn wait_exit(pid: i32, within: Duration) -> bool {
 pub async fn down(args: DataDirArgs) -> Result<()> {
     let dir = &args.data_dir;
     let mut any = false;
-    for c in [APISERVER] {
+    // Dependents first: the scheduler would only log errors once the API server is gone.
+    for (c, bin) in COMPONENTS.iter().rev() {
         let Some(pid) = read_pid(dir, c) else {
             continue;
         };
         any = true;
-        if !alive(pid) || !is_ours(pid, APISERVER_BIN) {
+        if !alive(pid) || !is_ours(pid, bin) {
             let _ = std::fs::remove_file(pid_file(dir, c));
             util::outln(&format!("{c} was not running (removed stale pid file)"))?;
             continue;
@@ -310,14 +398,16 @@ pub async fn status(args: DataDirArgs) -> Result<i32> {
     let mut ok = true;
     let mut rows = Vec::new();
     let mut stats_addr = None;
-    for c in [APISERVER] {
+    for (c, bin) in COMPONENTS {
         let pid = read_pid(dir, c);
-        let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, APISERVER_BIN));
+        let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, bin));
         let addr = read_trimmed(&addr_file(dir, c)).unwrap_or_default();
         let health = if is_alive && !addr.is_empty() {
-            match healthy(&addr).await {
+            match component_healthy(c, &addr).await {
                 Ok(()) => {
-                    stats_addr = Some(addr.clone());
+                    if c == APISERVER {
+                        stats_addr = Some(addr.clone());
+                    }
                     "ok".to_string()
                 }
                 Err(e) => e,

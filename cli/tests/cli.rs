@@ -493,13 +493,29 @@ fn config_file_names_the_server() {
 
 #[test]
 fn up_status_down() {
-    // Checked first so a missing server binary fails with the clear message.
+    // Checked first so a missing binary fails with the clear message.
     common::apiserver_bin();
+    let sched = common::rudder_bin().with_file_name("rudder-scheduler");
+    assert!(
+        sched.is_file(),
+        "rudder-scheduler is not built at {}: run `cargo build -p rudder-scheduler` first",
+        sched.display()
+    );
     let home = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
+    let health = format!("127.0.0.1:{}", common::free_port());
     let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
-    let up = run(&["up", "--data-dir", "data", "--listen", &listen]);
+    let up_args = [
+        "up",
+        "--data-dir",
+        "data",
+        "--listen",
+        &listen,
+        "--scheduler-health-addr",
+        &health,
+    ];
+    let up = run(&up_args);
     let out = up.ok().to_string();
     assert!(
         out.contains(&format!("export RUDDER_SERVER={listen}")),
@@ -507,11 +523,13 @@ fn up_status_down() {
     );
     assert!(home.path().join("data/apiserver.pid").is_file());
     assert!(home.path().join("data/logs/apiserver.log").is_file());
+    assert!(home.path().join("data/scheduler.pid").is_file());
+    assert!(out.contains("scheduler started"), "{out}");
     let cfg = std::fs::read_to_string(home.path().join("config")).unwrap();
     assert_eq!(cfg, format!("server: {listen}\n"));
     // The config file now routes plain commands to it.
     run(&["get", "ns", "default"]).ok();
-    let again = run(&["up", "--data-dir", "data", "--listen", &listen]);
+    let again = run(&up_args);
     assert!(again.ok().contains("already running"), "{}", again.stdout);
     let st = run(&["status", "--data-dir", "data"]);
     let text = st.ok().to_string();
@@ -519,10 +537,19 @@ fn up_status_down() {
         text.contains("apiserver") && text.contains(" yes ") && text.contains(" ok "),
         "{text}"
     );
+    let sched_row = text
+        .lines()
+        .find(|l| l.starts_with("scheduler"))
+        .unwrap_or_default();
+    assert!(
+        sched_row.contains(" yes ") && sched_row.contains(" ok ") && sched_row.contains(&health),
+        "{text}"
+    );
     assert!(text.contains("objects:"), "{text}");
     let down = run(&["down", "--data-dir", "data"]);
     assert!(down.ok().contains("stopped"), "{}", down.stdout);
     assert!(!home.path().join("data/apiserver.pid").exists());
+    assert!(!home.path().join("data/scheduler.pid").exists());
     let st = run(&["status", "--data-dir", "data"]);
     assert_eq!(st.code, 3, "{}", st.stdout);
     let o = run(&["get", "ns"]);

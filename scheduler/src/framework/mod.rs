@@ -1,0 +1,189 @@
+//! The plugin contract: small synchronous functions over an immutable snapshot, at Kubernetes'
+//! extension points (filter, score so far). No plugin does I/O; the cycle in
+//! [`crate::scheduler`] calls them and alone talks to the API server.
+//!
+//! A filter's [`Status`] code tells the queue how to retry, as Kubernetes' framework does:
+//! `Unschedulable` may be fixed by a change elsewhere in the cluster (preemption, a pod leaving),
+//! `UnschedulableAndUnresolvable` only by a change of the node itself, `Error` is a bug or bad
+//! input and is retried with back-off.
+
+pub mod resources;
+
+use std::sync::Arc;
+
+use rudder_api::k8s_openapi::api::core::v1::{Node, Pod};
+
+pub use resources::Resources;
+
+/// How a plugin judged a pod on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Success,
+    Unschedulable,
+    UnschedulableAndUnresolvable,
+    Error,
+}
+
+/// A plugin's verdict, with the reasons Kubernetes prints ("Insufficient cpu").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub code: Code,
+    pub reasons: Vec<String>,
+}
+
+impl Status {
+    pub fn success() -> Self {
+        Status {
+            code: Code::Success,
+            reasons: Vec::new(),
+        }
+    }
+    pub fn unschedulable(reason: impl Into<String>) -> Self {
+        Status {
+            code: Code::Unschedulable,
+            reasons: vec![reason.into()],
+        }
+    }
+    pub fn unresolvable(reason: impl Into<String>) -> Self {
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![reason.into()],
+        }
+    }
+    pub fn error(reason: impl Into<String>) -> Self {
+        Status {
+            code: Code::Error,
+            reasons: vec![reason.into()],
+        }
+    }
+    pub fn is_success(&self) -> bool {
+        self.code == Code::Success
+    }
+}
+
+/// The pod being scheduled, with what the plugins derive from it once per cycle.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    /// `namespace/name`.
+    pub key: String,
+    /// Effective requests as Kubernetes computes them (see [`resources::pod_requests`]).
+    pub requests: Resources,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or("")
+        );
+        let requests = resources::pod_requests(&pod);
+        PodInfo { pod, key, requests }
+    }
+}
+
+/// A node in the snapshot with what is placed on it: bound pods (running or not yet) and the
+/// pods this scheduler assumed but whose binding the cache has not seen yet.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node: Arc<Node>,
+    pub name: String,
+    /// `status.allocatable` (capacity when absent), in scheduler units.
+    pub allocatable: Resources,
+    /// Sum of the placed pods' effective requests.
+    pub requested: Resources,
+    /// Sum of the placed pods' requests with Kubernetes' non-zero defaults, for scoring.
+    pub non_zero_requested: Resources,
+    /// Keys of the pods placed here.
+    pub pods: Vec<String>,
+}
+
+impl NodeInfo {
+    pub fn new(node: Arc<Node>) -> Self {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let allocatable = resources::node_allocatable(&node);
+        NodeInfo {
+            node,
+            name,
+            allocatable,
+            requested: Resources::default(),
+            non_zero_requested: Resources::default(),
+            pods: Vec::new(),
+        }
+    }
+
+    /// Counts `pod` (its key and effective requests) as placed here.
+    pub fn add_pod(&mut self, key: &str, requests: &Resources) {
+        self.requested.add(requests);
+        self.non_zero_requested.add(&requests.non_zero());
+        self.pods.push(key.to_string());
+    }
+}
+
+/// A filter: can `pod` run on `node`?
+pub trait FilterPlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// Highest score a plugin gives, as Kubernetes' `MaxNodeScore`.
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// A score: how good is `node` for `pod`, in `0..=MAX_NODE_SCORE` once normalised.
+pub trait ScorePlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Rescales the scores of all feasible nodes (same order as given); default: none.
+    fn normalize(&self, _scores: &mut [i64]) {}
+    fn weight(&self) -> i64 {
+        1
+    }
+}
+
+/// The plugins a profile runs, in order.
+pub struct Profile {
+    pub scheduler_name: String,
+    pub filters: Vec<Box<dyn FilterPlugin>>,
+    pub scores: Vec<Box<dyn ScorePlugin>>,
+}
+
+impl Profile {
+    /// The default plugin set of this slice.
+    pub fn default_profile(scheduler_name: &str) -> Self {
+        use crate::plugins::*;
+        Profile {
+            scheduler_name: scheduler_name.to_string(),
+            filters: vec![
+                Box::new(nodeunschedulable::NodeUnschedulable),
+                Box::new(nodename::NodeName),
+                Box::new(noderesources::Fit),
+            ],
+            scores: vec![Box::new(noderesources::LeastAllocated)],
+        }
+    }
+
+    /// Runs every filter; the first failure decides (as Kubernetes, which stops at the first).
+    pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for f in &self.filters {
+            let s = f.filter(pod, node);
+            if !s.is_success() {
+                return s;
+            }
+        }
+        Status::success()
+    }
+
+    /// Weighted, normalised total score per feasible node (same order as `nodes`).
+    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+        let mut total = vec![0i64; nodes.len()];
+        for p in &self.scores {
+            let mut s: Vec<i64> = nodes.iter().map(|n| p.score(pod, n)).collect();
+            p.normalize(&mut s);
+            for (t, v) in total.iter_mut().zip(s) {
+                *t += v * p.weight();
+            }
+        }
+        total
+    }
+}

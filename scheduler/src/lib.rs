@@ -1,0 +1,80 @@
+//! Rudder's scheduler: watches unscheduled pods and the nodes through the API server and binds
+//! each pod to a node with the binding call, as kube-scheduler.
+//!
+//! Layout:
+//! - [`framework`]: the plugin contract (`filter`, `score`, [`framework::Status`] codes), the
+//!   resource arithmetic and the [`framework::Profile`] that lists the plugins.
+//! - [`plugins`]: one module per plugin.
+//! - [`queue`]: active, back-off and unschedulable queues.
+//! - [`cache`]: the snapshot of nodes and placed pods, with assumed pods.
+//! - [`scheduler`]: the cycle (pop, snapshot, filter, score, assume, bind).
+//! - [`health`]: the `/healthz` endpoint.
+//!
+//! [`run`] wires them to shared informers, optionally under leader election (only the leader
+//! binds). See `docs/scheduler.md`.
+
+pub mod cache;
+pub mod framework;
+pub mod health;
+pub mod plugins;
+pub mod queue;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use rudder_client::Api;
+use rudder_client::clock::SharedClock;
+use rudder_client::informer::InformerFactory;
+use rudder_client::leader::{LeaderConfig, LeaderElector, LeaderError};
+use tokio_util::sync::CancellationToken;
+
+pub use scheduler::{DEFAULT_SCHEDULER_NAME, Scheduler};
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub scheduler_name: String,
+    /// `None`: schedule without election (a single replica).
+    pub leader: Option<LeaderConfig>,
+}
+
+impl Config {
+    pub fn new(scheduler_name: &str) -> Self {
+        Config {
+            scheduler_name: scheduler_name.to_string(),
+            leader: None,
+        }
+    }
+}
+
+/// Runs the scheduler until `cancel`. With leader election each term gets a fresh queue and
+/// cache over the shared informers, and scheduling stops when the term ends.
+pub async fn run(
+    api: Arc<dyn Api>,
+    clock: SharedClock,
+    cfg: Config,
+    cancel: CancellationToken,
+) -> Result<(), LeaderError> {
+    let factory = InformerFactory::new(Arc::clone(&api), Arc::clone(&clock));
+    let pods = factory.for_kind("v1", "Pod");
+    let nodes = factory.for_kind("v1", "Node");
+    factory.start(&cancel);
+    let make = || {
+        Scheduler::new(
+            Arc::clone(&api),
+            framework::Profile::default_profile(&cfg.scheduler_name),
+            pods.clone(),
+            nodes.clone(),
+        )
+    };
+    match cfg.leader.clone() {
+        None => make().run(cancel).await,
+        Some(lc) => {
+            let elector = LeaderElector::new(Arc::clone(&api), lc, clock)?;
+            elector
+                .run_while_leading(cancel, |term| make().run(term))
+                .await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `rudder-scheduler`: parses flags, sets up logging, serves health, schedules until
+//! SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rudder_client::clock::RealClock;
+use rudder_client::leader::LeaderConfig;
+use rudder_client::{Api, Client};
+use rudder_scheduler::{Config, DEFAULT_SCHEDULER_NAME};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rudder-scheduler", version, about = "Rudder's scheduler")]
+struct Args {
+    /// API server address(es), comma separated.
+    #[arg(
+        long,
+        env = "RUDDER_SERVER",
+        default_value = "127.0.0.1:6443",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
+    /// Pods whose spec.schedulerName is this are ours.
+    #[arg(long, default_value = DEFAULT_SCHEDULER_NAME)]
+    scheduler_name: String,
+    /// Where `GET /healthz` answers.
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    health_addr: String,
+    /// Run leader election so that only one replica binds.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace and name of the Lease.
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
+    #[arg(long, default_value = "rudder-scheduler")]
+    leader_elect_resource_name: String,
+    /// Seconds others wait without a renewal before taking over.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration: u64,
+    /// Seconds the leader keeps leading without a successful renewal.
+    #[arg(long, default_value_t = 10)]
+    leader_elect_renew_deadline: u64,
+    /// Seconds between attempts to acquire or renew.
+    #[arg(long, default_value_t = 2)]
+    leader_elect_retry_period: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = Client::new(&args.server).context("invalid --server")?;
+    let api: Arc<dyn Api> = Arc::new(client);
+    let mut cfg = Config::new(&args.scheduler_name);
+    if args.leader_elect {
+        let identity = format!("rudder-scheduler-{}", uuid::Uuid::new_v4());
+        let mut lc = LeaderConfig::new(
+            &args.leader_elect_resource_namespace,
+            &args.leader_elect_resource_name,
+            &identity,
+        );
+        lc.lease_duration = Duration::from_secs(args.leader_elect_lease_duration);
+        lc.renew_deadline = Duration::from_secs(args.leader_elect_renew_deadline);
+        lc.retry_period = Duration::from_secs(args.leader_elect_retry_period);
+        cfg.leader = Some(lc);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.health_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.health_addr))?;
+    let cancel = CancellationToken::new();
+    let health = tokio::spawn(rudder_scheduler::health::serve(listener, cancel.clone()));
+    tracing::info!(health = %args.health_addr, name = %args.scheduler_name, "rudder-scheduler starting");
+    let work = tokio::spawn(rudder_scheduler::run(
+        api,
+        RealClock::shared(),
+        cfg,
+        cancel.clone(),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    work.await.context("scheduler task")??;
+    let _ = health.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
