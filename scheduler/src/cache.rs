@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rudder_api::k8s_openapi::api::core::v1::{Node, Pod};
 use rudder_client::cache::Reader;
 
-use crate::framework::{NodeInfo, PodInfo, Resources};
+use crate::framework::{NodeInfo, PodInfo};
 
 /// An immutable view of the cluster for one scheduling cycle: nodes by name, sorted.
 #[derive(Debug, Default)]
@@ -22,8 +22,8 @@ pub struct Snapshot {
 
 #[derive(Debug, Default)]
 pub struct Cache {
-    /// Pod key → (node, requests).
-    assumed: HashMap<String, (String, Resources)>,
+    /// Pod key → (node, the pod as decided).
+    assumed: HashMap<String, (String, PodInfo)>,
 }
 
 /// Whether a bound pod still holds its resources.
@@ -44,7 +44,7 @@ pub fn node_name(pod: &Pod) -> Option<&str> {
 impl Cache {
     pub fn assume(&mut self, pod: &PodInfo, node: &str) {
         self.assumed
-            .insert(pod.key.clone(), (node.to_string(), pod.requests));
+            .insert(pod.key.clone(), (node.to_string(), pod.clone()));
     }
 
     pub fn forget(&mut self, key: &str) {
@@ -86,11 +86,10 @@ impl Cache {
                 continue;
             }
             if let Some(&i) = index.get(node) {
-                let info = PodInfo::new(Arc::clone(&p));
-                infos[i].add_pod(&info.key, &info.requests);
+                infos[i].add_pod(&PodInfo::new(Arc::clone(&p)));
             }
         }
-        self.assumed.retain(|key, (node, req)| {
+        self.assumed.retain(|key, (node, pod)| {
             let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
             let confirmed_or_gone = match pods.get(ns, name) {
                 None => true,
@@ -100,7 +99,7 @@ impl Cache {
                 return false;
             }
             if let Some(&i) = index.get(node.as_str()) {
-                infos[i].add_pod(key, req);
+                infos[i].add_pod(pod);
             }
             true
         });

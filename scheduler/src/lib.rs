@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use rudder_client::Api;
 use rudder_client::clock::SharedClock;
+use rudder_client::events::EventRecorder;
 use rudder_client::informer::InformerFactory;
 use rudder_client::leader::{LeaderConfig, LeaderElector, LeaderError};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,9 @@ pub use scheduler::{DEFAULT_SCHEDULER_NAME, Scheduler};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub scheduler_name: String,
+    pub scoring_strategy: framework::ScoringStrategy,
+    /// Reported as the Events' source host.
+    pub host: String,
     /// `None`: schedule without election (a single replica).
     pub leader: Option<LeaderConfig>,
 }
@@ -42,6 +46,8 @@ impl Config {
     pub fn new(scheduler_name: &str) -> Self {
         Config {
             scheduler_name: scheduler_name.to_string(),
+            scoring_strategy: framework::ScoringStrategy::default(),
+            host: String::new(),
             leader: None,
         }
     }
@@ -59,22 +65,40 @@ pub async fn run(
     let pods = factory.for_kind("v1", "Pod");
     let nodes = factory.for_kind("v1", "Node");
     factory.start(&cancel);
+    let (events, events_task) = EventRecorder::new(
+        Arc::clone(&api),
+        &cfg.scheduler_name,
+        &cfg.host,
+        Arc::clone(&clock),
+        1024,
+    );
     let make = || {
         Scheduler::new(
             Arc::clone(&api),
-            framework::Profile::default_profile(&cfg.scheduler_name),
+            framework::Profile::with_strategy(&cfg.scheduler_name, cfg.scoring_strategy),
             pods.clone(),
             nodes.clone(),
+            Arc::clone(&clock),
         )
+        .with_events(events.clone())
     };
     match cfg.leader.clone() {
         None => make().run(cancel).await,
         Some(lc) => {
-            let elector = LeaderElector::new(Arc::clone(&api), lc, clock)?;
+            let elector = LeaderElector::new(Arc::clone(&api), lc, Arc::clone(&clock))?;
             elector
                 .run_while_leading(cancel, |term| make().run(term))
                 .await;
         }
+    }
+    // Let the recorder send what is pending, briefly: shutdown must not hang on a dead server.
+    drop(events);
+    let mut events_task = events_task;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut events_task)
+        .await
+        .is_err()
+    {
+        events_task.abort();
     }
     Ok(())
 }

@@ -9,8 +9,15 @@ use clap::Parser;
 use rudder_client::clock::RealClock;
 use rudder_client::leader::LeaderConfig;
 use rudder_client::{Api, Client};
+use rudder_scheduler::framework::ScoringStrategy;
 use rudder_scheduler::{Config, DEFAULT_SCHEDULER_NAME};
 use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Strategy {
+    LeastAllocated,
+    MostAllocated,
+}
 
 #[derive(Parser)]
 #[command(name = "rudder-scheduler", version, about = "Rudder's scheduler")]
@@ -26,6 +33,9 @@ struct Args {
     /// Pods whose spec.schedulerName is this are ours.
     #[arg(long, default_value = DEFAULT_SCHEDULER_NAME)]
     scheduler_name: String,
+    /// How NodeResourcesFit scores: spread pods (least-allocated) or pack them (most-allocated).
+    #[arg(long, value_enum, default_value_t = Strategy::LeastAllocated)]
+    scoring_strategy: Strategy,
     /// Where `GET /healthz` answers.
     #[arg(long, default_value = "127.0.0.1:10259")]
     health_addr: String,
@@ -60,6 +70,13 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::new(&args.server).context("invalid --server")?;
     let api: Arc<dyn Api> = Arc::new(client);
     let mut cfg = Config::new(&args.scheduler_name);
+    cfg.host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    cfg.scoring_strategy = match args.scoring_strategy {
+        Strategy::LeastAllocated => ScoringStrategy::LeastAllocated,
+        Strategy::MostAllocated => ScoringStrategy::MostAllocated,
+    };
     if args.leader_elect {
         let identity = format!("rudder-scheduler-{}", uuid::Uuid::new_v4());
         let mut lc = LeaderConfig::new(

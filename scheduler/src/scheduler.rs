@@ -3,7 +3,9 @@
 //! One task owns the queue and the cache and runs cycles one at a time, between handling the
 //! informers' events; so a decision always sees every earlier decision (assumed pods). A pod
 //! that fits nowhere is parked as unschedulable with its reasons summed per filter as
-//! Kubernetes prints them; a failed bind is forgotten and retried after a back-off. A pod is
+//! Kubernetes prints them, gets the condition PodScheduled=False (reason Unschedulable, that
+//! message) and a Warning Event FailedScheduling with it; a failed bind is forgotten and
+//! retried after a back-off. A pod is
 //! this scheduler's when its `spec.schedulerName` (default `default-scheduler`) is ours, it is
 //! unbound, not being deleted and not finished.
 
@@ -13,6 +15,8 @@ use std::sync::Arc;
 use rudder_api::k8s_openapi::api::core::v1::Pod;
 use rudder_client::Api;
 use rudder_client::cache::CachedObject;
+use rudder_client::clock::SharedClock;
+use rudder_client::events::EventRecorder;
 use rudder_client::informer::{Informer, Subscription};
 use rudder_client::proto as pb;
 use rudder_client::reflector::ReflectorEvent;
@@ -59,10 +63,18 @@ pub struct Scheduler {
     nodes: Informer,
     queue: SchedulingQueue,
     cache: Cache,
+    clock: SharedClock,
+    events: Option<EventRecorder>,
 }
 
 impl Scheduler {
-    pub fn new(api: Arc<dyn Api>, profile: Profile, pods: Informer, nodes: Informer) -> Self {
+    pub fn new(
+        api: Arc<dyn Api>,
+        profile: Profile,
+        pods: Informer,
+        nodes: Informer,
+        clock: SharedClock,
+    ) -> Self {
         Scheduler {
             api,
             profile,
@@ -70,6 +82,60 @@ impl Scheduler {
             nodes,
             queue: SchedulingQueue::new(),
             cache: Cache::default(),
+            clock,
+            events: None,
+        }
+    }
+
+    /// Records a FailedScheduling Event for each unschedulable attempt.
+    pub fn with_events(mut self, events: EventRecorder) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Writes PodScheduled=False/Unschedulable with `msg` (unless the pod already says so) and
+    /// records the Event. Failures are logged: the pod stays parked either way.
+    async fn report_unschedulable(&self, obj: &CachedObject, pod: &Pod, msg: &str) {
+        if let Some(ev) = &self.events {
+            ev.warning(&obj.value, "FailedScheduling", msg);
+        }
+        let existing = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        let same = existing.iter().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(msg)
+        });
+        if same {
+            return;
+        }
+        // A merge patch replaces the list whole: keep the other conditions as they are.
+        let mut conditions: Vec<serde_json::Value> = obj
+            .value
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c.get("type").and_then(|t| t.as_str()) != Some("PodScheduled"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        conditions.push(serde_json::json!({
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": msg,
+            "lastTransitionTime": now,
+        }));
+        let status = serde_json::json!({ "conditions": conditions });
+        if let Err(e) = rudder_client::write::patch_status(&*self.api, obj, status).await {
+            tracing::warn!(pod = %obj.name, error = %e, "cannot write the PodScheduled condition");
         }
     }
 
@@ -192,6 +258,7 @@ impl Scheduler {
             let msg = fit_error_message(snap.nodes.len(), &reasons);
             tracing::info!(pod = %key, %msg, "unschedulable");
             self.queue.add_unschedulable(key, prio, now);
+            self.report_unschedulable(&obj, &info.pod, &msg).await;
             return Outcome::Unschedulable(msg);
         }
         let scores = self.profile.run_scores(&info, &feasible);

@@ -72,10 +72,15 @@ impl Cluster {
 
     /// A node with `cpu` and 4Gi allocatable, Ready unless `ready` is false.
     async fn node(&self, name: &str, cpu: &str, ready: bool, cordoned: bool) {
+        let spec = json!({"unschedulable": cordoned});
+        self.node_with(name, cpu, ready, json!({}), spec).await;
+    }
+
+    async fn node_with(&self, name: &str, cpu: &str, ready: bool, labels: Value, spec: Value) {
         let n = json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name},
-            "spec": {"unschedulable": cordoned},
+            "metadata": {"name": name, "labels": labels},
+            "spec": spec,
         });
         self.create("Node", "", n).await;
         let status = json!({"status": {
@@ -87,13 +92,72 @@ impl Cluster {
     }
 
     async fn pod(&self, name: &str, cpu: &str) {
+        self.pod_with(name, cpu, json!({})).await;
+    }
+
+    /// A pod requesting `cpu`, with `extra` merged into its spec.
+    async fn pod_with(&self, name: &str, cpu: &str, extra: Value) {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu}}}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
         let p = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"containers": [{"name": "c", "image": "busybox",
-                "resources": {"requests": {"cpu": cpu}}}]},
+            "spec": spec,
         });
         self.create("Pod", "default", p).await;
+    }
+
+    /// Waits for the pod's PodScheduled=False condition and returns its message.
+    async fn unschedulable_message(&self, name: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = self.pod_json(name).await;
+            let cond = p
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned());
+            if let Some(c) = cond
+                && c["status"] == "False"
+            {
+                assert_eq!(c["reason"], "Unschedulable", "{c}");
+                return c["message"].as_str().unwrap_or_default().to_string();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pod {name} has no PodScheduled=False within {WAIT:?}: {p}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a FailedScheduling Event about the pod and returns its message.
+    async fn failed_scheduling_event(&self, pod: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let list = self
+                .api
+                .list(pb::ListRequest {
+                    kind: Some(kind_ref("v1", "Event")),
+                    namespace: "default".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("list events");
+            for o in &list.items {
+                let e: Value = serde_json::from_slice(&o.json).expect("event json");
+                if e["reason"] == "FailedScheduling" && e["involvedObject"]["name"] == pod {
+                    return e["message"].as_str().unwrap_or_default().to_string();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no FailedScheduling event for {pod} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn pod_json(&self, name: &str) -> Value {
@@ -179,5 +243,35 @@ async fn a_burst_is_spread_by_assumed_pods() {
     for p in ["p2", "p3"] {
         assert_eq!(c.node_of(p).await, None, "{p} must not be bound");
     }
+    c.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn taints_and_selectors_decide_and_a_pod_that_fits_nowhere_is_told_why() {
+    let mut c = cluster().await;
+    c.start_scheduler();
+    let taint = json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]});
+    c.node_with("gpu", "4", true, json!({}), taint).await;
+    c.node_with("a", "1", true, json!({"zone": "a"}), json!({}))
+        .await;
+    c.node_with("b", "1", true, json!({"zone": "b"}), json!({}))
+        .await;
+    c.pod("big", "2").await;
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
+                2 Insufficient cpu.";
+    assert_eq!(c.unschedulable_message("big").await, want);
+    assert_eq!(c.failed_scheduling_event("big").await, want);
+    assert_eq!(c.node_of("big").await, None);
+    let tolerates = json!({"tolerations": [{"key": "dedicated", "operator": "Equal",
+        "value": "gpu", "effect": "NoSchedule"}]});
+    c.pod_with("tolerant", "2", tolerates).await;
+    assert_eq!(c.bound("tolerant").await, "gpu");
+    c.pod_with("zoned", "100m", json!({"nodeSelector": {"zone": "b"}}))
+        .await;
+    assert_eq!(c.bound("zoned").await, "b");
+    let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+        {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["b"]}]}]}}}});
+    c.pod_with("not-b", "100m", affinity).await;
+    assert_eq!(c.bound("not-b").await, "a");
     c.server.shutdown().await;
 }

@@ -74,6 +74,7 @@ async fn frozen_scheduler(fake: &Arc<FakeApi>) -> Scheduler {
         Profile::default_profile(DEFAULT_SCHEDULER_NAME),
         pods.clone(),
         nodes,
+        ManualClock::shared(1),
     );
     let mut all = pods.reader().list();
     all.sort_by(|a, b| a.name.cmp(&b.name));

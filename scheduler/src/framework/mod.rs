@@ -69,6 +69,49 @@ pub struct PodInfo {
     pub key: String,
     /// Effective requests as Kubernetes computes them (see [`resources::pod_requests`]).
     pub requests: Resources,
+    /// Host ports its containers (and sidecars) ask for.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// One host port a pod occupies: `hostIP` (empty: every address), protocol, port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Kubernetes' rule: same protocol and port, and the addresses overlap (equal, or either
+    /// is the wildcard).
+    pub fn conflicts(&self, o: &HostPort) -> bool {
+        let wild = |ip: &str| ip.is_empty() || ip == "0.0.0.0";
+        self.port == o.port
+            && self.protocol == o.protocol
+            && (self.ip == o.ip || wild(&self.ip) || wild(&o.ip))
+    }
+}
+
+fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| HostPort {
+            ip: p.host_ip.clone().unwrap_or_default(),
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            port: p.host_port.unwrap_or(0),
+        })
+        .collect()
 }
 
 impl PodInfo {
@@ -79,7 +122,13 @@ impl PodInfo {
             pod.metadata.name.as_deref().unwrap_or("")
         );
         let requests = resources::pod_requests(&pod);
-        PodInfo { pod, key, requests }
+        let host_ports = host_ports(&pod);
+        PodInfo {
+            pod,
+            key,
+            requests,
+            host_ports,
+        }
     }
 }
 
@@ -97,6 +146,8 @@ pub struct NodeInfo {
     pub non_zero_requested: Resources,
     /// Keys of the pods placed here.
     pub pods: Vec<String>,
+    /// Host ports the placed pods occupy.
+    pub used_ports: Vec<HostPort>,
 }
 
 impl NodeInfo {
@@ -110,14 +161,16 @@ impl NodeInfo {
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             pods: Vec::new(),
+            used_ports: Vec::new(),
         }
     }
 
-    /// Counts `pod` (its key and effective requests) as placed here.
-    pub fn add_pod(&mut self, key: &str, requests: &Resources) {
-        self.requested.add(requests);
-        self.non_zero_requested.add(&requests.non_zero());
-        self.pods.push(key.to_string());
+    /// Counts `pod` (its requests and host ports) as placed here.
+    pub fn add_pod(&mut self, pod: &PodInfo) {
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.add(&pod.requests.non_zero());
+        self.pods.push(pod.key.clone());
+        self.used_ports.extend(pod.host_ports.iter().cloned());
     }
 }
 
@@ -141,6 +194,14 @@ pub trait ScorePlugin: Send + Sync {
     }
 }
 
+/// How NodeResourcesFit scores: spread (Kubernetes' default) or bin packing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScoringStrategy {
+    #[default]
+    LeastAllocated,
+    MostAllocated,
+}
+
 /// The plugins a profile runs, in order.
 pub struct Profile {
     pub scheduler_name: String,
@@ -149,17 +210,32 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The default plugin set of this slice.
+    /// Kubernetes' default plugins that exist here, in its order, with its score weights.
     pub fn default_profile(scheduler_name: &str) -> Self {
+        Self::with_strategy(scheduler_name, ScoringStrategy::default())
+    }
+
+    pub fn with_strategy(scheduler_name: &str, strategy: ScoringStrategy) -> Self {
         use crate::plugins::*;
+        let fit_score: Box<dyn ScorePlugin> = match strategy {
+            ScoringStrategy::LeastAllocated => Box::new(noderesources::LeastAllocated),
+            ScoringStrategy::MostAllocated => Box::new(noderesources::MostAllocated),
+        };
         Profile {
             scheduler_name: scheduler_name.to_string(),
             filters: vec![
                 Box::new(nodeunschedulable::NodeUnschedulable),
                 Box::new(nodename::NodeName),
+                Box::new(tainttoleration::TaintToleration),
+                Box::new(nodeaffinity::NodeAffinity),
+                Box::new(nodeports::NodePorts),
                 Box::new(noderesources::Fit),
             ],
-            scores: vec![Box::new(noderesources::LeastAllocated)],
+            scores: vec![
+                Box::new(tainttoleration::TaintToleration),
+                fit_score,
+                Box::new(noderesources::BalancedAllocation),
+            ],
         }
     }
 

@@ -1,9 +1,12 @@
 //! One module per plugin, each behind the [`crate::framework`] contract, each with unit tests
 //! on hand-built snapshots.
 
+pub mod nodeaffinity;
 pub mod nodename;
+pub mod nodeports;
 pub mod noderesources;
 pub mod nodeunschedulable;
+pub mod tainttoleration;
 
 #[cfg(test)]
 pub(crate) mod testutil {
