@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rudder_client::cache::CachedObject;
 use rudder_client::clock::ManualClock;
 use rudder_client::conn::kind_ref;
 use rudder_client::fake::{FakeApi, Op};
@@ -124,5 +125,77 @@ async fn a_failed_bind_is_rolled_back_and_retried_after_backoff() {
     assert!(
         s.schedule_one().await.is_none(),
         "p0 waits out its back-off"
+    );
+}
+
+async fn pod_value(api: &dyn Api, name: &str) -> serde_json::Value {
+    let o = api
+        .get(pb::GetRequest {
+            kind: Some(kind_ref("v1", "Pod")),
+            namespace: "default".into(),
+            name: name.into(),
+        })
+        .await
+        .expect("get");
+    serde_json::from_slice(&o.json).expect("json")
+}
+
+fn cached(v: &serde_json::Value) -> Arc<CachedObject> {
+    let name = v["metadata"]["name"].as_str().unwrap_or_default();
+    Arc::new(CachedObject::new(
+        "v1",
+        "Pod",
+        "default",
+        name,
+        1,
+        v.clone(),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unschedulable_pod_is_retried_on_its_own_change_or_a_freed_node_not_on_status_writes() {
+    let fake = FakeApi::new();
+    node(&*fake, "a", "1").await;
+    pod(&*fake, "p0", "600m").await;
+    pod(&*fake, "p1", "600m").await;
+    let mut s = frozen_scheduler(&fake).await;
+    assert_eq!(
+        s.schedule_one().await.map(|x| x.1),
+        Some(Outcome::Bound("a".into()))
+    );
+    let msg = "0/1 nodes are available: 1 Insufficient cpu.";
+    assert_eq!(
+        s.schedule_one().await.map(|x| x.1),
+        Some(Outcome::Unschedulable(msg.into()))
+    );
+    // The scheduler's own condition write reached the server...
+    let p1 = pod_value(&*fake, "p1").await;
+    assert_eq!(p1["status"]["conditions"][0]["message"], msg, "{p1}");
+    // ...and its watch event does not retry the pod (no loop).
+    let mut before = p1.clone();
+    before["status"] = json!({"phase": "Pending"});
+    s.handle_pod_event(ReflectorEvent::Updated {
+        old: cached(&before),
+        new: cached(&p1),
+    });
+    assert!(s.schedule_one().await.is_none());
+    // A change to the pod itself does.
+    let mut relabelled = p1.clone();
+    relabelled["metadata"]["labels"] = json!({"try": "again"});
+    s.handle_pod_event(ReflectorEvent::Updated {
+        old: cached(&p1),
+        new: cached(&relabelled),
+    });
+    assert_eq!(
+        s.schedule_one().await.map(|x| x.1),
+        Some(Outcome::Unschedulable(msg.into()))
+    );
+    // Deleting the bound pod frees the node: the parked pod is retried and fits.
+    let mut p0 = pod_value(&*fake, "p0").await;
+    p0["spec"]["nodeName"] = json!("a");
+    s.handle_pod_event(ReflectorEvent::Deleted(cached(&p0)));
+    assert_eq!(
+        s.schedule_one().await.map(|x| x.1),
+        Some(Outcome::Bound("a".into()))
     );
 }
