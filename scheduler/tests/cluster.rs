@@ -273,5 +273,10 @@ async fn taints_and_selectors_decide_and_a_pod_that_fits_nowhere_is_told_why() {
         {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["b"]}]}]}}}});
     c.pod_with("not-b", "100m", affinity).await;
     assert_eq!(c.bound("not-b").await, "a");
+    // Preferred affinity outweighs b being the busier node.
+    let prefers = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+        [{"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}});
+    c.pod_with("prefers-b", "100m", prefers).await;
+    assert_eq!(c.bound("prefers-b").await, "b");
     c.server.shutdown().await;
 }

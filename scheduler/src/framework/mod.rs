@@ -233,6 +233,7 @@ impl Profile {
             ],
             scores: vec![
                 Box::new(tainttoleration::TaintToleration),
+                Box::new(nodeaffinity::NodeAffinity),
                 fit_score,
                 Box::new(noderesources::BalancedAllocation),
             ],

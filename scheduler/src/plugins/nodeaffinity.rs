@@ -1,14 +1,14 @@
 //! NodeAffinity (required part) and nodeSelector: every `spec.nodeSelector` label must match,
 //! and at least one term of `requiredDuringSchedulingIgnoredDuringExecution` (each term all
 //! its `matchExpressions` on labels and `matchFields` on `metadata.name`). Operators In, NotIn,
-//! Exists, DoesNotExist, Gt, Lt as Kubernetes; an empty term matches nothing. Preferred
-//! affinity (scoring) is not done yet.
+//! Exists, DoesNotExist, Gt, Lt as Kubernetes; an empty term matches nothing. The score sums
+//! the weights of the matching preferred terms, normalised so the best node scores 100.
 
 use std::collections::BTreeMap;
 
 use rudder_api::k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Status};
+use crate::framework::{FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, ScorePlugin, Status};
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
@@ -87,6 +87,47 @@ impl FilterPlugin for NodeAffinity {
     }
 }
 
+impl ScorePlugin for NodeAffinity {
+    fn name(&self) -> &'static str {
+        "NodeAffinity"
+    }
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let preferred = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            });
+        let empty = BTreeMap::new();
+        let labels = node.node.metadata.labels.as_ref().unwrap_or(&empty);
+        preferred
+            .into_iter()
+            .flatten()
+            .filter(|p| term(&p.preference, labels, &node.name))
+            .map(|p| i64::from(p.weight))
+            .sum()
+    }
+
+    /// Kubernetes' default normalisation: the highest sum becomes 100.
+    fn normalize(&self, scores: &mut [i64]) {
+        let max = scores.iter().copied().max().unwrap_or(0);
+        if max > 0 {
+            for s in scores.iter_mut() {
+                *s = *s * MAX_NODE_SCORE / max;
+            }
+        }
+    }
+
+    fn weight(&self) -> i64 {
+        2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +147,25 @@ mod tests {
 
     fn expr(key: &str, op: &str, values: &[&str]) -> Value {
         json!([{"matchExpressions": [{"key": key, "operator": op, "values": values}]}])
+    }
+
+    #[test]
+    fn preferred_terms_add_their_weights() {
+        let p = pod(json!({"containers": [], "affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+            {"weight": 30, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
+        ]}}}));
+        let mut other = node("n2", "1");
+        other["metadata"]["labels"] = json!({"zone": "a"});
+        let mut s = vec![
+            NodeAffinity.score(&p, &labelled()),
+            NodeAffinity.score(&p, &info(other)),
+            NodeAffinity.score(&p, &info(node("n3", "1"))),
+        ];
+        assert_eq!(s, vec![40, 10, 0]);
+        NodeAffinity.normalize(&mut s);
+        assert_eq!(s, vec![100, 25, 0]);
     }
 
     #[test]
