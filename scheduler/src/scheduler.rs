@@ -239,8 +239,9 @@ impl Scheduler {
             return Outcome::Skipped;
         }
         let prio = priority(&pod);
-        let info = PodInfo::new(pod);
+        let mut info = PodInfo::new(pod);
         let snap = self.cache.snapshot(&reader, &self.nodes.reader());
+        self.profile.pre_filter(&mut info, &snap.nodes);
         let mut feasible: Vec<&NodeInfo> = Vec::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for n in &snap.nodes {

@@ -9,6 +9,9 @@
 
 pub mod resources;
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use rudder_api::k8s_openapi::api::core::v1::{Node, Pod};
@@ -71,6 +74,28 @@ pub struct PodInfo {
     pub requests: Resources,
     /// Host ports its containers (and sidecars) ask for.
     pub host_ports: Vec<HostPort>,
+    /// What the pre-filter plugins computed from the whole snapshot this cycle.
+    pub state: CycleState,
+}
+
+/// Per-cycle plugin state, keyed by plugin name, as Kubernetes' `CycleState`: written once by
+/// [`Profile::pre_filter`] before any filter runs, then only read.
+#[derive(Clone, Default)]
+pub struct CycleState(HashMap<&'static str, Arc<dyn Any + Send + Sync>>);
+
+impl CycleState {
+    pub fn insert(&mut self, plugin: &'static str, v: Arc<dyn Any + Send + Sync>) {
+        self.0.insert(plugin, v);
+    }
+    pub fn get<T: 'static>(&self, plugin: &str) -> Option<&T> {
+        self.0.get(plugin).and_then(|v| v.downcast_ref::<T>())
+    }
+}
+
+impl fmt::Debug for CycleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// One host port a pod occupies: `hostIP` (empty: every address), protocol, port.
@@ -128,6 +153,7 @@ impl PodInfo {
             key,
             requests,
             host_ports,
+            state: CycleState::default(),
         }
     }
 }
@@ -146,6 +172,8 @@ pub struct NodeInfo {
     pub non_zero_requested: Resources,
     /// Keys of the pods placed here.
     pub pods: Vec<String>,
+    /// The pods placed here (same order as `pods`), for plugins that look at other pods.
+    pub placed: Vec<Arc<Pod>>,
     /// Host ports the placed pods occupy.
     pub used_ports: Vec<HostPort>,
 }
@@ -161,6 +189,7 @@ impl NodeInfo {
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
             pods: Vec::new(),
+            placed: Vec::new(),
             used_ports: Vec::new(),
         }
     }
@@ -170,8 +199,16 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.requests.non_zero());
         self.pods.push(pod.key.clone());
+        self.placed.push(Arc::clone(&pod.pod));
         self.used_ports.extend(pod.host_ports.iter().cloned());
     }
+}
+
+/// A pre-filter: computes, once per cycle and from every node, what its filter and score
+/// need (Kubernetes' PreFilter and PreScore in one); the result lands in [`PodInfo::state`].
+pub trait PreFilterPlugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn pre_filter(&self, pod: &PodInfo, nodes: &[NodeInfo]) -> Option<Arc<dyn Any + Send + Sync>>;
 }
 
 /// A filter: can `pod` run on `node`?
@@ -205,6 +242,7 @@ pub enum ScoringStrategy {
 /// The plugins a profile runs, in order.
 pub struct Profile {
     pub scheduler_name: String,
+    pub pre_filters: Vec<Box<dyn PreFilterPlugin>>,
     pub filters: Vec<Box<dyn FilterPlugin>>,
     pub scores: Vec<Box<dyn ScorePlugin>>,
 }
@@ -223,6 +261,10 @@ impl Profile {
         };
         Profile {
             scheduler_name: scheduler_name.to_string(),
+            pre_filters: vec![
+                Box::new(interpodaffinity::InterPodAffinity),
+                Box::new(podtopologyspread::PodTopologySpread),
+            ],
             filters: vec![
                 Box::new(nodeunschedulable::NodeUnschedulable),
                 Box::new(nodename::NodeName),
@@ -230,13 +272,26 @@ impl Profile {
                 Box::new(nodeaffinity::NodeAffinity),
                 Box::new(nodeports::NodePorts),
                 Box::new(noderesources::Fit),
+                Box::new(podtopologyspread::PodTopologySpread),
+                Box::new(interpodaffinity::InterPodAffinity),
             ],
             scores: vec![
                 Box::new(tainttoleration::TaintToleration),
                 Box::new(nodeaffinity::NodeAffinity),
                 fit_score,
                 Box::new(noderesources::BalancedAllocation),
+                Box::new(podtopologyspread::PodTopologySpread),
+                Box::new(interpodaffinity::InterPodAffinity),
             ],
+        }
+    }
+
+    /// Runs every pre-filter over the snapshot, storing their state in `pod`.
+    pub fn pre_filter(&self, pod: &mut PodInfo, nodes: &[NodeInfo]) {
+        for p in &self.pre_filters {
+            if let Some(v) = p.pre_filter(pod, nodes) {
+                pod.state.insert(p.name(), v);
+            }
         }
     }
 
