@@ -21,6 +21,7 @@ use crate::framework::{
 pub struct InterPodAffinity;
 
 const NAME: &str = "InterPodAffinity";
+const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 pub const ERR_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ERR_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 pub const ERR_EXISTING_ANTI_AFFINITY: &str =
@@ -264,6 +265,11 @@ impl PreFilterPlugin for InterPodAffinity {
                     .filter(|t| t.matches(other))
                 {
                     bump(&mut st.score, &t.topology_key, -t.weight);
+                }
+                // Their required affinity counts as a preference of weight 1, Kubernetes'
+                // default `hardPodAffinityWeight`.
+                for t in theirs.affinity.iter().filter(|t| t.matches(&pod.pod)) {
+                    bump(&mut st.score, &t.topology_key, HARD_POD_AFFINITY_WEIGHT);
                 }
                 for t in theirs
                     .preferred_affinity

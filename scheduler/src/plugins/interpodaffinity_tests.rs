@@ -209,3 +209,19 @@ fn placed_pods_preferred_terms_score_symmetrically() {
     );
     assert_eq!(st, vec![100, 100, 0]);
 }
+
+#[test]
+fn placed_pods_required_affinity_adds_the_hard_pod_affinity_weight() {
+    let fan = placed_pod(
+        "fan",
+        "default",
+        json!({}),
+        json!({"containers": [], "affinity": aff(zone_term(json!({"matchLabels": {"app": "web"}})))}),
+    );
+    let st = run_score(
+        &InterPodAffinity,
+        web("incoming", "default"),
+        &cluster(&[fan]),
+    );
+    assert_eq!(st, vec![100, 100, 0]);
+}
