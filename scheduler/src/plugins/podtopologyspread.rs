@@ -146,13 +146,26 @@ impl PreFilterPlugin for PodTopologySpread {
         }
         let ns = pod.pod.metadata.namespace.as_deref().unwrap_or("default");
         let own = labels(&pod.pod);
+        // Kubernetes counts only nodes having the keys of all constraints of the same kind
+        // (filter: DoNotSchedule, score: ScheduleAnyway).
+        let keys = |hard: bool| -> Vec<String> {
+            cs.iter()
+                .filter(|c| c.hard == hard)
+                .map(|c| c.key.clone())
+                .collect()
+        };
+        let (hard_keys, soft_keys) = (keys(true), keys(false));
         let mut out = Vec::new();
         for c in cs {
             let mut counts: HashMap<String, i64> = HashMap::new();
+            let same_kind = if c.hard { &hard_keys } else { &soft_keys };
             for n in nodes {
                 let Some(v) = node_value(n, &c.key) else {
                     continue;
                 };
+                if same_kind.iter().any(|k| node_value(n, k).is_none()) {
+                    continue;
+                }
                 if c.honor_affinity && !FilterPlugin::filter(&NodeAffinity, pod, n).is_success() {
                     continue;
                 }

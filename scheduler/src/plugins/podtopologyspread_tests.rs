@@ -194,3 +194,24 @@ fn controller_owned_pods_get_default_spreading() {
     let nodes = two_zones(2, 0);
     assert!(PreFilterPlugin::pre_filter(&PodTopologySpread, &web("incoming"), &nodes).is_none());
 }
+
+#[test]
+fn nodes_missing_any_constraints_key_are_not_counted() {
+    // a (z1, empty) lacks `rack`, so with a rack constraint too, z1 is no domain for the
+    // zone constraint: b's z2 (one pod) is the only domain, the minimum, and b may take it.
+    let mut nodes = two_zones(0, 1);
+    let mut n = (*nodes[1].node).clone();
+    if let Some(l) = n.metadata.labels.as_mut() {
+        l.insert("rack".into(), "r1".into());
+    }
+    nodes[1].node = Arc::new(n);
+    let mut rack = zone_constraint(1, "DoNotSchedule");
+    rack["topologyKey"] = json!("rack");
+    let mut spec = json!({"containers": [], "topologySpreadConstraints": [
+        zone_constraint(0, "DoNotSchedule"), rack]});
+    spec["topologySpreadConstraints"][0]["maxSkew"] = json!(1);
+    let p = placed_pod("incoming", "default", json!({"app": "web"}), spec);
+    let st = run_filter(&PodTopologySpread, p, &nodes);
+    assert_eq!(st[0].code, Code::UnschedulableAndUnresolvable);
+    assert!(st[1].is_success(), "{st:?}");
+}
