@@ -27,8 +27,9 @@ pub const ERR_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rule
 pub const ERR_EXISTING_ANTI_AFFINITY: &str =
     "node(s) didn't satisfy existing pods anti-affinity rules";
 
-fn labels(pod: &Pod) -> BTreeMap<String, String> {
-    pod.metadata.labels.clone().unwrap_or_default()
+fn labels(pod: &Pod) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    pod.metadata.labels.as_ref().unwrap_or(&EMPTY)
 }
 
 fn namespace(pod: &Pod) -> &str {
@@ -87,7 +88,7 @@ impl Term {
             .and_then(|s| {
                 with_label_keys(
                     s,
-                    &own,
+                    own,
                     t.match_label_keys.as_deref().unwrap_or_default(),
                     t.mismatch_label_keys.as_deref().unwrap_or_default(),
                 )
@@ -122,7 +123,7 @@ impl Term {
                     ns.to_string(),
                 )]))
             });
-        ns_ok && sel.matches(&labels(pod))
+        ns_ok && sel.matches(labels(pod))
     }
 }
 

@@ -40,8 +40,9 @@ struct Constraint {
     honor_taints: bool,
 }
 
-fn labels(pod: &Pod) -> BTreeMap<String, String> {
-    pod.metadata.labels.clone().unwrap_or_default()
+fn labels(pod: &Pod) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    pod.metadata.labels.as_ref().unwrap_or(&EMPTY)
 }
 
 fn constraint(c: &TopologySpreadConstraint, pod: &Pod) -> Constraint {
@@ -52,7 +53,7 @@ fn constraint(c: &TopologySpreadConstraint, pod: &Pod) -> Constraint {
         .and_then(|s| {
             with_label_keys(
                 s,
-                &labels(pod),
+                labels(pod),
                 c.match_label_keys.as_deref().unwrap_or_default(),
                 &[],
             )
@@ -180,7 +181,7 @@ impl PreFilterPlugin for PodTopologySpread {
                         **key != pod.key
                             && p.metadata.deletion_timestamp.is_none()
                             && p.metadata.namespace.as_deref().unwrap_or("default") == ns
-                            && c.selector.as_ref().is_some_and(|s| s.matches(&labels(p)))
+                            && c.selector.as_ref().is_some_and(|s| s.matches(labels(p)))
                     })
                     .count() as i64;
                 *counts.entry(v.to_string()).or_default() += matching;
@@ -191,7 +192,7 @@ impl PreFilterPlugin for PodTopologySpread {
             } else {
                 counts.values().copied().min().unwrap_or(0)
             };
-            let self_match = i64::from(c.selector.as_ref().is_some_and(|s| s.matches(&own)));
+            let self_match = i64::from(c.selector.as_ref().is_some_and(|s| s.matches(own)));
             out.push(Counted {
                 c,
                 counts,
