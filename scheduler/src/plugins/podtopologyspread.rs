@@ -234,8 +234,8 @@ impl ScorePlugin for PodTopologySpread {
         NAME
     }
 
-    /// Raw (lower is better): per soft constraint, the pods already in the node's domain plus
-    /// `maxSkew - 1`, weighted by `ln(domains + 2)` as Kubernetes, in thousandths.
+    /// Raw (lower is better): per soft constraint, the pods already in the node's domain
+    /// weighted by `ln(domains + 2)`, plus `maxSkew - 1`, as Kubernetes; in thousandths.
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let Some(State(cs)) = pod.state.get::<State>(NAME) else {
             return 0;
@@ -247,7 +247,7 @@ impl ScorePlugin for PodTopologySpread {
             };
             let here = k.counts.get(v).copied().unwrap_or(0);
             let w = ((k.counts.len() + 2) as f64).ln();
-            total += (here + k.c.max_skew - 1) as f64 * w;
+            total += here as f64 * w + (k.c.max_skew - 1) as f64;
         }
         (total * 1000.0).round() as i64
     }

@@ -215,3 +215,13 @@ fn nodes_missing_any_constraints_key_are_not_counted() {
     assert_eq!(st[0].code, Code::UnschedulableAndUnresolvable);
     assert!(st[1].is_success(), "{st:?}");
 }
+
+#[test]
+fn schedule_anyway_score_weights_counts_by_ln_domains_and_adds_max_skew_minus_one() {
+    // Kubernetes: cnt × ln(domains + 2) + (maxSkew − 1); z1: 2 × ln 4 + 1, z2: 0 + 1.
+    let p = spread(zone_constraint(2, "ScheduleAnyway"), json!({}));
+    assert_eq!(
+        run_score(&PodTopologySpread, p, &two_zones(2, 0)),
+        vec![26, 100]
+    );
+}
