@@ -78,23 +78,40 @@ pub struct PodInfo {
     pub state: CycleState,
 }
 
-/// Per-cycle plugin state, keyed by plugin name, as Kubernetes' `CycleState`: written once by
-/// [`Profile::pre_filter`] before any filter runs, then only read.
+/// Per-cycle plugin state, keyed by plugin name, as Kubernetes' `CycleState`: written by
+/// [`Profile::pre_filter`] before any filter runs and by the pre-scores in
+/// [`Profile::run_scores`] before any score, then only read.
 #[derive(Clone, Default)]
-pub struct CycleState(HashMap<&'static str, Arc<dyn Any + Send + Sync>>);
+pub struct CycleState {
+    pre_filter: HashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+    pre_score: HashMap<&'static str, Arc<dyn Any + Send + Sync>>,
+}
 
 impl CycleState {
     pub fn insert(&mut self, plugin: &'static str, v: Arc<dyn Any + Send + Sync>) {
-        self.0.insert(plugin, v);
+        self.pre_filter.insert(plugin, v);
     }
     pub fn get<T: 'static>(&self, plugin: &str) -> Option<&T> {
-        self.0.get(plugin).and_then(|v| v.downcast_ref::<T>())
+        self.pre_filter
+            .get(plugin)
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+    pub fn insert_pre_score(&mut self, plugin: &'static str, v: Arc<dyn Any + Send + Sync>) {
+        self.pre_score.insert(plugin, v);
+    }
+    pub fn get_pre_score<T: 'static>(&self, plugin: &str) -> Option<&T> {
+        self.pre_score
+            .get(plugin)
+            .and_then(|v| v.downcast_ref::<T>())
     }
 }
 
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_struct("CycleState")
+            .field("pre_filter", &self.pre_filter.keys())
+            .field("pre_score", &self.pre_score.keys())
+            .finish()
     }
 }
 
@@ -224,6 +241,15 @@ pub const MAX_NODE_SCORE: i64 = 100;
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Once per cycle before any score, over the feasible nodes (Kubernetes' PreScore); the
+    /// result is in `pod.state.get_pre_score(name)` for `score`. Default: nothing.
+    fn pre_score(
+        &self,
+        _pod: &PodInfo,
+        _feasible: &[&NodeInfo],
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
     /// Rescales the scores of all feasible nodes (same order as given); default: none.
     fn normalize(&self, _scores: &mut [i64]) {}
     fn weight(&self) -> i64 {
@@ -309,6 +335,13 @@ impl Profile {
     /// Weighted, normalised total score per feasible node (same order as `nodes`).
     pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
         let mut total = vec![0i64; nodes.len()];
+        let mut pod = pod.clone();
+        for p in &self.scores {
+            if let Some(v) = p.pre_score(&pod, nodes) {
+                pod.state.insert_pre_score(p.name(), v);
+            }
+        }
+        let pod = &pod;
         for p in &self.scores {
             let mut s: Vec<i64> = nodes.iter().map(|n| p.score(pod, n)).collect();
             p.normalize(&mut s);

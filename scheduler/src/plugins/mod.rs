@@ -89,6 +89,10 @@ pub(crate) mod testutil {
         if let Some(s) = PreFilterPlugin::pre_filter(p, &pod, nodes) {
             pod.state.insert(PreFilterPlugin::name(p), s);
         }
+        let all: Vec<&NodeInfo> = nodes.iter().collect();
+        if let Some(s) = p.pre_score(&pod, &all) {
+            pod.state.insert_pre_score(ScorePlugin::name(p), s);
+        }
         let mut s: Vec<i64> = nodes.iter().map(|n| p.score(&pod, n)).collect();
         p.normalize(&mut s);
         s

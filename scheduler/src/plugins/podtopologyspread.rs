@@ -129,7 +129,15 @@ struct Counted {
     self_match: i64,
 }
 
-struct State(Vec<Counted>);
+struct State {
+    constraints: Vec<Counted>,
+    /// The system defaults apply: a node missing a key skips that constraint (Kubernetes
+    /// requires all keys only of explicit constraints).
+    system_default: bool,
+}
+
+/// Per constraint (same order): `ln(domains among the feasible nodes + 2)`.
+struct Weights(Vec<f64>);
 
 impl PreFilterPlugin for PodTopologySpread {
     fn name(&self) -> &'static str {
@@ -142,6 +150,13 @@ impl PreFilterPlugin for PodTopologySpread {
         nodes: &[NodeInfo],
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         let cs = constraints(&pod.pod);
+        let system_default = cs.first().is_some_and(|_| {
+            pod.pod.spec.as_ref().is_none_or(|s| {
+                s.topology_spread_constraints
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            })
+        });
         if cs.is_empty() {
             return None;
         }
@@ -164,7 +179,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 let Some(v) = node_value(n, &c.key) else {
                     continue;
                 };
-                if same_kind.iter().any(|k| node_value(n, k).is_none()) {
+                if !system_default && same_kind.iter().any(|k| node_value(n, k).is_none()) {
                     continue;
                 }
                 if c.honor_affinity && !FilterPlugin::filter(&NodeAffinity, pod, n).is_success() {
@@ -200,7 +215,10 @@ impl PreFilterPlugin for PodTopologySpread {
                 self_match,
             });
         }
-        Some(Arc::new(State(out)))
+        Some(Arc::new(State {
+            constraints: out,
+            system_default,
+        }))
     }
 }
 
@@ -210,7 +228,10 @@ impl FilterPlugin for PodTopologySpread {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let Some(State(cs)) = pod.state.get::<State>(NAME) else {
+        let Some(State {
+            constraints: cs, ..
+        }) = pod.state.get::<State>(NAME)
+        else {
             return Status::success();
         };
         for k in cs.iter().filter(|k| k.c.hard) {
@@ -234,19 +255,56 @@ impl ScorePlugin for PodTopologySpread {
         NAME
     }
 
+    /// Domains per soft constraint among the feasible nodes (those with every key, for
+    /// explicit constraints), for the weights.
+    fn pre_score(
+        &self,
+        pod: &PodInfo,
+        feasible: &[&NodeInfo],
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let st = pod.state.get::<State>(NAME)?;
+        let soft: Vec<&Counted> = st.constraints.iter().filter(|k| !k.c.hard).collect();
+        let nodes: Vec<&&NodeInfo> = feasible
+            .iter()
+            .filter(|n| st.system_default || soft.iter().all(|k| node_value(n, &k.c.key).is_some()))
+            .collect();
+        let weights = st
+            .constraints
+            .iter()
+            .map(|k| {
+                let domains: HashSet<&str> = nodes
+                    .iter()
+                    .filter_map(|n| node_value(n, &k.c.key))
+                    .collect();
+                ((domains.len() + 2) as f64).ln()
+            })
+            .collect();
+        Some(Arc::new(Weights(weights)))
+    }
+
     /// Raw (lower is better): per soft constraint, the pods already in the node's domain
     /// weighted by `ln(domains + 2)`, plus `maxSkew - 1`, as Kubernetes; in thousandths.
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let Some(State(cs)) = pod.state.get::<State>(NAME) else {
+        let Some(st) = pod.state.get::<State>(NAME) else {
             return 0;
         };
+        let weights = pod.state.get_pre_score::<Weights>(NAME);
         let mut total = 0.0f64;
-        for k in cs.iter().filter(|k| !k.c.hard) {
+        for (i, k) in st.constraints.iter().enumerate() {
+            if k.c.hard {
+                continue;
+            }
             let Some(v) = node_value(node, &k.c.key) else {
+                if st.system_default {
+                    continue;
+                }
                 return MISSING;
             };
             let here = k.counts.get(v).copied().unwrap_or(0);
-            let w = ((k.counts.len() + 2) as f64).ln();
+            // Without a pre-score (a caller that skipped it), all counted domains.
+            let w = weights
+                .and_then(|w| w.0.get(i).copied())
+                .unwrap_or_else(|| ((k.counts.len() + 2) as f64).ln());
             total += here as f64 * w + (k.c.max_skew - 1) as f64;
         }
         (total * 1000.0).round() as i64

@@ -225,3 +225,45 @@ fn schedule_anyway_score_weights_counts_by_ln_domains_and_adds_max_skew_minus_on
         vec![26, 100]
     );
 }
+
+#[test]
+fn schedule_anyway_weights_by_the_feasible_nodes_domains_only() {
+    // z3's node c is infeasible: two domains count (ln 4), not three (ln 5, giving 23).
+    let mut nodes = two_zones(2, 0);
+    nodes.push(labelled_node("c", "z3"));
+    let mut p = spread(zone_constraint(2, "ScheduleAnyway"), json!({}));
+    if let Some(s) = PreFilterPlugin::pre_filter(&PodTopologySpread, &p, &nodes) {
+        p.state.insert(NAME, s);
+    }
+    let feasible: Vec<&NodeInfo> = nodes[..2].iter().collect();
+    if let Some(s) = PodTopologySpread.pre_score(&p, &feasible) {
+        p.state.insert_pre_score(NAME, s);
+    }
+    let mut s: Vec<i64> = feasible
+        .iter()
+        .map(|n| PodTopologySpread.score(&p, n))
+        .collect();
+    PodTopologySpread.normalize(&mut s);
+    assert_eq!(s, vec![26, 100]);
+}
+
+#[test]
+fn default_constraints_skip_a_missing_key_but_explicit_ones_score_zero() {
+    // b lacks the zone label: under the defaults only hostname spreading applies to it.
+    let mut nodes = two_zones(1, 0);
+    let mut n = (*nodes[1].node).clone();
+    if let Some(l) = n.metadata.labels.as_mut() {
+        l.remove(ZONE);
+    }
+    nodes[1].node = Arc::new(n);
+    let mut owned = (*web("incoming").pod).clone();
+    owned.metadata.owner_references = serde_json::from_value(json!([{"apiVersion": "apps/v1",
+        "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": true}]))
+    .ok();
+    let s = run_score(&PodTopologySpread, PodInfo::new(Arc::new(owned)), &nodes);
+    assert_eq!(s[1], 100, "{s:?}");
+    let mut c = zone_constraint(1, "ScheduleAnyway");
+    c["topologyKey"] = json!(ZONE);
+    let s = run_score(&PodTopologySpread, spread(c, json!({})), &nodes);
+    assert_eq!(s[1], 0, "{s:?}");
+}
