@@ -40,41 +40,59 @@ fn namespace(pod: &Pod) -> &str {
 pub(crate) struct Term {
     pub topology_key: String,
     /// `None`: the selector was invalid, the term matches nothing.
-    selector: Option<LabelSelector>,
+    selector: Option<PodSelector>,
     namespaces: Vec<String>,
     ns_selector: Option<LabelSelector>,
     pub weight: i64,
 }
 
-/// `matchLabelKeys` (`key in (owner's value)`) and `mismatchLabelKeys` (`key notin (...)`)
-/// folded into the selector, as Kubernetes does at admission.
+/// A label selector plus exact-value conditions on label keys: what `matchLabelKeys`
+/// (`key in (owner's value)`) and `mismatchLabelKeys` (`key notin (...)`) add, as Kubernetes
+/// does at admission. Kept apart so that any label value, even empty, works.
+#[derive(Clone)]
+pub(crate) struct PodSelector {
+    base: LabelSelector,
+    /// (key, value, must equal): true is `in`, false `notin`.
+    keys: Vec<(String, String, bool)>,
+}
+
+impl PodSelector {
+    /// Every label of `labels` must be equal (the system default spreading's selector).
+    pub fn equal_labels(labels: &BTreeMap<String, String>) -> Self {
+        PodSelector {
+            base: LabelSelector::everything(),
+            keys: labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone(), true))
+                .collect(),
+        }
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.base.matches(labels)
+            && self
+                .keys
+                .iter()
+                .all(|(k, v, eq)| (labels.get(k) == Some(v)) == *eq)
+    }
+}
+
+/// `sel` with the owner's `matchLabelKeys` and `mismatchLabelKeys` (keys it lacks are skipped).
 pub(crate) fn with_label_keys(
     sel: LabelSelector,
     owner: &BTreeMap<String, String>,
     match_keys: &[String],
     mismatch_keys: &[String],
-) -> Option<LabelSelector> {
-    let mut extra = String::new();
-    for (keys, op) in [(match_keys, "in"), (mismatch_keys, "notin")] {
-        for k in keys {
+) -> PodSelector {
+    let mut keys = Vec::new();
+    for (ks, eq) in [(match_keys, true), (mismatch_keys, false)] {
+        for k in ks {
             if let Some(v) = owner.get(k) {
-                if !extra.is_empty() {
-                    extra.push(',');
-                }
-                extra.push_str(&format!("{k} {op} ({v})"));
+                keys.push((k.clone(), v.clone(), eq));
             }
         }
     }
-    if extra.is_empty() {
-        return Some(sel);
-    }
-    let base = sel.to_string();
-    let all = if base.is_empty() {
-        extra
-    } else {
-        format!("{base},{extra}")
-    };
-    LabelSelector::parse(&all).ok()
+    PodSelector { base: sel, keys }
 }
 
 impl Term {
@@ -85,7 +103,7 @@ impl Term {
             .label_selector
             .as_ref()
             .and_then(|s| LabelSelector::from_object(s).ok())
-            .and_then(|s| {
+            .map(|s| {
                 with_label_keys(
                     s,
                     own,

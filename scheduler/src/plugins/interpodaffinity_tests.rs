@@ -225,3 +225,18 @@ fn placed_pods_required_affinity_adds_the_hard_pod_affinity_weight() {
     );
     assert_eq!(st, vec![100, 100, 0]);
 }
+
+#[test]
+fn match_label_keys_work_with_an_empty_label_value() {
+    let mut term = zone_term(json!({"matchLabels": {"app": "web"}}));
+    term["matchLabelKeys"] = json!(["track"]);
+    let p = pod_with(json!({"track": ""}), anti(term));
+    let blank = placed_pod(
+        "w",
+        "default",
+        json!({"app": "web", "track": ""}),
+        json!({"containers": []}),
+    );
+    let st = run_filter(&InterPodAffinity, p, &cluster(&[blank]));
+    assert_eq!(st[0].reasons, vec![ERR_ANTI_AFFINITY], "{st:?}");
+}

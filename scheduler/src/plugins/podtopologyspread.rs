@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rudder_api::k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use rudder_api::selector::LabelSelector;
 
-use super::interpodaffinity::with_label_keys;
+use super::interpodaffinity::{PodSelector, with_label_keys};
 use super::{nodeaffinity::NodeAffinity, tainttoleration::TaintToleration};
 use crate::framework::{
     FilterPlugin, MAX_NODE_SCORE, NodeInfo, PodInfo, PreFilterPlugin, ScorePlugin, Status,
@@ -35,7 +35,7 @@ struct Constraint {
     key: String,
     hard: bool,
     min_domains: i64,
-    selector: Option<LabelSelector>,
+    selector: Option<PodSelector>,
     honor_affinity: bool,
     honor_taints: bool,
 }
@@ -50,7 +50,7 @@ fn constraint(c: &TopologySpreadConstraint, pod: &Pod) -> Constraint {
         .label_selector
         .as_ref()
         .and_then(|s| LabelSelector::from_object(s).ok())
-        .and_then(|s| {
+        .map(|s| {
             with_label_keys(
                 s,
                 labels(pod),
@@ -90,13 +90,7 @@ fn constraints(pod: &Pod) -> Vec<Constraint> {
     if !is_controlled(pod) || own.is_empty() {
         return Vec::new();
     }
-    let selector = LabelSelector::parse(
-        &own.iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    )
-    .ok();
+    let selector = Some(PodSelector::equal_labels(own));
     [(HOSTNAME, 3), (ZONE, 5)]
         .into_iter()
         .map(|(key, max_skew)| Constraint {
