@@ -9,6 +9,7 @@
 //! - [`rudder`], [`etcd`]: the workload against each system.
 //! - [`report`]: the table.
 //! - [`rewrite`]: a separate scenario, RSS while one ~1 MiB ConfigMap is rewritten.
+//! - [`sched`]: the `scheduler` subcommand, pods bound per second by the real scheduler.
 
 pub mod etcd;
 pub mod measure;
@@ -17,6 +18,7 @@ pub mod procs;
 pub mod report;
 pub mod rewrite;
 pub mod rudder;
+pub mod sched;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -82,6 +84,17 @@ pub struct Args {
     /// Concurrent writers rewriting it.
     #[arg(long, default_value_t = 4)]
     pub rewrite_writers: usize,
+    /// A scenario other than the API server comparison.
+    #[command(subcommand)]
+    pub command: Option<Scenario>,
+}
+
+/// Scenarios run instead of the comparison.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Scenario {
+    /// N nodes, M pods, the real rudder-scheduler: pods bound per second and creation → bound
+    /// latency.
+    Scheduler(sched::SchedArgs),
 }
 
 /// How much work each phase does.
@@ -190,6 +203,19 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         Some(b) => b.clone(),
         None => default_rudder_bin()?,
     };
+    if let Some(Scenario::Scheduler(a)) = &args.command {
+        eprintln!("rudder-bench: scheduler scenario ({})", bin.display());
+        let f = sched::run(&bin, a).await?;
+        let variant = if a.anti_affinity {
+            ", required pod anti-affinity"
+        } else if a.spread {
+            ", topology spread"
+        } else {
+            ""
+        };
+        println!("{}", f.render(variant));
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
     if let Some(seconds) = args.rewrite_seconds {
         eprintln!("rudder-bench: rewrite scenario ({})", bin.display());
         let f = rewrite::run(&bin, seconds, args.rewrite_bytes, args.rewrite_writers).await?;
