@@ -24,6 +24,23 @@ pub struct Snapshot {
 pub struct Cache {
     /// Pod key → (node, the pod as decided).
     assumed: HashMap<String, (String, PodInfo)>,
+    /// Node name → its NodeInfo with nothing placed, for one resourceVersion of the node.
+    /// Decoding a node and parsing its allocatable once per version instead of once per cycle
+    /// (the profile at 5,000 nodes put 38% of the scheduler's time there).
+    node_bases: HashMap<String, Memo<NodeInfo>>,
+    /// Pod key → what the snapshot takes from that version of the pod: `None` when it does not
+    /// count (unbound or finished), else its node and PodInfo.
+    placed_pods: HashMap<String, Memo<Option<(String, PodInfo)>>>,
+    /// Snapshots taken so far: entries not seen in the latest one are dropped.
+    generation: u64,
+}
+
+/// A value derived from one resourceVersion of a cached object.
+#[derive(Debug)]
+struct Memo<T> {
+    resource_version: u64,
+    seen: u64,
+    value: T,
 }
 
 /// Whether a bound pod still holds its resources.
@@ -60,19 +77,40 @@ impl Cache {
     }
 
     /// Builds the snapshot from the informers' caches and the assumed pods, dropping the
-    /// assumptions the watch has confirmed or made moot.
+    /// assumptions the watch has confirmed or made moot. Per-object work (decoding, requests,
+    /// allocatable) is redone only for objects whose resourceVersion changed.
     pub fn snapshot(&mut self, pods: &Reader, nodes: &Reader) -> Snapshot {
-        let mut infos: Vec<NodeInfo> = nodes
-            .list()
-            .iter()
-            .filter_map(|o| match o.typed::<Node>() {
-                Ok(n) => Some(NodeInfo::new(n)),
+        self.generation += 1;
+        let generation = self.generation;
+        let mut infos: Vec<NodeInfo> = Vec::new();
+        for o in nodes.list() {
+            let memo = self.node_bases.get_mut(&o.name);
+            if let Some(m) = memo
+                && m.resource_version == o.resource_version
+            {
+                m.seen = generation;
+                infos.push(m.value.clone());
+                continue;
+            }
+            match o.typed::<Node>() {
+                Ok(n) => {
+                    let base = NodeInfo::new(n);
+                    infos.push(base.clone());
+                    self.node_bases.insert(
+                        o.name.clone(),
+                        Memo {
+                            resource_version: o.resource_version,
+                            seen: generation,
+                            value: base,
+                        },
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(node = %o.name, error = %e, "undecodable node skipped");
-                    None
                 }
-            })
-            .collect();
+            }
+        }
+        self.node_bases.retain(|_, m| m.seen == generation);
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         let index: HashMap<String, usize> = infos
             .iter()
@@ -80,15 +118,30 @@ impl Cache {
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
         for o in pods.list() {
-            let Ok(p) = o.typed::<Pod>() else { continue };
-            let Some(node) = node_name(&p) else { continue };
-            if is_terminal(&p) {
-                continue;
-            }
-            if let Some(&i) = index.get(node) {
-                infos[i].add_pod(&PodInfo::new(Arc::clone(&p)));
+            let key = format!("{}/{}", o.namespace, o.name);
+            let memo = match self.placed_pods.get_mut(&key) {
+                Some(m) if m.resource_version == o.resource_version => m,
+                _ => {
+                    let value = o.typed::<Pod>().ok().and_then(|p| {
+                        let node = node_name(&p)?.to_string();
+                        (!is_terminal(&p)).then(|| (node, PodInfo::new(Arc::clone(&p))))
+                    });
+                    let m = Memo {
+                        resource_version: o.resource_version,
+                        seen: generation,
+                        value,
+                    };
+                    self.placed_pods.entry(key).insert_entry(m).into_mut()
+                }
+            };
+            memo.seen = generation;
+            if let Some((node, info)) = &memo.value
+                && let Some(&i) = index.get(node.as_str())
+            {
+                infos[i].add_pod(info);
             }
         }
+        self.placed_pods.retain(|_, m| m.seen == generation);
         self.assumed.retain(|key, (node, pod)| {
             let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
             let confirmed_or_gone = match pods.get(ns, name) {
