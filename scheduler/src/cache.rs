@@ -30,10 +30,14 @@ pub struct Cache {
     node_bases: HashMap<String, Memo<NodeInfo>>,
     /// Pod key → what the snapshot takes from that version of the pod: `None` when it does not
     /// count (unbound or finished), else its node and PodInfo.
-    placed_pods: HashMap<String, Memo<Option<(String, PodInfo)>>>,
+    /// Keyed by namespace, then name, so that a lookup allocates nothing.
+    placed_pods: HashMap<String, HashMap<String, Memo<Placed>>>,
     /// Snapshots taken so far: entries not seen in the latest one are dropped.
     generation: u64,
 }
+
+/// A pod's node and PodInfo when it counts as placed (bound, not finished).
+type Placed = Option<(String, PodInfo)>;
 
 /// A value derived from one resourceVersion of a cached object.
 #[derive(Debug)]
@@ -82,8 +86,14 @@ impl Cache {
     pub fn snapshot(&mut self, pods: &Reader, nodes: &Reader) -> Snapshot {
         self.generation += 1;
         let generation = self.generation;
-        let mut infos: Vec<NodeInfo> = Vec::new();
-        for o in nodes.list() {
+        // Sorted as pointers, not as NodeInfos: moving thousands of large structs in a sort
+        // showed as memmove in the profile.
+        let mut listed = nodes.list();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut infos: Vec<NodeInfo> = Vec::with_capacity(listed.len());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(listed.len());
+        for o in &listed {
+            index.insert(o.name.as_str(), infos.len());
             let memo = self.node_bases.get_mut(&o.name);
             if let Some(m) = memo
                 && m.resource_version == o.resource_version
@@ -106,20 +116,20 @@ impl Cache {
                     );
                 }
                 Err(e) => {
+                    index.remove(o.name.as_str());
                     tracing::warn!(node = %o.name, error = %e, "undecodable node skipped");
                 }
             }
         }
         self.node_bases.retain(|_, m| m.seen == generation);
-        infos.sort_by(|a, b| a.name.cmp(&b.name));
-        let index: HashMap<String, usize> = infos
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
         for o in pods.list() {
-            let key = format!("{}/{}", o.namespace, o.name);
-            let memo = match self.placed_pods.get_mut(&key) {
+            if !self.placed_pods.contains_key(&o.namespace) {
+                self.placed_pods.insert(o.namespace.clone(), HashMap::new());
+            }
+            let Some(ns) = self.placed_pods.get_mut(&o.namespace) else {
+                continue;
+            };
+            let memo = match ns.get_mut(o.name.as_str()) {
                 Some(m) if m.resource_version == o.resource_version => m,
                 _ => {
                     let value = o.typed::<Pod>().ok().and_then(|p| {
@@ -131,7 +141,7 @@ impl Cache {
                         seen: generation,
                         value,
                     };
-                    self.placed_pods.entry(key).insert_entry(m).into_mut()
+                    ns.entry(o.name.clone()).insert_entry(m).into_mut()
                 }
             };
             memo.seen = generation;
@@ -141,7 +151,10 @@ impl Cache {
                 infos[i].add_pod(info);
             }
         }
-        self.placed_pods.retain(|_, m| m.seen == generation);
+        self.placed_pods.retain(|_, ns| {
+            ns.retain(|_, m| m.seen == generation);
+            !ns.is_empty()
+        });
         self.assumed.retain(|key, (node, pod)| {
             let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
             let confirmed_or_gone = match pods.get(ns, name) {
