@@ -75,6 +75,58 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+pub const DEFAULT_POD_GRACE_SECONDS: i64 = 30;
+
+/// The grace period a pod deletion gets, as the API server decides it (and its fake mirrors):
+/// none unless the pod is on a node and not finished; else the request's, else the pod's
+/// `terminationGracePeriodSeconds`, else 30 s; never negative.
+pub fn pod_deletion_grace(pod: &Value, requested: Option<i64>) -> i64 {
+    let on_node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !on_node || phase == "Succeeded" || phase == "Failed" {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(DEFAULT_POD_GRACE_SECONDS)
+        .max(0)
+}
+
+/// Status kept apart, as Kubernetes' status subresource: an update of the status (`status_only`)
+/// takes only `new`'s status onto `old`; a main-resource update of a kind with a status keeps
+/// `old`'s status whatever `new` says. Kinds without a status subresource store `new` as given.
+pub fn separate_status(mut new: Value, old: &Value, status_only: bool, has_status: bool) -> Value {
+    fn set_status(obj: &mut Value, status: Option<Value>) {
+        if let Some(map) = obj.as_object_mut() {
+            match status {
+                Some(s) => map.insert("status".into(), s),
+                None => map.remove("status"),
+            };
+        }
+    }
+    if status_only {
+        let status = new.get_mut("status").map(Value::take);
+        let mut out = old.clone();
+        set_status(&mut out, status);
+        out
+    } else {
+        if has_status {
+            set_status(&mut new, old.get("status").cloned());
+        }
+        new
+    }
+}
+
 pub fn is_deleting(obj: &Value) -> bool {
     metadata(obj)
         .and_then(|m| m.get("deletionTimestamp"))

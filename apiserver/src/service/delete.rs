@@ -23,7 +23,6 @@ use crate::error::ApiError;
 use crate::state::{Command, Expect, NAMESPACE_KIND, ObjKey};
 
 /// Kubernetes' default pod grace period.
-const DEFAULT_POD_GRACE: i64 = 30;
 
 impl Api {
     pub async fn delete(
@@ -136,7 +135,7 @@ impl Api {
             }
             let finalizers = meta::finalizers(&obj);
             let pod_grace = if info.kind == "Pod" && info.group.is_empty() {
-                pod_grace(&obj, grace)
+                meta::pod_deletion_grace(&obj, grace)
             } else {
                 0
             };
@@ -275,26 +274,4 @@ impl Api {
             tracing::debug!(namespace = ns, error = %e, "namespace removal deferred");
         }
     }
-}
-
-/// The grace period a pod deletion gets: none unless the pod is on a node and not finished.
-fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
-    let on_node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !on_node || phase == "Succeeded" || phase == "Failed" {
-        return 0;
-    }
-    requested
-        .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(DEFAULT_POD_GRACE)
-        .max(0)
 }

@@ -11,7 +11,6 @@ use super::store::{
 use crate::conn::ClientError;
 
 /// Kubernetes' default pod grace period.
-const DEFAULT_POD_GRACE: i64 = 30;
 
 impl State {
     pub fn delete(&mut self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ClientError> {
@@ -93,7 +92,7 @@ impl State {
             ));
         }
         let pod_grace = if k.is("v1", "Pod") {
-            pod_grace(&v, grace)
+            meta::pod_deletion_grace(&v, grace)
         } else {
             0
         };
@@ -165,26 +164,4 @@ impl State {
             self.commit(key, v, true);
         }
     }
-}
-
-/// The grace period a pod deletion gets: none unless the pod is on a node and not finished.
-fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
-    let on_node = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !on_node || phase == "Succeeded" || phase == "Failed" {
-        return 0;
-    }
-    requested
-        .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(DEFAULT_POD_GRACE)
-        .max(0)
 }

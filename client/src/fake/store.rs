@@ -533,24 +533,7 @@ fn prepare_update(
             meta::name(&new)
         )));
     }
-    if status {
-        // Only the status changes; everything else is the stored object's.
-        let st = new.get("status").cloned();
-        new = old.clone();
-        if let Some(map) = new.as_object_mut() {
-            match st {
-                Some(s) => map.insert("status".into(), s),
-                None => map.remove("status"),
-            };
-        }
-    } else if k.has_status
-        && let Some(map) = new.as_object_mut()
-    {
-        match old.get("status") {
-            Some(s) => map.insert("status".into(), s.clone()),
-            None => map.remove("status"),
-        };
-    }
+    new = meta::separate_status(new, old, status, k.has_status);
     {
         let old_meta = meta::metadata(old).cloned().unwrap_or_default();
         let m = meta::metadata_mut(&mut new);
