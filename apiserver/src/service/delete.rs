@@ -22,8 +22,6 @@ use super::{Api, Identity, SYSTEM_NAMESPACES, UPDATE_RETRIES, dry_run, kind_key}
 use crate::error::ApiError;
 use crate::state::{Command, Expect, NAMESPACE_KIND, ObjKey};
 
-/// Kubernetes' default pod grace period.
-
 impl Api {
     pub async fn delete(
         &self,

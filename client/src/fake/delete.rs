@@ -10,8 +10,6 @@ use super::store::{
 };
 use crate::conn::ClientError;
 
-/// Kubernetes' default pod grace period.
-
 impl State {
     pub fn delete(&mut self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ClientError> {
         let k = KindMeta::resolve(&req.kind)?;
