@@ -11,6 +11,8 @@
 //! - [`meta`]: generic access to `metadata` on untyped JSON objects.
 //! - [`selector`]: label selectors (strings and `LabelSelector` objects) and field selectors.
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`) as integer milli-units and bytes.
+//! - [`resources`]: a pod's effective requests and a node's allocatable, as Kubernetes adds
+//!   them up (shared by the scheduler and the node agent's admission).
 //! - [`typed`]: decoding stored JSON into each kind's k8s-openapi type, instantiated here once.
 //! - [`defaults`] and [`validation`]: Kubernetes' defaulting and validation, kind by kind.
 //!
@@ -24,6 +26,7 @@ pub mod meta;
 pub mod quantity;
 pub mod registry;
 pub mod removed;
+pub mod resources;
 pub mod selector;
 pub mod typed;
 pub mod validation;

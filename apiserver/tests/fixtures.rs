@@ -62,7 +62,7 @@ async fn documentation_manifests_apply_unchanged_and_read_back_intact() {
         })
         .collect();
     for ns in namespaces {
-        if ["default", "kube-system", "kube-public"].contains(&ns.as_str()) {
+        if ["default", "kube-system", "kube-public", "kube-node-lease"].contains(&ns.as_str()) {
             continue;
         }
         let body =

@@ -35,7 +35,7 @@
 //!
 //! Namespaces: by default any namespace exists, so tests need not create them. With
 //! [`FakeBuilder::require_namespaces`] the fake bootstraps `default`, `kube-system` and
-//! `kube-public` as the server does and refuses creates into a missing namespace (`NotFound`).
+//! `kube-public`, `kube-node-lease` as the server does and refuses creates into a missing namespace (`NotFound`).
 //! In either mode a terminating namespace refuses new content (`Forbidden`), and deleting a
 //! namespace deletes its content first, the namespace going once it is empty, as the server
 //! does.

@@ -14,6 +14,7 @@
 //! - [`events`]: the core/v1 Event recorder.
 //! - [`write`]: status merge patches with observedGeneration, finalizers.
 //! - [`expectations`]: "wait until the cache saw my writes" per owner, as Kubernetes' controllers.
+//! - [`health`]: the `/healthz` endpoint every component serves.
 //!
 //! See `docs/client.md` for how the pieces fit.
 
@@ -25,6 +26,7 @@ pub mod controller;
 pub mod events;
 pub mod expectations;
 pub mod fake;
+pub mod health;
 pub mod informer;
 pub mod leader;
 pub mod reflector;

@@ -15,7 +15,7 @@
 
 pub mod cache;
 pub mod framework;
-pub mod health;
+pub use rudder_client::health;
 pub mod plugins;
 pub mod queue;
 pub mod scheduler;

@@ -2,7 +2,7 @@
 //!
 //! Guarantees:
 //! - the server is the one the binary runs ([`rudder_apiserver::Server::start`]): same storage
-//!   (log + sled), bootstrap (`default`, `kube-system`, `kube-public`), admission and gRPC stack;
+//!   (log + sled), bootstrap (`default`, `kube-system`, `kube-public`, `kube-node-lease`), admission and gRPC stack;
 //! - it listens on a free `127.0.0.1` port and is ready when [`TestServerBuilder::start`]
 //!   returns (the listener is bound and the system namespaces exist before that);
 //! - every server has its own temporary data directory, removed when the handle is dropped,

@@ -22,7 +22,7 @@ async fn serves_the_bootstrapped_namespaces_and_shutdown_removes_the_data_dir() 
     let s = TestServer::start().await.expect("test server");
     let dir: PathBuf = s.data_dir().expect("data dir").to_path_buf();
     assert!(dir.join("log").exists(), "the store lives in the temp dir");
-    for ns in ["default", "kube-system", "kube-public"] {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         s.client()
             .get(namespace_get(ns))
             .await

@@ -7,7 +7,7 @@
 //! `UnschedulableAndUnresolvable` only by a change of the node itself, `Error` is a bug or bad
 //! input and is retried with back-off.
 
-pub mod resources;
+pub use rudder_api::resources;
 
 use std::any::Any;
 use std::collections::HashMap;

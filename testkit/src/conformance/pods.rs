@@ -278,7 +278,7 @@ pub async fn namespaces_must_exist(t: Target) {
     let o = create(&t, CM, "team-a", &configmap("c", json!({}), json!({}))).await;
     assert_eq!(o.namespace, "team-a");
     get(&t, CM, "team-a", "c").await;
-    for system in ["default", "kube-system", "kube-public"] {
+    for system in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         get(&t, NS, "", system).await;
         create(
             &t,

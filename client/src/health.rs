@@ -1,6 +1,7 @@
-//! The health endpoint, as kube-scheduler's: `GET /healthz` answers `200 ok` while the process
-//! serves. A minimal HTTP/1.1 responder (one request per connection, bounded reads with a
-//! deadline), so a stuck or hostile client costs one task, never the scheduler.
+//! The health endpoint every component serves, as kube-scheduler's and kubelet's: `GET /healthz`
+//! (and `/livez`) answers `200 ok` while the process serves. A minimal HTTP/1.1 responder (one
+//! request per connection, bounded reads with a deadline), so a stuck or hostile client costs one
+//! task, never the component.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Resource arithmetic as Kubernetes' scheduler does it: a pod's effective requests (the max of
+//! Resource arithmetic as Kubernetes' scheduler and kubelet do it: a pod's effective requests (the max of
 //! its init containers against the sum of its containers, restartable init containers
 //! (sidecars) counted with both, plus the pod overhead) and a node's allocatable.
 //!
@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use rudder_api::k8s_openapi::api::core::v1::{Container, Node, Pod};
-use rudder_api::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use rudder_api::quantity::parse_quantity;
+use crate::quantity::parse_quantity;
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Kubernetes' defaults for a container that requests nothing, used for scoring only, so that
 /// pods without requests still spread (`DefaultMilliCPURequest`, `DefaultMemoryRequest`).
@@ -57,7 +57,7 @@ impl Resources {
         }
     }
 
-    fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Resources {
+    pub fn from_list(list: Option<&BTreeMap<String, Quantity>>) -> Resources {
         let mut r = Resources::default();
         let Some(list) = list else {
             return r;
@@ -81,7 +81,7 @@ impl Resources {
 
 /// A container's requests; a resource with a limit but no request requests its limit, as the
 /// API server's defaulting makes it.
-fn container_requests(c: &Container) -> Resources {
+pub fn container_requests(c: &Container) -> Resources {
     let res = c.resources.as_ref();
     let req = Resources::from_list(res.and_then(|r| r.requests.as_ref()));
     let lim = Resources::from_list(res.and_then(|r| r.limits.as_ref()));
@@ -153,6 +153,49 @@ pub fn node_allocatable(node: &Node) -> Resources {
     Resources::from_list(Some(&merged))
 }
 
+/// A container's limits (zero where none is set).
+pub fn container_limits(c: &Container) -> Resources {
+    Resources::from_list(c.resources.as_ref().and_then(|r| r.limits.as_ref()))
+}
+
+/// The pod's quality-of-service class, as Kubernetes derives it from CPU and memory:
+/// `Guaranteed` when every container limits both and requests what it limits, `BestEffort` when
+/// no container requests or limits either, `Burstable` otherwise.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else {
+        return "BestEffort";
+    };
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let res = c.resources.as_ref();
+        let names = |m: Option<&BTreeMap<String, Quantity>>| {
+            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count())
+                .unwrap_or(0)
+        };
+        let (nreq, nlim) = (
+            names(res.and_then(|r| r.requests.as_ref())),
+            names(res.and_then(|r| r.limits.as_ref())),
+        );
+        any |= nreq + nlim > 0;
+        let (req, lim) = (container_requests(c), container_limits(c));
+        if nlim < 2 || req.milli_cpu != lim.milli_cpu || req.memory != lim.memory {
+            guaranteed = false;
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +254,23 @@ mod tests {
         .expect("node");
         let a = node_allocatable(&n);
         assert_eq!((a.milli_cpu, a.memory, a.pods), (3500, 8 << 30, 110));
+    }
+    #[test]
+    fn qos_classes() {
+        let g = pod(json!({"spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
+        ]}}));
+        assert_eq!(qos_class(&g), "Guaranteed", "requests default to limits");
+        let b = pod(json!({"spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}
+        ]}}));
+        assert_eq!(qos_class(&b), "Burstable");
+        let only_cpu = pod(json!({"spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "1"}}}
+        ]}}));
+        assert_eq!(qos_class(&only_cpu), "Burstable");
+        let e = pod(json!({"spec": {"containers": [{"name": "a"}],
+            "initContainers": [{"name": "i", "resources": {"requests": {"ephemeral-storage": "1Gi"}}}]}}));
+        assert_eq!(qos_class(&e), "BestEffort");
     }
 }
