@@ -11,12 +11,14 @@
 //!   namespaces.
 //! - [`auth`]: the one authentication layer every request passes.
 //! - [`grpc`]: thin tonic handlers over the service.
+//! - [`relay`]: logs, exec and port-forward relayed to node agents over streams they opened.
 //! - [`server`]: assembling and running all of it.
 
 pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod grpc;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -152,7 +152,10 @@ impl Server {
             )
             .add_service(pb::discovery_server::DiscoveryServer::new(grpc.clone()))
             .add_service(pb::health_server::HealthServer::new(grpc.clone()))
-            .add_service(pb::admin_server::AdminServer::new(grpc));
+            .add_service(pb::admin_server::AdminServer::new(grpc))
+            .add_service(pb::streams_server::StreamsServer::new(
+                crate::relay::StreamsService::new(api.clone()),
+            ));
         // Accepted sockets do not inherit the builder's TCP_NODELAY; without it small replies
         // wait out the peer's delayed ACK (~40 ms).
         let incoming = TcpListenerStream::new(listener).map(|s| {

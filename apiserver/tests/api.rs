@@ -238,7 +238,10 @@ async fn namespaces_exist_refuse_and_terminate() {
     let c = &s.client;
     let l = c.list(list_req("v1", "Namespace", "")).await.unwrap();
     let names: Vec<_> = l.items.iter().map(|o| o.name.clone()).collect();
-    assert_eq!(names, vec!["default", "kube-node-lease", "kube-public", "kube-system"]);
+    assert_eq!(
+        names,
+        vec!["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
 
     let e = c
         .create(create_req(

@@ -8,7 +8,8 @@
 //! - [`get`], [`printers`] and [`output`]: `get` with kubectl's tables, `-o` formats and
 //!   `--sort-by`; [`jsonpath`] evaluates kubectl's JSONPath templates for them.
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
-//!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status).
+//!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
+//!   [`streams`] (logs/exec/port-forward through the API server).
 
 pub mod apply;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod merge;
 pub mod modify;
 pub mod output;
 pub mod printers;
+pub mod streams;
 pub mod util;
 pub mod wait;
 
@@ -92,6 +94,12 @@ pub enum Command {
     ApiResources(info::ApiResourcesArgs),
     /// Print the client and server versions.
     Version(info::VersionArgs),
+    /// Print a container's log.
+    Logs(streams::LogsArgs),
+    /// Run a command in a container.
+    Exec(streams::ExecArgs),
+    /// Forward local ports to a pod.
+    PortForward(streams::PortForwardArgs),
     /// Start a local cluster (the API server) in the background.
     Up(cluster::UpArgs),
     /// Stop the local cluster started by `up`.
@@ -195,6 +203,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(&ctx, a).await,
         Command::ApiResources(a) => info::api_resources(&ctx, a).await.map(|_| 0),
         Command::Version(a) => info::version(&ctx, a).await.map(|_| 0),
+        Command::Logs(a) => streams::logs(&ctx, a).await.map(|_| 0),
+        Command::Exec(a) => streams::exec(&ctx, a).await,
+        Command::PortForward(a) => streams::port_forward(&ctx, a).await.map(|_| 0),
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),
         Command::Down(a) => cluster::down(a).await.map(|_| 0),
         Command::Status(a) => cluster::status(a).await,

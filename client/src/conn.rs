@@ -251,7 +251,7 @@ impl Client {
 
     /// Runs `call` against the current server, failing over to the next ones while the
     /// transport reports the server unreachable or the call exceeds its deadline.
-    async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    pub(crate) async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
@@ -294,6 +294,17 @@ impl Client {
             "no API server reachable at {}: {last}",
             self.inner.addrs.join(", ")
         )))
+    }
+
+    /// The channel to the current server.
+    pub(crate) fn current_channel(&self) -> Channel {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.channels.len();
+        self.inner.channels[i].clone()
+    }
+
+    /// Moves to the next server.
+    pub(crate) fn rotate(&self) {
+        self.skip_server(self.inner.current.load(Ordering::Relaxed));
     }
 
     /// Moves the current address past `idx` (if it is still current), after `idx` went silent.

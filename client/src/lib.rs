@@ -15,6 +15,7 @@
 //! - [`write`]: status merge patches with observedGeneration, finalizers.
 //! - [`expectations`]: "wait until the cache saw my writes" per owner, as Kubernetes' controllers.
 //! - [`health`]: the `/healthz` endpoint every component serves.
+//! - [`streams`]: logs, exec and port-forward through the API server's relay.
 //!
 //! See `docs/client.md` for how the pieces fit.
 
@@ -30,6 +31,7 @@ pub mod health;
 pub mod informer;
 pub mod leader;
 pub mod reflector;
+pub mod streams;
 pub mod workqueue;
 pub mod write;
 

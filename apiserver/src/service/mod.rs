@@ -40,7 +40,8 @@ pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 const UPDATE_RETRIES: usize = 8;
 
 /// Namespaces that exist from the start and cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// The caller, as established by the authentication layer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,7 +39,8 @@ const SERVER_META: [&str; 5] = [
 ];
 
 /// Namespaces the server creates at start and refuses to delete.
-pub(super) const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub(super) const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 pub(super) const NAMESPACE_KEY: &str = "v1/Namespace";
 
