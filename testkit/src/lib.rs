@@ -8,10 +8,13 @@
 //! - [`conformance`]: the API-semantics suite, written once against `Arc<dyn Api>` and run
 //!   against both the in-process server and `rudder_client::fake::FakeApi`, so the fake that
 //!   component tests rely on is held to the server's (Kubernetes') behaviour.
+//! - [`images`]: local container images for tests (busybox, the static test server of
+//!   `testserver/main.rs`), built once per run with the docker CLI, and a cleanup guard.
 //!
-//! Still to come here (see the design notes on crates): local test images and a node simulator.
+//! Still to come here (see the design notes on crates): a node simulator.
 
 pub mod conformance;
+pub mod images;
 pub mod server;
 
 pub use server::{TestServer, TestServerBuilder, TestkitError};
