@@ -10,10 +10,13 @@
 //! - [`report`]: the table.
 //! - [`rewrite`]: a separate scenario, RSS while one ~1 MiB ConfigMap is rewritten.
 //! - [`sched`]: the `scheduler` subcommand, pods bound per second by the real scheduler.
+//! - [`pods`]: the `pods` subcommand, pod start latency through the node agent beside the
+//!   engine alone.
 
 pub mod etcd;
 pub mod measure;
 pub mod pod;
+pub mod pods;
 pub mod procs;
 pub mod report;
 pub mod rewrite;
@@ -95,6 +98,9 @@ pub enum Scenario {
     /// N nodes, M pods, the real rudder-scheduler: pods bound per second and creation → bound
     /// latency.
     Scheduler(sched::SchedArgs),
+    /// N pods on one real node agent and Docker, one after another: bound → Running and →
+    /// Ready latency beside the engine's own create + start, and the agent's RSS.
+    Pods(pods::PodsArgs),
 }
 
 /// How much work each phase does.
@@ -214,6 +220,19 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             ""
         };
         println!("{}", f.render(variant));
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::Pods(a)) = &args.command {
+        let image = match &a.image {
+            Some(i) => i.clone(),
+            None => rudder_testkit::images::busybox().to_string(),
+        };
+        eprintln!(
+            "rudder-bench: pods scenario ({}, image {image})",
+            bin.display()
+        );
+        let f = pods::run(&bin, a, &image).await?;
+        println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }
     if let Some(seconds) = args.rewrite_seconds {

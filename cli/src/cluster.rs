@@ -1,10 +1,13 @@
 //! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
 //!
-//! Components: the API server, then the scheduler (which needs the API server). Layout of the
-//! data dir, per component: `<dir>/<component>.pid`, `<dir>/<component>.addr` (where it
-//! listens: the API server's gRPC address, the scheduler's health address),
-//! `<dir>/logs/<component>.log`, and the API server's store in `<dir>/apiserver/`. The processes are started in their own
-//! process group so that a Ctrl-C in the terminal that ran `rudder up` does not stop them.
+//! Components: the API server, then the scheduler, then one node agent per node (`--nodes`,
+//! named `node-1`, `node-2`, ..., with pod CIDRs `10.88.1.0/24`, `10.88.2.0/24`, ... on the one
+//! local Docker engine). Layout of the data dir, per component: `<dir>/<component>.pid`,
+//! `<dir>/<component>.addr` (where it listens: the API server's gRPC address, the others' health
+//! address), `<dir>/logs/<component>.log`, the API server's store in `<dir>/apiserver/` and each
+//! node agent's files in `<dir>/node-<i>/`. The processes are started in their own process group
+//! so that a Ctrl-C in the terminal that ran `rudder up` does not stop them. `rudder down` stops
+//! them, dependents first, and removes the containers the node agents ran.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,14 +38,58 @@ pub struct UpArgs {
     /// Address the scheduler serves `GET /healthz` on.
     #[arg(long, default_value = "127.0.0.1:10259")]
     pub scheduler_health_addr: String,
+    /// How many node agents (nodes) to run on this machine's Docker engine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
+    pub nodes: u8,
+    /// Health port of the first node agent; node i uses this + i - 1.
+    #[arg(long, default_value_t = 10248)]
+    pub node_agent_health_port: u16,
 }
 
 const APISERVER: &str = "apiserver";
 const APISERVER_BIN: &str = "rudder-apiserver";
 const SCHEDULER: &str = "scheduler";
 const SCHEDULER_BIN: &str = "rudder-scheduler";
-/// Every component, in start order (stopped in reverse), with its binary.
+const NODE_AGENT_BIN: &str = "rudder-node-agent";
+/// The fixed components, in start order (stopped in reverse), with their binaries; node agents
+/// come after them.
 const COMPONENTS: [(&str, &str); 2] = [(APISERVER, APISERVER_BIN), (SCHEDULER, SCHEDULER_BIN)];
+
+fn node_name(i: u8) -> String {
+    format!("node-{i}")
+}
+
+fn node_component(i: u8) -> String {
+    format!("node-agent-{i}")
+}
+
+/// Every component with a pid file in `dir`, in start order: the fixed ones, then the node
+/// agents by number.
+fn components(dir: &Path) -> Vec<(String, &'static str)> {
+    let mut out: Vec<(String, &'static str)> = COMPONENTS
+        .iter()
+        .map(|(c, b)| (c.to_string(), *b))
+        .collect();
+    let mut nodes: Vec<u8> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("node-agent-")?
+                .strip_suffix(".pid")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    nodes.sort_unstable();
+    out.extend(
+        nodes
+            .into_iter()
+            .map(|i| (node_component(i), NODE_AGENT_BIN)),
+    );
+    out
+}
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -237,6 +284,25 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.scheduler_health_addr),
     )
     .await?;
+    for i in 1..=args.nodes {
+        let port = u32::from(args.node_agent_health_port) + u32::from(i) - 1;
+        let port = u16::try_from(port)
+            .map_err(|_| CliError::msg("--node-agent-health-port: too high for --nodes"))?;
+        let health = format!("127.0.0.1:{port}");
+        let agent_args = vec![
+            "--server".into(),
+            addr.clone(),
+            "--node-name".into(),
+            node_name(i),
+            "--data-dir".into(),
+            dir.join(node_name(i)).display().to_string(),
+            "--pod-cidr".into(),
+            format!("10.88.{i}.0/24"),
+            "--health-addr".into(),
+            health.clone(),
+        ];
+        ensure(&dir, &node_component(i), NODE_AGENT_BIN, agent_args, health).await?;
+    }
     let written = write_config(cfg, &addr)?;
     print_hints(&addr, written.as_deref())
 }
@@ -343,8 +409,10 @@ async fn wait_exit(pid: i32, within: Duration) -> bool {
 pub async fn down(args: DataDirArgs) -> Result<()> {
     let dir = &args.data_dir;
     let mut any = false;
-    // Dependents first: the scheduler would only log errors once the API server is gone.
-    for (c, bin) in COMPONENTS.iter().rev() {
+    // Dependents first: the others would only log errors once the API server is gone.
+    let all = components(dir);
+    for (c, bin) in all.iter().rev() {
+        let (c, bin) = (c.as_str(), *bin);
         let Some(pid) = read_pid(dir, c) else {
             continue;
         };
@@ -370,8 +438,54 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
         let _ = std::fs::remove_file(pid_file(dir, c));
         util::outln(&format!("{c} (pid {pid}) stopped"))?;
     }
+    remove_node_containers(&all)?;
     if !any {
         util::outln(&format!("nothing is running from {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the containers the node agents of this cluster ran (they keep running when an agent
+/// stops, so that a restarted agent adopts them), through the `docker` command.
+fn remove_node_containers(all: &[(String, &str)]) -> Result<()> {
+    for (c, _) in all {
+        let Some(i) = c.strip_prefix("node-agent-") else {
+            continue;
+        };
+        let label = format!("label=io.rudder.node=node-{i}");
+        let ids = match std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => {
+                eprintln!(
+                    "cannot list node-{i}'s containers: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                continue;
+            }
+            Err(e) => {
+                eprintln!("cannot run docker to remove node-{i}'s containers: {e}");
+                continue;
+            }
+        };
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let out = std::process::Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output()
+            .map_err(|e| CliError::io("running docker rm", e))?;
+        if !out.status.success() {
+            return Err(CliError::msg(format!(
+                "removing node-{i}'s containers failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        util::outln(&format!("removed {} containers of node-{i}", ids.len()))?;
     }
     Ok(())
 }
@@ -398,7 +512,8 @@ pub async fn status(args: DataDirArgs) -> Result<i32> {
     let mut ok = true;
     let mut rows = Vec::new();
     let mut stats_addr = None;
-    for (c, bin) in COMPONENTS {
+    for (c, bin) in components(dir) {
+        let c = c.as_str();
         let pid = read_pid(dir, c);
         let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, bin));
         let addr = read_trimmed(&addr_file(dir, c)).unwrap_or_default();

@@ -37,6 +37,22 @@ async fn answer(mut s: TcpStream) -> std::io::Result<()> {
     s.shutdown().await
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): how every component's binary knows to stop.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
 /// Serves until `cancel`.
 pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
     loop {

@@ -101,25 +101,10 @@ async fn main() -> anyhow::Result<()> {
         cfg,
         cancel.clone(),
     ));
-    shutdown_signal().await;
+    rudder_client::health::shutdown_signal().await;
     tracing::info!("shutting down");
     cancel.cancel();
     work.await.context("scheduler task")??;
     let _ = health.await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
