@@ -1,6 +1,10 @@
 //! Images: `imagePullPolicy`, pull credentials from `imagePullSecrets`
 //! (`kubernetes.io/dockerconfigjson`, the pod's and its ServiceAccount's), and the pull back-off
 //! that turns a failing pull into ErrImagePull, then ImagePullBackOff.
+//!
+//! Every credential matching the image's registry is tried in turn, the pod's secrets first,
+//! then its ServiceAccount's (as kubelet does); with none the pull is anonymous. A failure
+//! reports each distinct answer of the registry.
 
 use rudder_api::k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use serde_json::Value;
@@ -47,11 +51,12 @@ pub fn pull_policy(c: &Container) -> &str {
 
 /// Credentials for `registry` in a dockerconfigjson secret.
 pub fn auth_from_secret(secret: &Secret, registry: &str) -> Option<PullAuth> {
-    let raw = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(".dockerconfigjson").or_else(|| d.get(".dockercfg")))?;
-    let v: Value = serde_json::from_slice(&raw.0).ok()?;
+    // `stringData` counts too: the fake API stores it unfolded.
+    let data = crate::objects::secret_data(secret);
+    let raw = data
+        .get(".dockerconfigjson")
+        .or_else(|| data.get(".dockercfg"))?;
+    let v: Value = serde_json::from_slice(raw).ok()?;
     let auths = v.get("auths").unwrap_or(&v).as_object()?;
     let norm = |s: &str| {
         s.trim_start_matches("https://")
@@ -125,26 +130,46 @@ pub async fn ensure(
         }
         _ => {}
     }
-    let auth = pull_auth(objects, pod, &image).await;
-    runtime
-        .pull(&image, auth.as_ref())
-        .await
-        .map_err(|e| ImageError {
-            reason: "ErrImagePull",
-            message: match e {
-                RuntimeError::PullFailed { message, .. } => {
-                    format!("failed to pull image \"{image}\": {message}")
-                }
-                other => other.to_string(),
-            },
-            pull_failed: true,
-        })
+    let auths = pull_auths(objects, pod, &image).await;
+    if auths.is_empty() {
+        return runtime.pull(&image, None).await.map_err(|e| match e {
+            RuntimeError::PullFailed { message, .. } => pull_error(&image, vec![message]),
+            other => engine(other),
+        });
+    }
+    // As kubelet: each matching credential in turn, the first that works wins (a stale pod
+    // secret does not hide a good one in the ServiceAccount).
+    let mut failures = Vec::new();
+    for auth in &auths {
+        match runtime.pull(&image, Some(auth)).await {
+            Ok(id) => return Ok(id),
+            Err(RuntimeError::PullFailed { message, .. }) => failures.push(message),
+            // The engine itself failed: other credentials would fare no better.
+            Err(e) => return Err(engine(e)),
+        }
+    }
+    Err(pull_error(&image, failures))
 }
 
-/// The first matching credentials among the pod's pull secrets, then its ServiceAccount's.
-async fn pull_auth(objects: &dyn ObjectSource, pod: &Pod, image: &str) -> Option<PullAuth> {
+/// ErrImagePull with the engine's answers (one per credential tried, repeats dropped).
+fn pull_error(image: &str, mut messages: Vec<String>) -> ImageError {
+    // Unsorted: keep the first of each message in place.
+    let mut seen = std::collections::HashSet::new();
+    messages.retain(|m| seen.insert(m.clone()));
+    ImageError {
+        reason: "ErrImagePull",
+        message: format!("failed to pull image \"{image}\": {}", messages.join("; ")),
+        pull_failed: true,
+    }
+}
+
+/// Every matching credential among the pod's pull secrets, then its ServiceAccount's, in that
+/// order, without repeats.
+async fn pull_auths(objects: &dyn ObjectSource, pod: &Pod, image: &str) -> Vec<PullAuth> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let spec = pod.spec.as_ref()?;
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = spec
         .image_pull_secrets
         .iter()
@@ -165,14 +190,16 @@ async fn pull_auth(objects: &dyn ObjectSource, pod: &Pod, image: &str) -> Option
         );
     }
     let registry = registry_of(image);
+    let mut auths: Vec<PullAuth> = Vec::new();
     for name in names {
         if let Ok(Some(secret)) = objects.secret(&ns, &name).await
             && let Some(a) = auth_from_secret(&secret, registry)
+            && !auths.contains(&a)
         {
-            return Some(a);
+            auths.push(a);
         }
     }
-    None
+    auths
 }
 
 #[cfg(test)]
@@ -218,5 +245,54 @@ mod tests {
             "hub"
         );
         assert_eq!(auth_from_secret(&s, "other:5000"), None);
+    }
+
+    #[tokio::test]
+    async fn every_matching_credential_is_tried_in_turn() {
+        use crate::objects::testing::MemObjects;
+        use crate::runtime::fake::{Call, FakeRuntime};
+        let rt = FakeRuntime::new(rudder_client::clock::ManualClock::shared(1));
+        let image = "127.0.0.1:5000/app:1";
+        let good = PullAuth {
+            server: "127.0.0.1:5000".into(),
+            username: "u".into(),
+            password: "right".into(),
+        };
+        rt.add_registry_image(image, Some(good));
+        let objects = MemObjects::default();
+        let secret = |name: &str, password: &str| {
+            let cfg = json!({"auths": {"127.0.0.1:5000": {"username": "u", "password": password}}});
+            json!({"metadata": {"name": name, "namespace": "ns"},
+                   "type": "kubernetes.io/dockerconfigjson",
+                   "stringData": {".dockerconfigjson": cfg.to_string()}})
+        };
+        objects.put_secret(secret("stale", "old"));
+        objects.put_secret(secret("good", "right"));
+        let pod = |secrets: &[&str]| -> Pod {
+            let refs: Vec<_> = secrets.iter().map(|s| json!({"name": s})).collect();
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
+                "spec": {"imagePullSecrets": refs, "containers": [{"name": "c", "image": image}]}}))
+            .expect("pod")
+        };
+        let c: Container = serde_json::from_value(json!({"name": "c", "image": image})).expect("c");
+        let pulls = || {
+            rt.calls()
+                .iter()
+                .filter(|c| matches!(c, Call::Pull(_)))
+                .count()
+        };
+        let e = ensure(&rt, &objects, &pod(&["stale", "stale"]), &c)
+            .await
+            .expect_err("only a stale credential");
+        assert_eq!(
+            e.message,
+            format!("failed to pull image \"{image}\": unauthorized: authentication required")
+        );
+        assert_eq!(pulls(), 1, "a repeated secret is tried once");
+        let id = ensure(&rt, &objects, &pod(&["stale", "good"]), &c)
+            .await
+            .expect("the second credential pulls");
+        assert!(id.starts_with("sha256:"), "{id}");
+        assert_eq!(pulls(), 3);
     }
 }
