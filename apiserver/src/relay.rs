@@ -62,6 +62,17 @@ pub struct StreamsService {
     relay: Relay,
 }
 
+/// ServiceUnavailable from this server (with its reason, so that clients do not take it for an
+/// unreachable server and fail over).
+fn unavailable(msg: impl Into<String>) -> Status {
+    let mut s = Status::unavailable(msg.into());
+    s.metadata_mut().insert(
+        crate::error::REASON_METADATA,
+        tonic::metadata::MetadataValue::from_static("ServiceUnavailable"),
+    );
+    s
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
@@ -125,7 +136,7 @@ impl StreamsService {
         let agent = {
             let mut st = lock(&self.relay.state);
             let Some((_, agent)) = st.agents.get(node).cloned() else {
-                return Err(Status::unavailable(format!(
+                return Err(unavailable(format!(
                     "node {node} has no relay connection (is its node agent running?)"
                 )));
             };
@@ -139,7 +150,7 @@ impl StreamsService {
         };
         if agent.send(Ok(open)).await.is_err() {
             lock(&self.relay.state).pending.remove(&session);
-            return Err(Status::unavailable(format!(
+            return Err(unavailable(format!(
                 "node {node}'s relay connection just closed"
             )));
         }
@@ -147,10 +158,10 @@ impl StreamsService {
         lock(&self.relay.state).pending.remove(&session);
         match result {
             Ok(Ok(attached)) => Ok(attached),
-            Ok(Err(_)) => Err(Status::unavailable(format!(
+            Ok(Err(_)) => Err(unavailable(format!(
                 "node {node}'s agent went away before the session opened"
             ))),
-            Err(_) => Err(Status::unavailable(format!(
+            Err(_) => Err(unavailable(format!(
                 "node {node}'s agent did not open the session within {}s",
                 ATTACH_TIMEOUT.as_secs()
             ))),
@@ -180,7 +191,7 @@ fn bridge_out<T: Send + 'static>(
                     None => continue,
                 },
                 Ok(pb::AgentData { msg: None }) => continue,
-                Err(s) => Err(Status::unavailable(format!(
+                Err(s) => Err(unavailable(format!(
                     "the node agent's stream broke: {}",
                     s.message()
                 ))),
@@ -342,6 +353,30 @@ impl pb::streams_server::Streams for StreamsService {
                 _ => None,
             },
         )))
+    }
+
+    async fn node_summary(
+        &self,
+        req: Request<pb::SummaryRequest>,
+    ) -> Result<Response<pb::Summary>, Status> {
+        identity(&req)?;
+        let r = req.into_inner();
+        if r.node.is_empty() {
+            return Err(Status::invalid_argument("node: Required value"));
+        }
+        let node = r.node.clone();
+        let (mut from_agent, _to_agent) = self
+            .open(&node, "", pb::session_open::What::Summary(r))
+            .await?;
+        let mut json = Vec::new();
+        while let Some(m) = from_agent.next().await {
+            match m?.msg {
+                Some(pb::agent_data::Msg::Data(d)) => json.extend_from_slice(&d),
+                Some(pb::agent_data::Msg::Error(e)) => return Err(Status::failed_precondition(e)),
+                _ => {}
+            }
+        }
+        Ok(Response::new(pb::Summary { json: json.into() }))
     }
 
     async fn agent_connect(

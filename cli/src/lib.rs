@@ -9,7 +9,7 @@
 //!   `--sort-by`; [`jsonpath`] evaluates kubectl's JSONPath templates for them.
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
-//!   [`streams`] (logs/exec/port-forward through the API server).
+//!   [`streams`] (logs/exec/port-forward through the API server), [`top`].
 
 pub mod apply;
 pub mod cluster;
@@ -29,6 +29,7 @@ pub mod modify;
 pub mod output;
 pub mod printers;
 pub mod streams;
+pub mod top;
 pub mod util;
 pub mod wait;
 
@@ -100,6 +101,8 @@ pub enum Command {
     Exec(streams::ExecArgs),
     /// Forward local ports to a pod.
     PortForward(streams::PortForwardArgs),
+    /// CPU and memory use of nodes or pods.
+    Top(top::TopArgs),
     /// Start a local cluster (the API server) in the background.
     Up(cluster::UpArgs),
     /// Stop the local cluster started by `up`.
@@ -206,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Logs(a) => streams::logs(&ctx, a).await.map(|_| 0),
         Command::Exec(a) => streams::exec(&ctx, a).await,
         Command::PortForward(a) => streams::port_forward(&ctx, a).await.map(|_| 0),
+        Command::Top(a) => top::run(&ctx, a).await.map(|_| 0),
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),
         Command::Down(a) => cluster::down(a).await.map(|_| 0),
         Command::Status(a) => cluster::status(a).await,

@@ -31,6 +31,15 @@ impl Client {
         .await
     }
 
+    /// A node's resource summary, from its node agent.
+    pub async fn node_summary(&self, req: pb::SummaryRequest) -> Result<pb::Summary, ClientError> {
+        self.with_failover(|ch| {
+            let req = req.clone();
+            async move { Ok(streams(ch).node_summary(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// Runs a command in a container: `input` starts with [`pb::exec_input::Msg::Start`].
     pub async fn exec<S>(&self, input: S) -> Result<Streaming<pb::ExecOutput>, ClientError>
     where

@@ -225,17 +225,23 @@ pub async fn run(
     let heartbeat = tokio::spawn(node::heartbeat(
         Arc::clone(&api),
         Arc::clone(&runtime),
-        host,
+        Arc::clone(&host),
         Arc::clone(&clock),
         cfg.node.clone(),
         facts.clone(),
         cancel.clone(),
     ));
     let relay_task = relay.map(|client| {
+        let stats = Arc::new(crate::relay::HostStats {
+            probe: Arc::clone(&host),
+            facts: facts.clone(),
+            summarizer: crate::summary::Summarizer::default(),
+        });
         tokio::spawn(crate::relay::run(
             client,
             cfg.node.name.clone(),
             Arc::clone(&runtime),
+            stats,
             Arc::clone(&clock),
             cancel.clone(),
         ))

@@ -26,6 +26,8 @@ pub struct HostSample {
     pub disk_total: u64,
     pub pids_used: u64,
     pub pid_max: u64,
+    /// CPU time spent busy since boot, all CPUs, in nanoseconds.
+    pub cpu_busy_ns: u64,
 }
 
 pub trait HostProbe: Send + Sync + 'static {
@@ -48,6 +50,23 @@ fn meminfo(key: &str) -> u64 {
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0)
+}
+
+/// Busy CPU time from `/proc/stat`'s first line (everything but idle and iowait).
+fn cpu_busy_ns() -> u64 {
+    let stat = read("/proc/stat");
+    let Some(line) = stat.lines().next() else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    // USER_HZ is 100 on Linux: a tick is 10 ms.
+    total.saturating_sub(idle) * 10_000_000
 }
 
 fn disk(path: &Path) -> (u64, u64) {
@@ -123,6 +142,7 @@ impl HostProbe for ProcHost {
             disk_total: total,
             pids_used,
             pid_max: read("/proc/sys/kernel/pid_max").parse().unwrap_or(0),
+            cpu_busy_ns: cpu_busy_ns(),
         }
     }
 }
@@ -140,6 +160,7 @@ impl FakeHost {
             disk_total: 100 << 30,
             pids_used: 100,
             pid_max: 4_194_304,
+            cpu_busy_ns: 0,
         })))
     }
 

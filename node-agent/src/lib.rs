@@ -6,6 +6,7 @@
 //! - [`pod`]: one worker per pod driving its containers to the desired state, and the status.
 //! - [`agent`]: the pod set: admission, workers, relisting the runtime, adoption and cleanup.
 //! - [`node`]: registration, conditions and the heartbeat Lease; [`host`]: facts about the host.
+//! - [`summary`]: the node's and pods' CPU and memory use (kubelet's stats summary).
 //! - [`relay`]: logs, exec and port-forward sessions the API server relays to this node.
 //! - [`objects`]: ConfigMaps, Secrets and claims read for env and volumes; [`volumes`]: the
 //!   pod's volumes as node directories.
@@ -19,4 +20,5 @@ pub mod objects;
 pub mod pod;
 pub mod relay;
 pub mod runtime;
+pub mod summary;
 pub mod volumes;

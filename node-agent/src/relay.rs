@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::host::{HostFacts, HostProbe};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ExecChunk, LogOptions, Role, State};
+use crate::summary::Summarizer;
 
 /// Messages in flight to the server per session.
 const WINDOW: usize = 8;
@@ -35,10 +37,18 @@ fn msg(m: pb::agent_data::Msg) -> pb::AgentData {
 }
 
 /// Keeps the relay connection up until `cancel`.
+/// What the summary session reads about the host.
+pub struct HostStats {
+    pub probe: Arc<dyn HostProbe>,
+    pub facts: HostFacts,
+    pub summarizer: Summarizer,
+}
+
 pub async fn run(
     client: Client,
     node: String,
     runtime: Arc<dyn ContainerRuntime>,
+    host: Arc<HostStats>,
     clock: SharedClock,
     cancel: CancellationToken,
 ) {
@@ -59,7 +69,7 @@ pub async fn run(
                             Some(Ok(open)) => {
                                 let (link, rt, node, clock) =
                                     (link.clone(), Arc::clone(&runtime), node.clone(), Arc::clone(&clock));
-                                tokio::spawn(session(link, rt, node, clock, open));
+                                tokio::spawn(session(link, rt, Arc::clone(&host), node, clock, open));
                             }
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "relay connection broke; reconnecting");
@@ -83,6 +93,7 @@ pub async fn run(
 async fn session(
     link: RelayLink,
     runtime: Arc<dyn ContainerRuntime>,
+    host: Arc<HostStats>,
     node: String,
     clock: SharedClock,
     open: pb::SessionOpen,
@@ -111,6 +122,16 @@ async fn session(
         }
         Some(pb::session_open::What::PortForward(p)) => {
             port_forward(&*runtime, &node, &open.pod_uid, p, &tx, &mut input).await
+        }
+        Some(pb::session_open::What::Summary(_)) => {
+            let v = host
+                .summarizer
+                .summary(&*runtime, &*host.probe, &host.facts, &node, &*clock)
+                .await;
+            let _ = tx
+                .send(msg(pb::agent_data::Msg::Data(v.to_string().into())))
+                .await;
+            Ok(())
         }
         None => Err("empty session request".to_string()),
     };

@@ -529,3 +529,58 @@ async fn logs_exec_pvc_and_agent_restart() {
     drop(node);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_backs_off_longer_each_time() {
+    let server = TestServer::start().await.expect("server");
+    let api = server.api();
+    let node = Node::start(&server, "crash", 4).await;
+    create(
+        &api,
+        "v1",
+        "Pod",
+        pod(
+            &node,
+            "crash",
+            json!({"containers": [{"name": "c", "image": images::busybox(),
+                "command": ["sh", "-c", "echo crashing; exit 2"]}]}),
+        ),
+    )
+    .await;
+    wait_pod(&api, "crash", 60, "first restart", |p| {
+        restarts(p, "c") >= 1
+    })
+    .await;
+    let t1 = Instant::now();
+    let p = wait_pod(&api, "crash", 30, "CrashLoopBackOff", |p| {
+        p.pointer("/status/containerStatuses/0/state/waiting/reason")
+            == Some(&json!("CrashLoopBackOff"))
+    })
+    .await;
+    let last = p
+        .pointer("/status/containerStatuses/0/lastState/terminated")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(last["exitCode"], 2, "{p:#}");
+    assert_eq!(last["reason"], "Error");
+    wait_pod(&api, "crash", 30, "second restart", |p| {
+        restarts(p, "c") >= 2
+    })
+    .await;
+    let gap = t1.elapsed();
+    assert!(
+        gap >= Duration::from_secs(9),
+        "the second restart waits the 10 s back-off: {gap:?}"
+    );
+    let p = wait_pod(&api, "crash", 30, "waiting 20s", |p| {
+        p.pointer("/status/containerStatuses/0/state/waiting/message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.starts_with("back-off 20s"))
+    })
+    .await;
+    assert_eq!(restarts(&p, "c"), 2, "doubled, not yet restarted: {p:#}");
+    delete(&api, "crash").await;
+    wait_gone(&api, "crash", 30).await;
+    drop(node);
+    server.shutdown().await;
+}

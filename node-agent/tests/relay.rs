@@ -166,6 +166,29 @@ async fn logs_and_exec_reach_the_container_through_the_api_server() {
     assert_eq!(stdout, b"uid=0(root)\n");
     assert_eq!(code, Some(3));
 
+    // The node's summary comes back through the same relay, the pod in it.
+    let sum = client
+        .node_summary(pb::SummaryRequest {
+            node: fakes::NODE.into(),
+        })
+        .await
+        .expect("summary");
+    let v: serde_json::Value = serde_json::from_slice(&sum.json).expect("json");
+    assert_eq!(v["node"]["nodeName"], fakes::NODE);
+    assert_eq!(v["pods"][0]["podRef"]["name"], "web", "{v}");
+    assert_eq!(v["pods"][0]["containers"][0]["name"], "app");
+    let none = client
+        .node_summary(pb::SummaryRequest {
+            node: "elsewhere".into(),
+        })
+        .await
+        .expect_err("no agent for that node");
+    assert!(none.to_string().contains("elsewhere"), "{none}");
+    assert!(
+        !none.to_string().contains("no API server reachable"),
+        "the server answered; this is not a connection failure: {none}"
+    );
+
     let missing = pb::LogsRequest {
         pod: "absent".into(),
         ..req
