@@ -1,4 +1,10 @@
-//! `rudder create`: namespaces, config maps, generic secrets, or objects from files.
+//! `rudder create`: namespaces, config maps, generic and docker-registry secrets, or objects
+//! from files.
+//!
+//! A docker-registry secret is kubectl's: type `kubernetes.io/dockerconfigjson`, its
+//! `.dockerconfigjson` either built from the `--docker-*` flags
+//! (`{"auths":{SERVER:{"username","password","email","auth":base64(user:password)}}}`, empty
+//! fields left out) or read with `--from-file` from a docker `config.json` (checked to be JSON).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,6 +53,107 @@ pub struct CreateArgs {
 pub enum SecretCommand {
     /// A secret from literals and files (values base64-encoded into `data`).
     Generic(DataArgs),
+    /// A `kubernetes.io/dockerconfigjson` secret, for pods' `imagePullSecrets`.
+    DockerRegistry(DockerRegistryArgs),
+}
+
+/// The key a dockerconfigjson secret holds its config under.
+pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
+const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+#[derive(Debug, Args)]
+pub struct DockerRegistryArgs {
+    pub name: String,
+    /// The registry's address, as image references name it (e.g. registry.example.com:5000).
+    #[arg(long, default_value = "https://index.docker.io/v1/")]
+    pub docker_server: String,
+    /// The user to log in to the registry as.
+    #[arg(long)]
+    pub docker_username: Option<String>,
+    /// That user's password.
+    #[arg(long)]
+    pub docker_password: Option<String>,
+    /// An email address, stored with the credentials (registries ignore it).
+    #[arg(long)]
+    pub docker_email: Option<String>,
+    /// [key=]path of a docker config.json (key: .dockerconfigjson); instead of the flags.
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// One registry's entry, fields in kubectl's order.
+#[derive(serde::Serialize)]
+struct DockerConfigEntry<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    username: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    password: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    email: &'a str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    auth: String,
+}
+
+/// The `.dockerconfigjson` for one registry, byte for byte as kubectl writes it.
+pub fn docker_config_json(server: &str, username: &str, password: &str, email: &str) -> Vec<u8> {
+    let entry = DockerConfigEntry {
+        username,
+        password,
+        email,
+        auth: base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")),
+    };
+    let auths = BTreeMap::from([("auths", BTreeMap::from([(server, entry)]))]);
+    // A map of strings to a plain struct always serializes.
+    serde_json::to_vec(&auths).unwrap_or_default()
+}
+
+/// The data of a docker-registry secret: from `--from-file` if given, else from the flags.
+pub fn docker_registry_data(a: &DockerRegistryArgs) -> Result<BTreeMap<String, Vec<u8>>> {
+    if a.from_file.is_empty() {
+        let (Some(user), Some(password)) = (
+            a.docker_username.as_deref().filter(|u| !u.is_empty()),
+            a.docker_password.as_deref().filter(|p| !p.is_empty()),
+        ) else {
+            return Err(CliError::msg(
+                "either --from-file or the combination of --docker-username, --docker-password and --docker-server is required",
+            ));
+        };
+        if a.docker_server.is_empty() {
+            return Err(CliError::msg("--docker-server must not be empty"));
+        }
+        let email = a.docker_email.as_deref().unwrap_or("");
+        let config = docker_config_json(&a.docker_server, user, password, email);
+        return Ok(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            config,
+        )]));
+    }
+    // As kubectl: a file named without a key is the config itself.
+    let sources: Vec<String> = a
+        .from_file
+        .iter()
+        .map(|f| {
+            if f.contains('=') {
+                f.clone()
+            } else {
+                format!("{DOCKER_CONFIG_JSON_KEY}={f}")
+            }
+        })
+        .collect();
+    let data = collect_data(&[], &sources)?;
+    let Some(config) = data.get(DOCKER_CONFIG_JSON_KEY) else {
+        return Err(CliError::msg(format!(
+            "a docker-registry secret needs the key {DOCKER_CONFIG_JSON_KEY}"
+        )));
+    };
+    if let Err(e) = serde_json::from_slice::<Value>(config) {
+        return Err(CliError::msg(format!(
+            "{DOCKER_CONFIG_JSON_KEY} is not a docker config.json: {e}"
+        )));
+    }
+    Ok(data)
 }
 
 #[derive(Debug, Args, Clone)]
@@ -241,6 +348,12 @@ pub async fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
             let obj = secret_object(&a.name, &ctx.namespace, &data);
             create_one(ctx, &core("secret")?, obj, &a.common).await
         }
+        CreateCommand::Secret(SecretCommand::DockerRegistry(a)) => {
+            let data = docker_registry_data(&a)?;
+            let mut obj = secret_object(&a.name, &ctx.namespace, &data);
+            obj["type"] = json!(DOCKER_CONFIG_JSON_TYPE);
+            create_one(ctx, &core("secret")?, obj, &a.common).await
+        }
     }
 }
 
@@ -291,5 +404,48 @@ mod tests {
         assert_eq!(s["type"], "Opaque");
         let c = configmap_object("c", "ns", &data);
         assert_eq!(c["data"]["b"], "x=y");
+    }
+
+    fn registry_args(argv: &[&str]) -> DockerRegistryArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: DockerRegistryArgs,
+        }
+        let mut full = vec!["x"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).expect("args").a
+    }
+
+    #[test]
+    fn docker_registry_data_as_kubectl_writes_it() {
+        assert_eq!(
+            String::from_utf8(docker_config_json("r:5000", "u", "p", "u@x")).unwrap(),
+            r#"{"auths":{"r:5000":{"username":"u","password":"p","email":"u@x","auth":"dTpw"}}}"#
+        );
+        let a = registry_args(&["s", "--docker-username=u", "--docker-password=p:w"]);
+        let data = docker_registry_data(&a).unwrap();
+        assert_eq!(
+            String::from_utf8(data[DOCKER_CONFIG_JSON_KEY].clone()).unwrap(),
+            r#"{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p:w","auth":"dTpwOnc="}}}"#,
+            "Docker Hub by default; no email field without an email"
+        );
+        assert_eq!(data.len(), 1);
+        let e = docker_registry_data(&registry_args(&["s", "--docker-username=u"])).unwrap_err();
+        assert!(e.to_string().contains("--from-file"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, r#"{"auths":{"r":{"auth":"dTpw"}}}"#).unwrap();
+        let path = cfg.display().to_string();
+        let data = docker_registry_data(&registry_args(&["s", "--from-file", &path])).unwrap();
+        assert_eq!(data[DOCKER_CONFIG_JSON_KEY], std::fs::read(&cfg).unwrap());
+        let keyed = format!("other={path}");
+        let e = docker_registry_data(&registry_args(&["s", "--from-file", &keyed])).unwrap_err();
+        assert!(e.to_string().contains(".dockerconfigjson"), "{e}");
+        std::fs::write(&cfg, "not json").unwrap();
+        let e = docker_registry_data(&registry_args(&["s", "--from-file", &path])).unwrap_err();
+        assert!(e.to_string().contains("not a docker config.json"), "{e}");
     }
 }
