@@ -544,6 +544,25 @@ async fn missing_images_and_config_wait_with_reasons() {
         phase(p) == "Running"
     })
     .await;
+    let events = a
+        .api
+        .list_json(&rudder_client::conn::kind_ref("v1", "Event"));
+    let said = |reason: &str, text: &str| {
+        events.iter().any(|e| {
+            e["reason"] == reason
+                && e["message"].as_str().is_some_and(|m| m.contains(text))
+                && e.pointer("/involvedObject/name") == Some(&json!("img"))
+        })
+    };
+    assert!(
+        said("Pulling", "Pulling image \"nowhere:1\""),
+        "{events:#?}"
+    );
+    assert!(
+        said("Pulled", "Successfully pulled image \"nowhere:1\""),
+        "{events:#?}"
+    );
+    assert!(said("Failed", "pull access denied"), "{events:#?}");
     a.rt.add_image("there:1");
     a.pod("cfg", json!({"containers": [{"name": "app", "image": "there:1",
         "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}))

@@ -103,11 +103,15 @@ pub struct ImageError {
 }
 
 /// Makes `c`'s image present as its policy says; returns the image id.
+/// `note(reason, message)` receives kubelet's Normal events: `Pulling`, `Pulled` (with the
+/// pull's duration, or "already present on machine").
 pub async fn ensure(
     runtime: &dyn ContainerRuntime,
     objects: &dyn ObjectSource,
     pod: &Pod,
     c: &Container,
+    clock: &dyn rudder_client::clock::Clock,
+    note: &(dyn Fn(&str, String) + Send + Sync),
 ) -> Result<String, ImageError> {
     let image = c.image.clone().unwrap_or_default();
     let policy = pull_policy(c);
@@ -118,7 +122,13 @@ pub async fn ensure(
     };
     let present = runtime.image_id(&image).await.map_err(engine)?;
     match (policy, present) {
-        ("Never", Some(id)) | ("IfNotPresent", Some(id)) => return Ok(id),
+        ("Never", Some(id)) | ("IfNotPresent", Some(id)) => {
+            note(
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
+            return Ok(id);
+        }
         ("Never", None) => {
             return Err(ImageError {
                 reason: "ErrImageNeverPull",
@@ -131,18 +141,35 @@ pub async fn ensure(
         _ => {}
     }
     let auths = pull_auths(objects, pod, &image).await;
+    note("Pulling", format!("Pulling image \"{image}\""));
+    let t0 = clock.instant();
+    let pulled = |id: String| {
+        let took = clock.instant().saturating_duration_since(t0);
+        note(
+            "Pulled",
+            format!(
+                "Successfully pulled image \"{image}\" in {:.3}s. Image id: {id}",
+                took.as_secs_f64()
+            ),
+        );
+        id
+    };
     if auths.is_empty() {
-        return runtime.pull(&image, None).await.map_err(|e| match e {
-            RuntimeError::PullFailed { message, .. } => pull_error(&image, vec![message]),
-            other => engine(other),
-        });
+        return runtime
+            .pull(&image, None)
+            .await
+            .map(pulled)
+            .map_err(|e| match e {
+                RuntimeError::PullFailed { message, .. } => pull_error(&image, vec![message]),
+                other => engine(other),
+            });
     }
     // As kubelet: each matching credential in turn, the first that works wins (a stale pod
     // secret does not hide a good one in the ServiceAccount).
     let mut failures = Vec::new();
     for auth in &auths {
         match runtime.pull(&image, Some(auth)).await {
-            Ok(id) => return Ok(id),
+            Ok(id) => return Ok(pulled(id)),
             Err(RuntimeError::PullFailed { message, .. }) => failures.push(message),
             // The engine itself failed: other credentials would fare no better.
             Err(e) => return Err(engine(e)),
@@ -281,7 +308,12 @@ mod tests {
                 .filter(|c| matches!(c, Call::Pull(_)))
                 .count()
         };
-        let e = ensure(&rt, &objects, &pod(&["stale", "stale"]), &c)
+        let clock = rudder_client::clock::RealClock;
+        let notes = std::sync::Mutex::new(Vec::<String>::new());
+        let note = |reason: &str, _msg: String| {
+            notes.lock().expect("notes").push(reason.to_string());
+        };
+        let e = ensure(&rt, &objects, &pod(&["stale", "stale"]), &c, &clock, &note)
             .await
             .expect_err("only a stale credential");
         assert_eq!(
@@ -289,10 +321,15 @@ mod tests {
             format!("failed to pull image \"{image}\": unauthorized: authentication required")
         );
         assert_eq!(pulls(), 1, "a repeated secret is tried once");
-        let id = ensure(&rt, &objects, &pod(&["stale", "good"]), &c)
+        let id = ensure(&rt, &objects, &pod(&["stale", "good"]), &c, &clock, &note)
             .await
             .expect("the second credential pulls");
         assert!(id.starts_with("sha256:"), "{id}");
         assert_eq!(pulls(), 3);
+        assert_eq!(
+            *notes.lock().expect("notes"),
+            vec!["Pulling", "Pulling", "Pulled"],
+            "a Pulling event per attempt, Pulled on success"
+        );
     }
 }

@@ -521,7 +521,17 @@ impl PodWorker {
             );
             return Some(until);
         }
-        let image_id = match images::ensure(&*self.ctx.runtime, &*self.ctx.objects, pod, c).await {
+        let note = |reason: &str, msg: String| self.ctx.events.normal(&obj.value, reason, &msg);
+        let ensured = images::ensure(
+            &*self.ctx.runtime,
+            &*self.ctx.objects,
+            pod,
+            c,
+            &*self.ctx.clock,
+            &note,
+        )
+        .await;
+        let image_id = match ensured {
             Ok(id) => id,
             Err(e) => {
                 self.ctx.events.warning(&obj.value, "Failed", &e.message);
