@@ -1,7 +1,7 @@
 //! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
 //!
 //! Components: the API server, then the scheduler, then one node agent per node (`--nodes`,
-//! named `node-1`, `node-2`, ..., with pod CIDRs `10.88.1.0/24`, `10.88.2.0/24`, ... on the one
+//! named `node-1`, `node-2`, ... (`--node-prefix`), with pod CIDRs `10.88.1.0/24`, `10.88.2.0/24`, ... (`--pod-subnet`) on the one
 //! local Docker engine). Layout of the data dir, per component: `<dir>/<component>.pid`,
 //! `<dir>/<component>.addr` (where it listens: the API server's gRPC address, the others' health
 //! address), `<dir>/logs/<component>.log`, the API server's store in `<dir>/apiserver/` and each
@@ -44,6 +44,15 @@ pub struct UpArgs {
     /// Health port of the first node agent; node i uses this + i - 1.
     #[arg(long, default_value_t = 10248)]
     pub node_agent_health_port: u16,
+    /// Node names are `<prefix>-1`, `<prefix>-2`, ...
+    #[arg(long, default_value = "node")]
+    pub node_prefix: String,
+    /// The Docker network pods join (created if missing).
+    #[arg(long, default_value = "rudder")]
+    pub pod_network: String,
+    /// Its subnet, a /16: node i gets the i-th /24 in it as its pod CIDR.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub pod_subnet: String,
 }
 
 const APISERVER: &str = "apiserver";
@@ -55,8 +64,21 @@ const NODE_AGENT_BIN: &str = "rudder-node-agent";
 /// come after them.
 const COMPONENTS: [(&str, &str); 2] = [(APISERVER, APISERVER_BIN), (SCHEDULER, SCHEDULER_BIN)];
 
-fn node_name(i: u8) -> String {
-    format!("node-{i}")
+/// Where `up` records node agent i's node name (for `down` to find its containers).
+fn node_file(dir: &Path, i: u8) -> PathBuf {
+    dir.join(format!("node-agent-{i}.node"))
+}
+
+/// The first two octets of a `/16` subnet, e.g. `10.88.` for `10.88.0.0/16`.
+fn subnet_prefix(subnet: &str) -> Result<String> {
+    let bad = || CliError::msg(format!("--pod-subnet {subnet:?}: expected a.b.0.0/16"));
+    let (ip, len) = subnet.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    if len != "16" {
+        return Err(bad());
+    }
+    let [a, b, _, _] = ip.octets();
+    Ok(format!("{a}.{b}."))
 }
 
 fn node_component(i: u8) -> String {
@@ -284,7 +306,11 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.scheduler_health_addr),
     )
     .await?;
+    let net = subnet_prefix(&args.pod_subnet)?;
     for i in 1..=args.nodes {
+        let node = format!("{}-{i}", args.node_prefix);
+        std::fs::write(node_file(&dir, i), format!("{node}\n"))
+            .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
         let port = u32::from(args.node_agent_health_port) + u32::from(i) - 1;
         let port = u16::try_from(port)
             .map_err(|_| CliError::msg("--node-agent-health-port: too high for --nodes"))?;
@@ -293,11 +319,15 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
             "--server".into(),
             addr.clone(),
             "--node-name".into(),
-            node_name(i),
+            node.clone(),
             "--data-dir".into(),
-            dir.join(node_name(i)).display().to_string(),
+            dir.join(&node).display().to_string(),
             "--pod-cidr".into(),
-            format!("10.88.{i}.0/24"),
+            format!("{net}{i}.0/24"),
+            "--network".into(),
+            args.pod_network.clone(),
+            "--network-subnet".into(),
+            args.pod_subnet.clone(),
             "--health-addr".into(),
             health.clone(),
         ];
@@ -438,7 +468,7 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
         let _ = std::fs::remove_file(pid_file(dir, c));
         util::outln(&format!("{c} (pid {pid}) stopped"))?;
     }
-    remove_node_containers(&all)?;
+    remove_node_containers(dir, &all)?;
     if !any {
         util::outln(&format!("nothing is running from {}", dir.display()))?;
     }
@@ -447,12 +477,18 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
 
 /// Removes the containers the node agents of this cluster ran (they keep running when an agent
 /// stops, so that a restarted agent adopts them), through the `docker` command.
-fn remove_node_containers(all: &[(String, &str)]) -> Result<()> {
+fn remove_node_containers(dir: &Path, all: &[(String, &str)]) -> Result<()> {
     for (c, _) in all {
-        let Some(i) = c.strip_prefix("node-agent-") else {
+        let Some(i) = c
+            .strip_prefix("node-agent-")
+            .and_then(|i| i.parse::<u8>().ok())
+        else {
             continue;
         };
-        let label = format!("label=io.rudder.node=node-{i}");
+        let Some(node) = read_trimmed(&node_file(dir, i)) else {
+            continue;
+        };
+        let label = format!("label=io.rudder.node={node}");
         let ids = match std::process::Command::new("docker")
             .args(["ps", "-aq", "--filter", &label])
             .output()
@@ -460,13 +496,13 @@ fn remove_node_containers(all: &[(String, &str)]) -> Result<()> {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
             Ok(o) => {
                 eprintln!(
-                    "cannot list node-{i}'s containers: {}",
+                    "cannot list {node}'s containers: {}",
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
                 continue;
             }
             Err(e) => {
-                eprintln!("cannot run docker to remove node-{i}'s containers: {e}");
+                eprintln!("cannot run docker to remove {node}'s containers: {e}");
                 continue;
             }
         };
@@ -481,11 +517,12 @@ fn remove_node_containers(all: &[(String, &str)]) -> Result<()> {
             .map_err(|e| CliError::io("running docker rm", e))?;
         if !out.status.success() {
             return Err(CliError::msg(format!(
-                "removing node-{i}'s containers failed: {}",
+                "removing {node}'s containers failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        util::outln(&format!("removed {} containers of node-{i}", ids.len()))?;
+        util::outln(&format!("removed {} containers of {node}", ids.len()))?;
+        let _ = std::fs::remove_file(node_file(dir, i));
     }
     Ok(())
 }

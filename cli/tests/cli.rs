@@ -501,10 +501,19 @@ fn up_status_down() {
         "rudder-scheduler is not built at {}: run `cargo build -p rudder-scheduler` first",
         sched.display()
     );
+    let agent = common::rudder_bin().with_file_name("rudder-node-agent");
+    assert!(
+        agent.is_file(),
+        "rudder-node-agent is not built at {}: run `cargo build -p rudder-node-agent` first",
+        agent.display()
+    );
     let home = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let health = format!("127.0.0.1:{}", common::free_port());
+    let agent_port = common::free_port().to_string();
+    // Its own node names, network and subnet, so that it never touches a local cluster's.
+    let prefix = format!("upt{}", std::process::id());
     let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
     let up_args = [
         "up",
@@ -514,7 +523,37 @@ fn up_status_down() {
         &listen,
         "--scheduler-health-addr",
         &health,
+        "--node-agent-health-port",
+        &agent_port,
+        "--node-prefix",
+        &prefix,
+        "--pod-network",
+        "rudder-cli-test",
+        "--pod-subnet",
+        "10.217.0.0/16",
     ];
+    // Removes the node's containers and the network even if an assertion fails.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let filter = format!("label=io.rudder.node={}", self.0);
+            if let Ok(o) = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids = String::from_utf8_lossy(&o.stdout).to_string();
+                for id in ids.split_whitespace() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f", id])
+                        .output();
+                }
+            }
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", "rudder-cli-test"])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(format!("{prefix}-1"));
     let up = run(&up_args);
     let out = up.ok().to_string();
     assert!(
@@ -546,10 +585,25 @@ fn up_status_down() {
         "{text}"
     );
     assert!(text.contains("objects:"), "{text}");
+    let agent_row = text
+        .lines()
+        .find(|l| l.starts_with("node-agent-1"))
+        .unwrap_or_default();
+    assert!(
+        agent_row.contains(" yes ") && agent_row.contains(" ok "),
+        "the node agent joins up and status: {text}"
+    );
+    let nodes = run(&["get", "nodes"]);
+    assert!(
+        nodes.ok().contains(&format!("{prefix}-1")),
+        "its node registered: {}",
+        nodes.stdout
+    );
     let down = run(&["down", "--data-dir", "data"]);
     assert!(down.ok().contains("stopped"), "{}", down.stdout);
     assert!(!home.path().join("data/apiserver.pid").exists());
     assert!(!home.path().join("data/scheduler.pid").exists());
+    assert!(!home.path().join("data/node-agent-1.pid").exists());
     let st = run(&["status", "--data-dir", "data"]);
     assert_eq!(st.code, 3, "{}", st.stdout);
     let o = run(&["get", "ns"]);
