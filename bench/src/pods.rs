@@ -9,7 +9,7 @@
 //! removed at the end, also on error.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -81,19 +81,11 @@ impl PodsFigures {
     }
 }
 
-/// The agent process and its directory; killed and reaped on drop, with what it started.
+/// The agent process and its data directory; on drop it is killed and what it started is
+/// removed.
 struct AgentProc {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl AgentProc {
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
+    proc: procs::Component,
+    _data: tempfile::TempDir,
 }
 
 /// Removes both sides' containers and the network.
@@ -125,52 +117,34 @@ fn docker_cleanup() {
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The process first (it would recreate what is removed), then the containers.
+        self.proc.stop();
         docker_cleanup();
     }
 }
 
 fn start_agent(bin: &Path, server: &str) -> anyhow::Result<AgentProc> {
-    if !bin.is_file() {
-        bail!(
-            "rudder-node-agent binary not found at {} (build it first: cargo build --release -p rudder-node-agent)",
-            bin.display()
-        );
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("rudder-bench-agent-")
+    let data = tempfile::Builder::new()
+        .prefix("rudder-bench-agent-data-")
         .tempdir()
-        .context("creating the agent's directory")?;
-    let health = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    let health_addr = health.local_addr()?.to_string();
-    drop(health);
-    let log = dir.path().join("agent.log");
-    let log_file = std::fs::File::create(&log).context("creating the agent's log")?;
-    let data = dir.path().join("data");
-    let child = Command::new(bin)
-        .args([
-            "--server",
-            server,
-            "--node-name",
-            NODE,
-            "--pod-cidr",
-            SUBNET,
-        ])
-        .args(["--network", NETWORK, "--network-subnet", SUBNET])
-        .args(["--health-addr", &health_addr])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .context("creating the agent's data directory")?;
+    let dir = data.path().display().to_string();
+    let args = [
+        "--node-name",
+        NODE,
+        "--pod-cidr",
+        SUBNET,
+        "--network",
+        NETWORK,
+        "--network-subnet",
+        SUBNET,
+        "--data-dir",
+        &dir,
+    ];
+    let c = procs::Component::start("rudder-node-agent", bin, server, &args)?;
     Ok(AgentProc {
-        child,
-        log,
-        _dir: dir,
+        proc: c,
+        _data: data,
     })
 }
 
@@ -298,7 +272,7 @@ pub async fn run(apiserver_bin: &Path, a: &PodsArgs, image: &str) -> anyhow::Res
     result.with_context(|| {
         format!(
             "pods benchmark failed; node agent log tail:\n{}",
-            agent.log_tail(20)
+            agent.proc.log_tail(20)
         )
     })
 }
@@ -344,7 +318,7 @@ async fn scenario(
         record(&mut h_ready, ready);
         record(&mut h_docker, plain_start(&docker, image, i + 1).await?);
     }
-    let agent_rss = rss_bytes(agent.child.id()).unwrap_or(0);
+    let agent_rss = rss_bytes(agent.proc.pid()).unwrap_or(0);
     Ok(PodsFigures {
         pods: a.pods,
         running: Latency::of(&h_run),

@@ -201,3 +201,67 @@ where
         proc.log_tail(30)
     )
 }
+
+/// A component (scheduler, node agent) as a child process with `--server` and a free
+/// `--health-addr`, its stderr in a log file; killed and reaped on drop.
+pub struct Component {
+    child: Child,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Component {
+    /// Starts `bin` (`name` for messages) with `args` plus `--server server --health-addr ...`.
+    pub fn start(name: &str, bin: &Path, server: &str, args: &[&str]) -> anyhow::Result<Component> {
+        if !bin.is_file() {
+            bail!(
+                "{name} binary not found at {} (build it first: cargo build --release -p {name})",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rudder-bench-{name}-"))
+            .tempdir()
+            .with_context(|| format!("creating {name}'s directory"))?;
+        let health = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let health_addr = health.local_addr()?.to_string();
+        drop(health);
+        let log = dir.path().join(format!("{name}.log"));
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {name}'s log"))?;
+        let child = Command::new(bin)
+            .args(["--server", server, "--health-addr", &health_addr])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Component { child, log, dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills and reaps it now.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last lines of its log, to explain a failure.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = &self.dir;
+    }
+}

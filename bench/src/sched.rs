@@ -7,7 +7,6 @@
 //! binding shows as a count of unbound pods, not a hang.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -98,60 +97,6 @@ impl SchedFigures {
             self.cpu_apiserver.bench_cores,
         )
     }
-}
-
-/// The scheduler process; killed and reaped on drop.
-struct SchedulerProc {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SchedulerProc {
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for SchedulerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_scheduler(bin: &Path, server: &str) -> anyhow::Result<SchedulerProc> {
-    if !bin.is_file() {
-        bail!(
-            "rudder-scheduler binary not found at {} (build it first: cargo build --release -p rudder-scheduler)",
-            bin.display()
-        );
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("rudder-bench-scheduler-")
-        .tempdir()
-        .context("creating the scheduler's log directory")?;
-    let health = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    let health_addr = health.local_addr()?.to_string();
-    drop(health);
-    let log = dir.path().join("scheduler.log");
-    let log_file = std::fs::File::create(&log).context("creating the scheduler's log")?;
-    let child = Command::new(bin)
-        .args(["--server", server, "--leader-elect", "false"])
-        .args(["--health-addr", &health_addr])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(SchedulerProc {
-        child,
-        log,
-        _dir: dir,
-    })
 }
 
 fn kind(k: &str) -> Option<pb::KindRef> {
@@ -329,7 +274,12 @@ async fn scenario(
     let t = closed_loop(pid, clients, 0, a.nodes, nodes).await?;
     eprintln!("  sched: nodes created in {:.1?}", t.elapsed);
 
-    let sched = start_scheduler(scheduler_bin, &server.addr)?;
+    let sched = procs::Component::start(
+        "rudder-scheduler",
+        scheduler_bin,
+        &server.addr,
+        &["--leader-elect", "false"],
+    )?;
     let out = measure(pid, &pool, &sched, a).await;
     out.with_context(|| format!("scheduler log tail:\n{}", sched.log_tail(20)))
 }
@@ -337,7 +287,7 @@ async fn scenario(
 async fn measure(
     pid: u32,
     pool: &Arc<Vec<Client>>,
-    sched: &SchedulerProc,
+    sched: &procs::Component,
     a: &SchedArgs,
 ) -> anyhow::Result<SchedFigures> {
     let c0 = pool[0].clone();
@@ -416,7 +366,7 @@ async fn measure(
             Ok(seen)
         })
     };
-    let sched_pid = sched.child.id();
+    let sched_pid = sched.pid();
     let probe_api = CpuProbe::start(pid);
     let probe_sched = CpuProbe::start(sched_pid);
     eprintln!(
