@@ -10,13 +10,12 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "registry/cluster.rs"]
-mod cluster;
+mod docker_cluster;
 #[path = "registry/local.rs"]
 mod local;
 
 use base64::Engine;
-use cluster::{Cluster, NS, container_status, phase, waiting};
+use docker_cluster::{Cluster, NS, container_status, phase, waiting};
 use local::{LocalRegistry, local_image_id};
 use rudder_testkit::images;
 use serde_json::{Value, json};

@@ -1,8 +1,11 @@
-//! A one-node cluster for the pull tests: an in-process API server and a real agent over the
-//! Docker engine, with the test's namespace ([`NS`]) created and helpers to read pods and
-//! Events. Each test has its own node name, network and subnet (`10.215.<n>.0/24`, n >= 20);
+//! A one-node cluster for the tests against the real engine: an in-process API server and a real
+//! agent over the Docker engine, with the tests' namespace ([`NS`]) created and helpers to
+//! write objects and read pods and Events. Each test has its own node name, network and subnet
+//! (`10.215.<n>.0/24`: 1-9 for `docker_pods.rs`, 20 and up for `registry.rs`);
 //! the node's containers and network are removed when the cluster drops, also on failure, and
 //! before it starts (what a crashed earlier run left).
+
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +27,13 @@ use rudder_testkit::images::{self, DockerCleanup};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// The namespace the tests' objects live in (not `default`: its ServiceAccount is ours).
-pub const NS: &str = "pulls";
+/// The namespace the tests' objects live in (not `default`: its ServiceAccount is the tests').
+pub const NS: &str = "node-tests";
 
 pub struct Cluster {
     pub api: Arc<dyn Api>,
     pub node: String,
+    cfg: AgentConfig,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     // Dropped in this order: the agent is told to stop, its containers and network go, then
@@ -44,7 +48,7 @@ impl Cluster {
         images::require_docker();
         let server = TestServer::start().await.expect("API server");
         let api = server.api();
-        let node = format!("t-pull-{test}");
+        let node = format!("t-{test}");
         let dir = tempfile::tempdir().expect("agent data dir");
         let mut node_cfg = NodeConfig::new(&node, &format!("10.215.{n}.1"));
         node_cfg.pod_cidr = Some(format!("10.215.{n}.0/24"));
@@ -60,29 +64,11 @@ impl Cluster {
         let mut cleanup = DockerCleanup::new();
         cleanup.label(labels::NODE, &node).network(&cfg.network);
         cleanup.run();
-        let clock = RealClock::shared();
-        let runtime = DockerRuntime::connect(None, Arc::clone(&clock))
-            .await
-            .expect("this test needs a running Docker engine");
-        let deps = Deps {
-            api: Arc::clone(&api),
-            runtime: Arc::new(runtime),
-            prober: Arc::new(NetProber),
-            host: Arc::new(FakeHost::new()),
-            facts: HostFacts::read(&cfg.data_dir),
-            clock,
-            relay: Some(server.client()),
-        };
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = agent::run(deps, cfg, c).await {
-                panic!("agent: {e}");
-            }
-        });
+        let (cancel, task) = spawn_agent(&server, cfg.clone()).await;
         let cluster = Cluster {
             api,
             node,
+            cfg,
             cancel,
             task: Some(task),
             _cleanup: cleanup,
@@ -98,9 +84,49 @@ impl Cluster {
         cluster
     }
 
+    /// A client of the API server (for logs, exec, port-forward).
+    pub fn client(&self) -> rudder_client::Client {
+        self.server.as_ref().expect("server running").client()
+    }
+
+    /// Stops the agent and starts a new one over the same data directory (pods keep running).
+    pub async fn restart_agent(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("agent task");
+        }
+        let server = self.server.as_ref().expect("server running");
+        let (cancel, task) = spawn_agent(server, self.cfg.clone()).await;
+        self.cancel = cancel;
+        self.task = Some(task);
+    }
+
+    /// Deletes a pod (gracefully, as a user would).
+    pub async fn delete_pod(&self, name: &str) {
+        self.api
+            .delete(pb::DeleteRequest {
+                kind: Some(kind_ref("v1", "Pod")),
+                namespace: NS.into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete pod");
+    }
+
+    /// Waits until the pod is gone from the API (its deletion confirmed by the agent).
+    pub async fn wait_gone(&self, name: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.get_pod(name).await.is_some() {
+            assert!(Instant::now() < deadline, "pod {name} not gone in {secs}s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Creates a core/v1 object (namespaced ones in [`NS`]).
     pub async fn create(&self, kind: &str, obj: Value) {
-        let namespace = if kind == "Namespace" { "" } else { NS };
+        let cluster_scoped = ["Namespace", "PersistentVolume", "Node"].contains(&kind);
+        let namespace = if cluster_scoped { "" } else { NS };
         self.api
             .create(pb::CreateRequest {
                 kind: Some(kind_ref("v1", kind)),
@@ -253,6 +279,33 @@ impl Cluster {
             s.shutdown().await;
         }
     }
+}
+
+async fn spawn_agent(
+    server: &TestServer,
+    cfg: AgentConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let clock = RealClock::shared();
+    let runtime = DockerRuntime::connect(None, Arc::clone(&clock))
+        .await
+        .expect("this test needs a running Docker engine");
+    let deps = Deps {
+        api: server.api(),
+        runtime: Arc::new(runtime),
+        prober: Arc::new(NetProber),
+        host: Arc::new(FakeHost::new()),
+        facts: HostFacts::read(&cfg.data_dir),
+        clock,
+        relay: Some(server.client()),
+    };
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = agent::run(deps, cfg, c).await {
+            panic!("agent: {e}");
+        }
+    });
+    (cancel, task)
 }
 
 impl Drop for Cluster {
