@@ -563,6 +563,10 @@ async fn missing_images_and_config_wait_with_reasons() {
         "{events:#?}"
     );
     assert!(said("Failed", "pull access denied"), "{events:#?}");
+    assert!(
+        said("BackOff", "Back-off pulling image \"nowhere:1\""),
+        "{events:#?}"
+    );
     a.rt.add_image("there:1");
     a.pod("cfg", json!({"containers": [{"name": "app", "image": "there:1",
         "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "k"}}}]}]}))

@@ -514,6 +514,13 @@ impl PodWorker {
         let pull_key = format!("image:{image}");
         if let Some(until) = self.pull_backoff.blocked_after_last(&pull_key, now) {
             let last = self.pull_errors.get(&pull_key).cloned().unwrap_or_default();
+            if self.waiting_reason(&c.name) != Some("ImagePullBackOff") {
+                self.ctx.events.normal(
+                    &obj.value,
+                    "BackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                );
+            }
             self.set_waiting(
                 &c.name,
                 "ImagePullBackOff",
