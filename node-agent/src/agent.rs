@@ -214,11 +214,13 @@ pub async fn run(
         });
     }
     let gateway = Ipv4Addr::from(u32::from(net.base) + 1);
+    let engine_range = crate::pod::ipam::engine_range(&net, &cidr);
     runtime
         .ensure_network(&NetworkSpec {
             name: cfg.network.clone(),
             subnet: net.to_string(),
             gateway,
+            ip_range: Some(engine_range.to_string()),
         })
         .await?;
     let alloc = node::allocatable(&facts, &cfg.node);
@@ -266,7 +268,11 @@ pub async fn run(
         node_name: cfg.node.name.clone(),
         host_ip: cfg.node.address.clone(),
         network: cfg.network.clone(),
-        ipam: Mutex::new(Ipam::new(cidr, gateway)),
+        ipam: Mutex::new({
+            let mut ipam = Ipam::new(cidr, gateway);
+            ipam.exclude(engine_range);
+            ipam
+        }),
         allow_privileged: cfg.allow_privileged,
         pods_dir,
         allocatable_cpu_milli: alloc.cpu_milli,

@@ -88,6 +88,50 @@ async fn config_secrets_localhost_and_configmap_updates() {
                     {"name": "cfg", "configMap": {"name": "cfg"}}]})).await;
     let p = c.wait_pod("web", 60, "ready", ready).await;
     let ip = pod_ip(&p);
+    // A container that is not a pod, attached to the pod network, gets its address from the
+    // engine's own range, never a pod's.
+    let stranger = format!("rudder-stranger-{}", std::process::id());
+    let run = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            &stranger,
+            "--network",
+            "rudder-test-1",
+        ])
+        .args([images::busybox(), "sleep", "60"])
+        .output()
+        .expect("docker run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let addr = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &stranger,
+        ])
+        .output()
+        .expect("docker inspect");
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &stranger])
+        .output();
+    let addr = String::from_utf8_lossy(&addr.stdout).trim().to_string();
+    let last: u8 = addr
+        .rsplit('.')
+        .next()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        last >= 240,
+        "the engine's own range is the last /28: {addr}"
+    );
+    assert_ne!(addr, ip);
     let env = http(&ip, 8080, "/env").await;
     assert!(env.contains("DB_PASSWORD=s3cret"), "secret as env: {env}");
     assert!(env.contains("MY_POD=web"), "{env}");

@@ -60,12 +60,40 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// The engine's own allocation range on a network with subnet `net` holding this node's pod
+/// CIDR `pods`: the network's first /24 when the network is wider than the node's range (pod
+/// CIDRs of `rudder up` start at the second), its last /24 if the node uses the first; the last
+/// /28 of the node's range when the network is exactly that range (one network per host), which
+/// the node's allocator then leaves alone.
+pub fn engine_range(net: &Cidr, pods: &Cidr) -> Cidr {
+    if net.prefix < pods.prefix && net.prefix <= 24 {
+        let first = Cidr {
+            base: net.base,
+            prefix: 24,
+        };
+        if first.covers(pods) || pods.covers(&first) {
+            Cidr {
+                base: Ipv4Addr::from(net.last() & !0xff),
+                prefix: 24,
+            }
+        } else {
+            first
+        }
+    } else {
+        Cidr {
+            base: Ipv4Addr::from(pods.last() & !0xf),
+            prefix: 28.max(pods.prefix),
+        }
+    }
+}
+
 /// Allocations by pod uid.
 #[derive(Debug)]
 pub struct Ipam {
     cidr: Cidr,
     gateway: Ipv4Addr,
     by_pod: BTreeMap<String, Ipv4Addr>,
+    excluded: Vec<Cidr>,
 }
 
 impl Ipam {
@@ -74,11 +102,17 @@ impl Ipam {
             cidr,
             gateway,
             by_pod: BTreeMap::new(),
+            excluded: Vec::new(),
         }
     }
 
     pub fn cidr(&self) -> Cidr {
         self.cidr
+    }
+
+    /// Never hands out addresses in `range` (the engine's own allocation range).
+    pub fn exclude(&mut self, range: Cidr) {
+        self.excluded.push(range);
     }
 
     /// The pod's address: the one it has, or the lowest free one.
@@ -90,7 +124,8 @@ impl Ipam {
         let first = u32::from(self.cidr.base) + 1;
         for n in first..self.cidr.last() {
             let ip = Ipv4Addr::from(n);
-            if ip != self.gateway && !used.contains(&ip) {
+            let excluded = self.excluded.iter().any(|r| r.contains(ip));
+            if ip != self.gateway && !used.contains(&ip) && !excluded {
                 self.by_pod.insert(pod_uid.to_string(), ip);
                 return Ok(ip);
             }
@@ -134,6 +169,20 @@ mod tests {
         ipam.release("old");
         assert_eq!(ipam.allocate("b"), Ok(Ipv4Addr::new(10, 88, 0, 2)));
         assert_eq!(ipam.in_use(), 2);
+    }
+
+    #[test]
+    fn excluded_ranges_are_skipped() {
+        let cidr = Cidr::parse("10.5.0.0/24").expect("cidr");
+        let mut ipam = Ipam::new(cidr, Ipv4Addr::new(10, 5, 0, 1));
+        ipam.exclude(Cidr::parse("10.5.0.0/28").expect("range"));
+        assert_eq!(ipam.allocate("a"), Ok(Ipv4Addr::new(10, 5, 0, 16)));
+        assert_eq!(engine_range(&cidr, &cidr).to_string(), "10.5.0.240/28");
+        let wide = Cidr::parse("10.88.0.0/16").expect("net");
+        let node = Cidr::parse("10.88.3.0/24").expect("node");
+        assert_eq!(engine_range(&wide, &node).to_string(), "10.88.0.0/24");
+        let first = Cidr::parse("10.88.0.0/24").expect("node");
+        assert_eq!(engine_range(&wide, &first).to_string(), "10.88.255.0/24");
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl DockerRuntime {
                 config: Some(vec![IpamConfig {
                     subnet: Some(net.subnet.clone()),
                     gateway: Some(net.gateway.to_string()),
+                    ip_range: net.ip_range.clone(),
                     ..Default::default()
                 }]),
                 options: None,

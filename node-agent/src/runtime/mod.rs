@@ -99,6 +99,10 @@ pub struct NetworkSpec {
     pub subnet: String,
     /// The bridge's own address on it, e.g. `10.88.0.1`.
     pub gateway: Ipv4Addr,
+    /// Where the engine's own allocator may place containers that are not pods (someone's
+    /// `docker run --network rudder`), kept apart from the pod CIDRs so that such a container
+    /// never takes a pod's address. `None`: the whole subnet.
+    pub ip_range: Option<String>,
 }
 
 /// The pod's sandbox: its network identity.

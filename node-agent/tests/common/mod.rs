@@ -151,6 +151,7 @@ impl Harness {
                 name: format!("rudder-conf-{n}"),
                 subnet: format!("{a}.{b}.{n}.0/24"),
                 gateway: Ipv4Addr::new(a, b, n, 1),
+                ip_range: None,
             },
             fake: None,
             images: AtomicU32::new(0),
