@@ -1,0 +1,161 @@
+//! The pod commands end to end: `rudder up` with a node agent on the real Docker engine, a Pod
+//! applied from stdin, then `rudder logs`, `exec` (its exit code passed through), `top pod` and
+//! `port-forward` as a user runs them. Needs Docker (fails loudly without it). Its own node
+//! names, network and subnet; everything is removed when it ends, also on failure.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{free_port, run_rudder};
+
+/// Stops the cluster and removes what its node agent ran, whatever happened.
+struct Down {
+    home: std::path::PathBuf,
+    node: String,
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run_rudder(None, &self.home, &["down", "--data-dir", "data"], None, &[]);
+        let filter = format!("label=io.rudder.node={}", self.node);
+        if let Ok(o) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
+            }
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", "rudder-cli-pods"])
+            .output();
+    }
+}
+
+#[test]
+fn logs_exec_top_and_port_forward_reach_a_running_pod() {
+    rudder_testkit::images::require_docker();
+    common::apiserver_bin();
+    let image = rudder_testkit::images::busybox();
+    let home = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (sched, agent) = (free_port().to_string(), free_port().to_string());
+    let prefix = format!("cpods{}", std::process::id());
+    let _down = Down {
+        home: home.path().to_path_buf(),
+        node: format!("{prefix}-1"),
+    };
+    let run = |args: &[&str], stdin: Option<&str>| run_rudder(None, home.path(), args, stdin, &[]);
+    let sched_addr = format!("127.0.0.1:{sched}");
+    run(
+        &[
+            "up",
+            "--data-dir",
+            "data",
+            "--listen",
+            &listen,
+            "--scheduler-health-addr",
+            &sched_addr,
+            "--node-agent-health-port",
+            &agent,
+            "--node-prefix",
+            &prefix,
+            "--pod-network",
+            "rudder-cli-pods",
+            "--pod-subnet",
+            "10.218.0.0/16",
+        ],
+        None,
+    )
+    .ok();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo ready to serve; echo page > /index.html; httpd -f -p 8080\"]\n"
+    );
+    run(&["apply", "-f", "-"], Some(&pod)).ok();
+    run(
+        &[
+            "wait",
+            "pod",
+            "shell",
+            "--for=condition=Ready",
+            "--timeout",
+            "60s",
+        ],
+        None,
+    )
+    .ok();
+    // The log, through the API server's relay (retried: the first line may still be on its way).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = run(&["logs", "shell"], None);
+        if logs.ok().contains("ready to serve") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log not seen: {}", logs.stdout);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ex = run(
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo from inside $(hostname); exit 3",
+        ],
+        None,
+    );
+    assert_eq!(
+        ex.code,
+        3,
+        "the command's exit code: {ex:?}",
+        ex = ex.stderr
+    );
+    assert_eq!(ex.stdout, "from inside shell\n");
+    let stdin = run(
+        &["exec", "-i", "shell", "--", "cat"],
+        Some("piped through\n"),
+    );
+    assert_eq!(stdin.ok(), "piped through\n");
+    let top = run(&["top", "pod"], None);
+    assert!(top.ok().contains("shell"), "{}", top.stdout);
+    let top = run(&["top", "node"], None);
+    assert!(top.ok().contains(&format!("{prefix}-1")), "{}", top.stdout);
+    // Port-forward: a local port to the pod's 8080, one relayed connection per client.
+    let local = free_port();
+    let mut pf = std::process::Command::new(common::rudder_bin())
+        .args(["port-forward", "shell", &format!("{local}:8080")])
+        .env("RUDDER_CONFIG", home.path().join("config"))
+        .env("HOME", home.path())
+        .env_remove("RUDDER_SERVER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("port-forward");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", local)).and_then(|mut s| {
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match got {
+            Ok(out) if out.contains("page") => break out,
+            other => {
+                if Instant::now() > deadline {
+                    let _ = pf.kill();
+                    panic!("no answer through port-forward: {other:?}");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(body.contains(" 200 OK"), "{body}");
+}
