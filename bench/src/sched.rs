@@ -46,6 +46,9 @@ pub struct SchedArgs {
     /// Seconds to wait for every pod to be bound before reporting the ones that were not.
     #[arg(long, default_value_t = 300)]
     pub deadline: u64,
+    /// Passed to the scheduler as `--percentage-of-nodes-to-score` (0: its adaptive default).
+    #[arg(long, default_value_t = 0)]
+    pub percentage_of_nodes_to_score: u32,
     /// The rudder-scheduler binary (default: next to this binary).
     #[arg(long)]
     pub scheduler_bin: Option<PathBuf>,
@@ -278,7 +281,12 @@ async fn scenario(
         "rudder-scheduler",
         scheduler_bin,
         &server.addr,
-        &["--leader-elect", "false"],
+        &[
+            "--leader-elect",
+            "false",
+            "--percentage-of-nodes-to-score",
+            &a.percentage_of_nodes_to_score.to_string(),
+        ],
     )?;
     let out = measure(pid, &pool, &sched, a).await;
     out.with_context(|| format!("scheduler log tail:\n{}", sched.log_tail(20)))

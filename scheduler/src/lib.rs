@@ -40,6 +40,8 @@ pub struct Config {
     pub host: String,
     /// `None`: schedule without election (a single replica).
     pub leader: Option<LeaderConfig>,
+    /// Kubernetes' `percentageOfNodesToScore` (0: adaptive).
+    pub percentage_of_nodes_to_score: u32,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             scoring_strategy: framework::ScoringStrategy::default(),
             host: String::new(),
             leader: None,
+            percentage_of_nodes_to_score: 0,
         }
     }
 }
@@ -81,6 +84,7 @@ pub async fn run(
             Arc::clone(&clock),
         )
         .with_events(events.clone())
+        .with_percentage_of_nodes_to_score(cfg.percentage_of_nodes_to_score)
     };
     match cfg.leader.clone() {
         None => make().run(cancel).await,

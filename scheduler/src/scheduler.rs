@@ -65,6 +65,32 @@ pub struct Scheduler {
     cache: Cache,
     clock: SharedClock,
     events: Option<EventRecorder>,
+    /// Kubernetes' `percentageOfNodesToScore` (0: adaptive).
+    percentage_of_nodes_to_score: u32,
+    /// Where the next cycle's filtering starts, so that every node gets its turn.
+    next_start: usize,
+}
+
+/// Nodes the scheduler always considers before it may stop looking (`minFeasibleNodesToFind`).
+pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The adaptive percentage never goes below this (`minFeasibleNodesPercentageToFind`).
+pub const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
+
+/// How many feasible nodes a cycle looks for before scoring, as kube-scheduler's
+/// `numFeasibleNodesToFind`: every node in small clusters; otherwise `percentage` of them (0:
+/// adaptive, 50% less 1% per 125 nodes, at least 5%), and never fewer than 100.
+pub fn num_feasible_nodes_to_find(nodes: usize, percentage: u32) -> usize {
+    if nodes < MIN_FEASIBLE_NODES_TO_FIND || percentage >= 100 {
+        return nodes;
+    }
+    let pct = if percentage == 0 {
+        50usize
+            .saturating_sub(nodes / 125)
+            .max(MIN_FEASIBLE_NODES_PERCENTAGE)
+    } else {
+        percentage as usize
+    };
+    (nodes * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
 impl Scheduler {
@@ -84,7 +110,15 @@ impl Scheduler {
             cache: Cache::default(),
             clock,
             events: None,
+            percentage_of_nodes_to_score: 0,
+            next_start: 0,
         }
+    }
+
+    /// Sets `percentageOfNodesToScore` (0: adaptive; 100: every node, every cycle).
+    pub fn with_percentage_of_nodes_to_score(mut self, pct: u32) -> Self {
+        self.percentage_of_nodes_to_score = pct.min(100);
+        self
     }
 
     /// Records a FailedScheduling Event for each unschedulable attempt.
@@ -244,7 +278,22 @@ impl Scheduler {
         self.profile.pre_filter(&mut info, &snap.nodes);
         let mut feasible: Vec<&NodeInfo> = Vec::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for n in &snap.nodes {
+        // Filter from a rotating start until enough nodes fit (every node when none fits), as
+        // kube-scheduler does: in a large cluster scoring every feasible node costs more than
+        // the better choice is worth.
+        let total = snap.nodes.len();
+        let want = num_feasible_nodes_to_find(total, self.percentage_of_nodes_to_score);
+        let start = if total == 0 {
+            0
+        } else {
+            self.next_start % total
+        };
+        let mut processed = 0;
+        for n in snap.nodes[start..].iter().chain(&snap.nodes[..start]) {
+            if feasible.len() >= want {
+                break;
+            }
+            processed += 1;
             let s = self.profile.run_filters(&info, n);
             if s.is_success() {
                 feasible.push(n);
@@ -253,6 +302,9 @@ impl Scheduler {
                     *reasons.entry(r).or_default() += 1;
                 }
             }
+        }
+        if total > 0 {
+            self.next_start = (start + processed) % total;
         }
         let now = tokio::time::Instant::now();
         if feasible.is_empty() {
@@ -263,7 +315,7 @@ impl Scheduler {
             return Outcome::Unschedulable(msg);
         }
         let scores = self.profile.run_scores(&info, &feasible);
-        // Highest score; ties go to the first node by name, so decisions are reproducible.
+        // Highest score; ties go to the first node found, so decisions are reproducible.
         let mut best = 0;
         for (i, s) in scores.iter().enumerate() {
             if *s > scores[best] {
@@ -362,5 +414,28 @@ mod tests {
             fit_error_message(0, &BTreeMap::new()),
             "0/0 nodes are available."
         );
+    }
+}
+
+#[cfg(test)]
+mod feasible_tests {
+    use super::num_feasible_nodes_to_find;
+
+    #[test]
+    fn how_many_nodes_a_cycle_looks_for() {
+        assert_eq!(
+            num_feasible_nodes_to_find(50, 0),
+            50,
+            "small clusters: every node"
+        );
+        assert_eq!(num_feasible_nodes_to_find(99, 10), 99);
+        // Adaptive: 50% less 1% per 125 nodes.
+        assert_eq!(num_feasible_nodes_to_find(500, 0), 500 * 46 / 100);
+        assert_eq!(num_feasible_nodes_to_find(5_000, 0), 5_000 * 10 / 100);
+        // Never below 5%, never below 100 nodes.
+        assert_eq!(num_feasible_nodes_to_find(10_000, 0), 10_000 * 5 / 100);
+        assert_eq!(num_feasible_nodes_to_find(1_000, 1), 100);
+        assert_eq!(num_feasible_nodes_to_find(1_000, 30), 300);
+        assert_eq!(num_feasible_nodes_to_find(1_000, 100), 1_000);
     }
 }

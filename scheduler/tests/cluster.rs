@@ -36,8 +36,12 @@ async fn cluster() -> Cluster {
 
 impl Cluster {
     fn start_scheduler(&mut self) {
-        let cancel = CancellationToken::new();
         let cfg = rudder_scheduler::Config::new(rudder_scheduler::DEFAULT_SCHEDULER_NAME);
+        self.start_scheduler_with(cfg);
+    }
+
+    fn start_scheduler_with(&mut self, cfg: rudder_scheduler::Config) {
+        let cancel = CancellationToken::new();
         tokio::spawn(rudder_scheduler::run(
             Arc::clone(&self.api),
             RealClock::shared(),
@@ -278,5 +282,26 @@ async fn taints_and_selectors_decide_and_a_pod_that_fits_nowhere_is_told_why() {
         [{"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}});
     c.pod_with("prefers-b", "100m", prefers).await;
     assert_eq!(c.bound("prefers-b").await, "b");
+    c.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_cluster_is_searched_in_turns_from_a_rotating_start() {
+    let mut c = cluster().await;
+    for i in 0..200 {
+        c.node(&format!("n{i:03}"), "4", true, false).await;
+    }
+    let mut cfg = rudder_scheduler::Config::new(rudder_scheduler::DEFAULT_SCHEDULER_NAME);
+    // 10% of 200 is below the floor of 100 nodes: each cycle looks at 100.
+    cfg.percentage_of_nodes_to_score = 10;
+    c.start_scheduler_with(cfg);
+    c.pod("p0", "100m").await;
+    assert_eq!(c.bound("p0").await, "n000");
+    // Every node is equal but n000: scoring all of them would pick n001. The second cycle
+    // starts where the first stopped and sees only n100..n199.
+    c.pod("p1", "100m").await;
+    assert_eq!(c.bound("p1").await, "n100");
+    c.pod("p2", "100m").await;
+    assert_eq!(c.bound("p2").await, "n001", "the search wraps around");
     c.server.shutdown().await;
 }
