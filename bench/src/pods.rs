@@ -9,7 +9,6 @@
 //! removed at the end, also on error.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -90,29 +89,11 @@ struct AgentProc {
 
 /// Removes both sides' containers and the network.
 fn docker_cleanup() {
-    for label in [
-        format!("io.rudder.node={NODE}"),
-        format!("{BASELINE_LABEL}=1"),
-    ] {
-        if let Ok(o) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label={label}")])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-    let _ = Command::new("docker")
-        .args(["network", "rm", NETWORK])
-        .output();
+    rudder_testkit::images::DockerCleanup::new()
+        .label("io.rudder.node", NODE)
+        .label(BASELINE_LABEL, "1")
+        .network(NETWORK)
+        .run();
 }
 
 impl Drop for AgentProc {

@@ -533,27 +533,10 @@ fn up_status_down() {
         "10.217.0.0/16",
     ];
     // Removes the node's containers and the network even if an assertion fails.
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let filter = format!("label=io.rudder.node={}", self.0);
-            if let Ok(o) = std::process::Command::new("docker")
-                .args(["ps", "-aq", "--filter", &filter])
-                .output()
-            {
-                let ids = String::from_utf8_lossy(&o.stdout).to_string();
-                for id in ids.split_whitespace() {
-                    let _ = std::process::Command::new("docker")
-                        .args(["rm", "-f", id])
-                        .output();
-                }
-            }
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", "rudder-cli-test"])
-                .output();
-        }
-    }
-    let _cleanup = Cleanup(format!("{prefix}-1"));
+    let mut _cleanup = rudder_testkit::images::DockerCleanup::new();
+    _cleanup
+        .label("io.rudder.node", &format!("{prefix}-1"))
+        .network("rudder-cli-test");
     let up = run(&up_args);
     let out = up.ok().to_string();
     assert!(

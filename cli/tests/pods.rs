@@ -10,29 +10,15 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, run_rudder};
 
-/// Stops the cluster and removes what its node agent ran, whatever happened.
+/// Stops the cluster, whatever happened; its `cleanup` then removes what the node agent ran.
 struct Down {
     home: std::path::PathBuf,
-    node: String,
+    _cleanup: rudder_testkit::images::DockerCleanup,
 }
 
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = run_rudder(None, &self.home, &["down", "--data-dir", "data"], None, &[]);
-        let filter = format!("label=io.rudder.node={}", self.node);
-        if let Ok(o) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", id])
-                    .output();
-            }
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", "rudder-cli-pods"])
-            .output();
     }
 }
 
@@ -45,9 +31,13 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let listen = format!("127.0.0.1:{}", free_port());
     let (sched, agent) = (free_port().to_string(), free_port().to_string());
     let prefix = format!("cpods{}", std::process::id());
+    let mut cleanup = rudder_testkit::images::DockerCleanup::new();
+    cleanup
+        .label("io.rudder.node", &format!("{prefix}-1"))
+        .network("rudder-cli-pods");
     let _down = Down {
         home: home.path().to_path_buf(),
-        node: format!("{prefix}-1"),
+        _cleanup: cleanup,
     };
     let run = |args: &[&str], stdin: Option<&str>| run_rudder(None, home.path(), args, stdin, &[]);
     let sched_addr = format!("127.0.0.1:{sched}");

@@ -105,10 +105,6 @@ fn cpu(milli: i64) -> String {
     }
 }
 
-fn time(t: jiff::Timestamp) -> String {
-    format!("{t:.0}")
-}
-
 fn node_ref() -> pb::KindRef {
     kind_ref("v1", "Node")
 }
@@ -284,7 +280,7 @@ pub fn status(
     now: jiff::Timestamp,
 ) -> Value {
     let alloc = allocatable(facts, cfg);
-    let now_s = time(now);
+    let now_s = crate::pod::status::time(now);
     let conds: Vec<Value> = conditions(engine, sample)
         .into_iter()
         .map(|(ty, ok, reason, message)| {

@@ -133,8 +133,6 @@ impl Summarizer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::host::{FakeHost, HostSample, test_facts};
     use crate::runtime::fake::FakeRuntime;
@@ -166,6 +164,5 @@ mod tests {
         assert_eq!(v["node"]["cpu"]["usageNanoCores"], 500_000_000u64);
         assert_eq!(v["node"]["memory"]["workingSetBytes"], 2u64 << 30);
         assert_eq!(v["pods"], json!([]));
-        let _ = Arc::new(rt);
     }
 }

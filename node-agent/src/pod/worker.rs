@@ -538,22 +538,18 @@ impl PodWorker {
             &note,
         )
         .await;
-        let image_id = match ensured {
-            Ok(id) => id,
-            Err(e) => {
-                self.ctx.events.warning(&obj.value, "Failed", &e.message);
-                self.set_waiting(&c.name, e.reason, e.message.clone());
-                if e.pull_failed {
-                    self.pull_backoff.record(&pull_key, now, Duration::ZERO);
-                    self.pull_errors.insert(pull_key.clone(), e.message.clone());
-                    return self.pull_backoff.blocked_after_last(&pull_key, now);
-                }
-                return Some(now + Duration::from_secs(10));
+        if let Err(e) = ensured {
+            self.ctx.events.warning(&obj.value, "Failed", &e.message);
+            self.set_waiting(&c.name, e.reason, e.message.clone());
+            if e.pull_failed {
+                self.pull_backoff.record(&pull_key, now, Duration::ZERO);
+                self.pull_errors.insert(pull_key.clone(), e.message.clone());
+                return self.pull_backoff.blocked_after_last(&pull_key, now);
             }
-        };
+            return Some(now + Duration::from_secs(10));
+        }
         self.pull_backoff.forget(&pull_key);
         self.pull_errors.remove(&pull_key);
-        let _ = image_id;
         let Some(sandbox_id) = self.sandbox().map(|s| s.id.clone()) else {
             return Some(now + Duration::from_secs(1));
         };

@@ -23,22 +23,7 @@ impl DockerRuntime {
         timeout: Duration,
     ) -> RtResult<ExecOutput> {
         let run = async {
-            let options = CreateExecOptions {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                cmd: Some(cmd.to_vec()),
-                ..Default::default()
-            };
-            let exec = self
-                .docker
-                .create_exec(id, options)
-                .await
-                .map_err(|e| self.err(e, Ctx::Container(id)))?;
-            let started = self
-                .docker
-                .start_exec(&exec.id, None)
-                .await
-                .map_err(|e| self.err(e, Ctx::Container(id)))?;
+            let (exec_id, started) = self.start_exec_in(id, cmd, false, false).await?;
             let mut collected = io::ExecCollector::default();
             if let StartExecResults::Attached { mut output, .. } = started {
                 while let Some(frame) = output.next().await {
@@ -49,7 +34,7 @@ impl DockerRuntime {
             loop {
                 let state = self
                     .docker
-                    .inspect_exec(&exec.id)
+                    .inspect_exec(&exec_id)
                     .await
                     .map_err(|e| self.err(e, Ctx::Other))?;
                 if state.running != Some(true)
@@ -78,24 +63,7 @@ impl DockerRuntime {
         tty: bool,
         stdin: bool,
     ) -> RtResult<ExecSession> {
-        let options = CreateExecOptions {
-            attach_stdin: Some(stdin),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(tty),
-            cmd: Some(cmd.to_vec()),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(id, options)
-            .await
-            .map_err(|e| self.err(e, Ctx::Container(id)))?;
-        let started = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| self.err(e, Ctx::Container(id)))?;
+        let (exec_id, started) = self.start_exec_in(id, cmd, tty, stdin).await?;
         let StartExecResults::Attached { output, input } = started else {
             return Err(RuntimeError::Engine(format!(
                 "exec in container {id} started detached"
@@ -115,10 +83,39 @@ impl DockerRuntime {
                 })
             });
         Ok(ExecSession {
-            exec_id: exec.id,
+            exec_id,
             output: Box::pin(output),
             input: stdin.then_some(input),
         })
+    }
+
+    /// Creates and starts an exec attached to stdout and stderr (and stdin when asked).
+    async fn start_exec_in(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> RtResult<(String, StartExecResults)> {
+        let options = CreateExecOptions {
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(|e| self.err(e, Ctx::Container(id)))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| self.err(e, Ctx::Container(id)))?;
+        Ok((exec.id, started))
     }
 
     pub(super) async fn exec_resize_impl(
