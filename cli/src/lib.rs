@@ -10,6 +10,8 @@
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
 //!   [`streams`] (logs/exec/port-forward through the API server), [`top`].
+//! - [`rollout`], [`scale`] and [`set`]: the workload commands (rollout status/history/undo/
+//!   pause/resume/restart, scale, set image/env/resources).
 
 pub mod apply;
 pub mod cluster;
@@ -28,6 +30,9 @@ pub mod merge;
 pub mod modify;
 pub mod output;
 pub mod printers;
+pub mod rollout;
+pub mod scale;
+pub mod set;
 pub mod streams;
 pub mod top;
 pub mod util;
@@ -103,6 +108,12 @@ pub enum Command {
     PortForward(streams::PortForwardArgs),
     /// CPU and memory use of nodes or pods.
     Top(top::TopArgs),
+    /// Manage the rollout of deployments, daemon sets and stateful sets.
+    Rollout(rollout::RolloutArgs),
+    /// Set a new size for a deployment, replica set, stateful set or replication controller.
+    Scale(scale::ScaleArgs),
+    /// Set images, environment variables or resources of pod templates.
+    Set(set::SetArgs),
     /// Start a local cluster (the API server) in the background.
     Up(cluster::UpArgs),
     /// Stop the local cluster started by `up`.
@@ -210,6 +221,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Exec(a) => streams::exec(&ctx, a).await,
         Command::PortForward(a) => streams::port_forward(&ctx, a).await.map(|_| 0),
         Command::Top(a) => top::run(&ctx, a).await.map(|_| 0),
+        Command::Rollout(a) => rollout::run(&ctx, a).await.map(|_| 0),
+        Command::Scale(a) => scale::run(&ctx, a).await.map(|_| 0),
+        Command::Set(a) => set::run(&ctx, a).await.map(|_| 0),
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),
         Command::Down(a) => cluster::down(a).await.map(|_| 0),
         Command::Status(a) => cluster::status(a).await,

@@ -186,3 +186,62 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A `rudder` command left running (a watch), with its output piped; killed on drop, so a
+/// failing test does not leave it behind.
+pub struct Running {
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Running {
+    /// The next line of stdout (empty at its end), blocking until the command prints it.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).expect("read stdout");
+        line
+    }
+
+    /// Waits for the command to end; its stdout is what it printed after the lines read.
+    pub fn finish(mut self) -> Out {
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut stdout).expect("read stdout");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut stderr).expect("read stderr");
+        }
+        let status = self.child.wait().expect("rudder runs");
+        Out {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `rudder` against this server without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = Command::new(rudder_bin())
+            .args(args)
+            .env_remove("RUDDER_DATA_DIR")
+            .env("RUDDER_SERVER", &self.addr)
+            .env("RUDDER_CONFIG", self.home().join("config"))
+            .env("HOME", self.home())
+            .current_dir(self.home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rudder starts");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        Running { child, stdout }
+    }
+}
