@@ -1,7 +1,8 @@
 //! The health endpoint every component serves, as kube-scheduler's and kubelet's: `GET /healthz`
 //! (and `/livez`) answers `200 ok` while the process serves. A minimal HTTP/1.1 responder (one
 //! request per connection, bounded reads with a deadline), so a stuck or hostile client costs one
-//! task, never the component.
+//! task, never the component. Also what every binary does first: [`init_logging`], and
+//! [`hostname`] for the Events' source.
 
 use std::time::Duration;
 
@@ -103,4 +104,21 @@ mod tests {
         cancel.cancel();
         task.await.expect("serve ends");
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): every binary's first step.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// This machine's host name (empty when unreadable), as components report it in Events.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }

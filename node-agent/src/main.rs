@@ -122,12 +122,7 @@ fn quantity(flag: &str, s: &str, milli: bool) -> anyhow::Result<i64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    rudder_client::health::init_logging();
     let args = Args::parse();
     let node_name = match args.node_name.clone() {
         Some(n) => n,

@@ -65,19 +65,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    rudder_client::health::init_logging();
     let args = Args::parse();
     let client = Client::new(&args.server).context("invalid --server")?;
     let api: Arc<dyn Api> = Arc::new(client);
     let mut cfg = Config::new(&args.scheduler_name);
-    cfg.host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    cfg.host = rudder_client::health::hostname();
     cfg.percentage_of_nodes_to_score = args.percentage_of_nodes_to_score;
     cfg.scoring_strategy = match args.scoring_strategy {
         Strategy::LeastAllocated => ScoringStrategy::LeastAllocated,

@@ -11,10 +11,15 @@
 //! - [`images`]: local container images for tests (busybox, the static test server of
 //!   `testserver/main.rs`), built once per run with the docker CLI, and a cleanup guard.
 //!
-//! Still to come here (see the design notes on crates): a node simulator.
+//! - [`nodesim`]: [`NodeSim`], simulated nodes that mark bound pods Running and Ready (or
+//!   crash-looping, never ready, finished) and confirm their deletion, for controller tests
+//!   that need pods without containers.
 
 pub mod conformance;
 pub mod images;
+pub mod nodesim;
 pub mod server;
+
+pub use nodesim::{Fate, NodeSim};
 
 pub use server::{TestServer, TestServerBuilder, TestkitError};

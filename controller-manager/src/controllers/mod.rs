@@ -1,0 +1,11 @@
+//! One module per controller, each exposing its [`Descriptor`].
+
+pub mod deployment;
+pub mod replicaset;
+
+use crate::runner::Descriptor;
+
+/// Every controller, in the order they start.
+pub fn all() -> Vec<Descriptor> {
+    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR]
+}
