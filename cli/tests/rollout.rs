@@ -145,6 +145,29 @@ spec:
     s.run_stdin(&["create", "-f", "-"], &text).ok();
 }
 
+/// A ControllerRevision of a daemon set or stateful set, as its controller records one: the
+/// object's current pod template with `image` for its first container.
+fn revision(s: &Server, kind: &str, name: &str, n: i64, image: &str, cause: &str) {
+    let obj = json(s, &format!("get {kind} {name}"));
+    let mut tpl = obj["spec"]["template"].clone();
+    tpl["spec"]["containers"][0]["image"] = image.into();
+    tpl["$patch"] = "replace".into();
+    let cr = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": format!("{name}-{n}"),
+            "labels": obj["spec"]["selector"]["matchLabels"],
+            "annotations": {"kubernetes.io/change-cause": cause},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": obj["kind"], "name": name,
+                "uid": obj["metadata"]["uid"], "controller": true}]
+        },
+        "data": {"spec": {"template": tpl}},
+        "revision": n
+    });
+    s.run_stdin(&["create", "-f", "-"], &cr.to_string()).ok();
+}
+
 #[test]
 fn rollout_status_follows_a_deployment() {
     let s = Server::start();
@@ -245,7 +268,7 @@ fn rollout_status_follows_a_deployment() {
 }
 
 #[test]
-fn rollout_status_of_daemon_sets_and_stateful_sets() {
+fn rollout_status_history_and_undo_of_daemon_sets_and_stateful_sets() {
     let s = Server::start();
     apply(&s, "ds.yaml", DAEMON_SET);
     apply(&s, "sts.yaml", STATEFUL_SET);
@@ -296,6 +319,49 @@ fn rollout_status_of_daemon_sets_and_stateful_sets() {
     set_status(&s, "sts/db", r#"{"updatedReplicas": 2}"#);
     let complete = "partitioned roll out complete: 2 new pods have been updated...\n";
     ok(&s, "rollout status sts/db", complete);
+
+    // History and undo from ControllerRevisions, recorded as the controllers record them.
+    revision(&s, "ds", "agent", 1, "busybox:old", "first");
+    revision(&s, "ds", "agent", 2, "busybox", "");
+    revision(&s, "sts", "db", 1, "postgres", "");
+    let table =
+        "daemonset.apps/agent \nREVISION  CHANGE-CAUSE\n1         first\n2         <none>\n\n";
+    ok(&s, "rollout history ds/agent", table);
+    let one = s.run(&words("rollout history ds/agent --revision=1"));
+    assert!(
+        one.ok().contains("    Image:\tbusybox:old\n"),
+        "{}",
+        one.stdout
+    );
+    ok(
+        &s,
+        "rollout history sts/db",
+        "statefulset.apps/db \nREVISION\n1\n\n",
+    );
+    let same =
+        "daemonset.apps/agent skipped rollback (current template already matches revision 2)\n";
+    ok(&s, "rollout undo ds/agent --to-revision=2", same);
+    ok(
+        &s,
+        "rollout undo ds/agent",
+        "daemonset.apps/agent rolled back\n",
+    );
+    let ds = json(&s, "get ds agent");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:old"
+    );
+    fails(
+        &s,
+        "rollout undo ds/agent --to-revision=5",
+        "error: unable to find specified revision 5 in history",
+    );
+    fails(
+        &s,
+        "rollout undo sts/db",
+        "error: no last revision to roll back to",
+    );
+
     let on_delete = r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#;
     s.run(&["patch", "sts", "db", "-p", on_delete]).ok();
     let only = "error: rollout status is only available for RollingUpdate strategy type";

@@ -1,8 +1,9 @@
-//! `rudder rollout history` and `rollout undo` for deployments: the revisions are the replica
-//! sets the deployment controls (an `ownerReferences` entry with `controller: true` and the
-//! deployment's uid), numbered by their `deployment.kubernetes.io/revision` annotation. Undo is
-//! kubectl's client-side rollback: the chosen replica set's pod template (without its
-//! `pod-template-hash` label) and annotations are written back into the deployment.
+//! `rudder rollout history` and `rollout undo` (for daemon sets and stateful sets see
+//! [`revisions`]). A deployment's revisions are the replica sets it controls (an
+//! `ownerReferences` entry with `controller: true` and the deployment's uid), numbered by their
+//! `deployment.kubernetes.io/revision` annotation. Undo is kubectl's client-side rollback: the
+//! chosen replica set's pod template (without its `pod-template-hash` label) and annotations are
+//! written back into the deployment.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,6 +11,7 @@ use std::io::Write as _;
 use clap::Args;
 use serde_json::{Map, Value};
 
+use super::revisions;
 use super::status::revision_of;
 use super::target::{self, ObjRef, Selection};
 use super::template;
@@ -147,10 +149,14 @@ pub async fn history(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
     )
     .await?;
     for r in &refs {
-        require_deployment(r, "history viewer")?;
-        let deploy = target::get(ctx, r).await?;
-        let revs = revisions(ctx, &deploy, &r.namespace).await?;
-        let text = history_text(&revs, args.revision)?;
+        let text = if revisions::has_controller_revisions(r) {
+            revisions::history_text(ctx, r, args.revision).await?
+        } else {
+            require_deployment(r, "history viewer")?;
+            let deploy = target::get(ctx, r).await?;
+            let revs = revisions(ctx, &deploy, &r.namespace).await?;
+            history_text(&revs, args.revision)?
+        };
         let with = if args.revision > 0 {
             format!("with revision #{}", args.revision)
         } else {
@@ -265,6 +271,10 @@ pub async fn undo(ctx: &Ctx, args: UndoArgs) -> Result<()> {
     )
     .await?;
     for r in &refs {
+        if revisions::has_controller_revisions(r) {
+            revisions::undo(ctx, r, args.to_revision, args.dry_run).await?;
+            continue;
+        }
         require_deployment(r, "rollbacker")?;
         undo_one(ctx, r, &args).await?;
     }

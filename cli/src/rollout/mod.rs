@@ -1,13 +1,15 @@
 //! `rudder rollout`: kubectl's rollout subcommands over the API, with no controller of its own.
 //!
 //! - [`status`]: the status viewers (deployment, daemon set, stateful set) and the watch.
-//! - [`history`]: `history` and `undo` from a deployment's replica sets.
+//! - [`history`]: `history` and `undo` from a deployment's replica sets; [`revisions`]: from a
+//!   daemon set's or stateful set's ControllerRevisions.
 //! - [`control`]: `pause`, `resume`, `restart`.
 //! - [`template`]: a pod template printed as kubectl describes it.
 //! - [`target`]: naming objects, reading and writing them; shared with `scale` and `set`.
 
 pub mod control;
 pub mod history;
+pub mod revisions;
 pub mod status;
 pub mod target;
 pub mod template;
@@ -27,9 +29,9 @@ pub struct RolloutArgs {
 pub enum RolloutCommand {
     /// Show the status of the rollout, watching until it is done.
     Status(status::StatusArgs),
-    /// View rollout history.
+    /// View rollout history (deployments, daemon sets, stateful sets).
     History(history::HistoryArgs),
-    /// Roll back to a previous rollout.
+    /// Roll back to a previous rollout (deployments, daemon sets, stateful sets).
     Undo(history::UndoArgs),
     /// Mark a deployment as paused: its template changes are not rolled out.
     Pause(control::ControlArgs),
