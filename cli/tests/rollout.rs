@@ -84,6 +84,16 @@ fn fails(s: &Server, cmd: &str, line: &str) {
     assert_eq!(s.run(&words(cmd)).err_line(), line, "{cmd}");
 }
 
+/// Runs each `COMMAND => ERROR LINE` line of the table (commands split on spaces) and checks
+/// that it fails with exactly that line.
+#[track_caller]
+fn fails_all(s: &Server, table: &str) {
+    for case in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (cmd, err) = case.split_once(" => ").expect("a COMMAND => ERROR line");
+        fails(s, cmd, err);
+    }
+}
+
 /// `get ... -o json` of a command line.
 fn json(s: &Server, cmd: &str) -> Value {
     let mut a = words(cmd);
@@ -233,31 +243,17 @@ fn rollout_status_follows_a_deployment() {
         "annotate deploy web deployment.kubernetes.io/revision=2",
     ))
     .ok();
-    for (cmd, err) in [
-        (
-            "rollout status deploy/web --revision=3",
-            "error: desired revision (3) is different from the running revision (2)",
-        ),
-        (
-            "rollout status deploy/web --revision=-1",
-            "error: revision must be a positive integer: -1",
-        ),
-        (
-            "rollout status deploy/nope",
-            "Error from server (NotFound): deployments.apps \"nope\" not found",
-        ),
-        (
-            "rollout status configmap/x",
-            "error: no status viewer has been implemented for ConfigMap",
-        ),
-        (
-            "rollout status deploy/web deploy/nope",
-            "error: rollout status is only supported on individual resources and resource collections - 2 resources were found",
-        ),
-        ("rollout status", "error: required resource not specified"),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        rollout status deploy/web --revision=3 => error: desired revision (3) is different from the running revision (2)
+        rollout status deploy/web --revision=-1 => error: revision must be a positive integer: -1
+        rollout status deploy/nope => Error from server (NotFound): deployments.apps "nope" not found
+        rollout status configmap/x => error: no status viewer has been implemented for ConfigMap
+        rollout status deploy/web deploy/nope => error: rollout status is only supported on individual resources and resource collections - 2 resources were found
+        rollout status => error: required resource not specified
+        "#,
+    );
 
     // Deleted while watched: kubectl gives up rather than watch a namesake.
     set_status(&s, "deploy/web", r#"{"conditions": null}"#);
@@ -555,22 +551,14 @@ fn rollout_pause_resume_and_restart() {
         );
     }
     s.run(&words("create configmap cfg")).ok();
-    for (cmd, err) in [
-        (
-            "rollout restart rs/nope",
-            "Error from server (NotFound): replicasets.apps \"nope\" not found",
-        ),
-        (
-            "rollout restart cm/cfg",
-            "error: configmaps \"cfg\" restarting is not supported",
-        ),
-        (
-            "rollout pause deploy",
-            "error: resource(s) were provided, but no name was specified",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        rollout restart rs/nope => Error from server (NotFound): replicasets.apps "nope" not found
+        rollout restart cm/cfg => error: configmaps "cfg" restarting is not supported
+        rollout pause deploy => error: resource(s) were provided, but no name was specified
+        "#,
+    );
 }
 
 #[test]
@@ -587,26 +575,19 @@ fn scale_sets_replicas_with_preconditions() {
     assert_eq!(replicas("deploy web"), 5);
     let rv = resource_version(&s, "deploy/web");
     let wrong_rv = format!("error: Expected resource version to be 1, was {rv}");
-    for (cmd, err) in [
-        (
-            "scale deploy web --replicas=2 --current-replicas=3",
-            "error: Expected replicas to be 3, was 5",
-        ),
-        (
-            "scale deploy/web --replicas=2 --resource-version=1",
-            &wrong_rv,
-        ),
-        (
-            "scale deploy/web --replicas=-1",
-            "error: The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0",
-        ),
-        (
-            "scale deploy/web --replicas=1 --current-replicas=-2",
-            "error: The --current-replicas must specify an integer of -1 or greater",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails(
+        &s,
+        "scale deploy/web --replicas=2 --resource-version=1",
+        &wrong_rv,
+    );
+    fails_all(
+        &s,
+        r#"
+        scale deploy web --replicas=2 --current-replicas=3 => error: Expected replicas to be 3, was 5
+        scale deploy/web --replicas=-1 => error: The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0
+        scale deploy/web --replicas=1 --current-replicas=-2 => error: The --current-replicas must specify an integer of -1 or greater
+        "#,
+    );
     let dry = "deployment.apps/web scaled (server dry run)\n";
     ok(&s, "scale deploy/web --replicas=1 --dry-run=server", dry);
     assert_eq!(resource_version(&s, "deploy/web"), rv);
@@ -633,26 +614,15 @@ fn scale_sets_replicas_with_preconditions() {
 
     // One bad object: none is scaled.
     s.run(&words("create configmap cfg")).ok();
-    for (cmd, err) in [
-        (
-            "scale deploy/web cm/cfg --replicas=1",
-            "error: cannot scale configmaps \"cfg\": only deployments, replicasets, statefulsets and replicationcontrollers have spec.replicas to scale",
-        ),
-        (
-            "scale deploy/web sts/db --replicas=7 --current-replicas=4",
-            "error: Expected replicas to be 4, was 1",
-        ),
-        (
-            "scale deploy/web deploy/x --replicas=1 --resource-version=1",
-            "error: cannot use --resource-version with multiple resources",
-        ),
-        (
-            "scale deploy/nope --replicas=1",
-            "Error from server (NotFound): deployments.apps \"nope\" not found",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        scale deploy/web cm/cfg --replicas=1 => error: cannot scale configmaps "cfg": only deployments, replicasets, statefulsets and replicationcontrollers have spec.replicas to scale
+        scale deploy/web sts/db --replicas=7 --current-replicas=4 => error: Expected replicas to be 4, was 1
+        scale deploy/web deploy/x --replicas=1 --resource-version=1 => error: cannot use --resource-version with multiple resources
+        scale deploy/nope --replicas=1 => Error from server (NotFound): deployments.apps "nope" not found
+        "#,
+    );
     assert_eq!(replicas("deploy web"), 4);
     let o = s.run(&words("scale deploy/web"));
     assert_eq!(o.code, 1);
@@ -751,34 +721,17 @@ fn set_image_env_and_resources() {
     let dry = "deployment.apps/app image updated (dry run)\n";
     ok(&s, "set image deploy/app *=x:1 --dry-run=client", dry);
     let before = rv();
-    for (cmd, err) in [
-        (
-            "set image deploy/app c=nginx:3 nope=x",
-            "error: unable to find container named \"nope\"",
-        ),
-        (
-            "set image deploy/app c=",
-            "error: invalid image update \"c=\": the image for container \"c\" must not be empty",
-        ),
-        (
-            "set image deploy/app",
-            "error: at least one image update is required",
-        ),
-        (
-            "set image deploy/app *=a c=b",
-            "error: all containers are already specified by *, but saw more than one container_name=container_image pairs",
-        ),
-        (
-            "set image cm/cfg c=x",
-            "error: configmap/cfg is not a pod and has no pod template",
-        ),
-        (
-            "set image c=x",
-            "error: one or more resources must be specified as <resource> <name> or <resource>/<name>",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        set image deploy/app c=nginx:3 nope=x => error: unable to find container named "nope"
+        set image deploy/app c= => error: invalid image update "c=": the image for container "c" must not be empty
+        set image deploy/app => error: at least one image update is required
+        set image deploy/app *=a c=b => error: all containers are already specified by *, but saw more than one container_name=container_image pairs
+        set image cm/cfg c=x => error: configmap/cfg is not a pod and has no pod template
+        set image c=x => error: one or more resources must be specified as <resource> <name> or <resource>/<name>
+        "#,
+    );
     assert_eq!(rv(), before, "a refused change wrote the deployment");
 
     // set env
@@ -817,42 +770,19 @@ fn set_image_env_and_resources() {
     );
     let sidecar = "# Deployment app, container sidecar\n";
     ok(&s, "set env deploy/app -c s* --list", sidecar);
-    for (cmd, err) in [
-        (
-            "set env deploy/app 1X=1",
-            "error: \"1X\" is not a valid key name: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name', or 'MY_ENV.NAME', or 'MyEnv1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')",
-        ),
-        (
-            "set env deploy/app -c c A=9 --overwrite=false",
-            "error: 'A' already has a value (1), and --overwrite is false",
-        ),
-        (
-            "set env deploy/app -c nope A=1",
-            "error: deployment.apps/app does not have any containers matching \"nope\"",
-        ),
-        (
-            "set env deploy/app",
-            "error: at least one environment variable must be provided",
-        ),
-        (
-            "set env deploy/app A=1 A-",
-            "error: can not both modify and remove the same environment variable in the same command",
-        ),
-        (
-            "set env deploy/app A=1 deploy/other",
-            "error: all resources must be specified before environment changes: deploy/app A=1 deploy/other",
-        ),
-        (
-            "set env deploy/app --from=deploy/app",
-            "error: unsupported resource specified in --from",
-        ),
-        (
-            "set env deploy/app --keys=a",
-            "error: when specifying --keys, a configmap or secret must be provided with --from",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        set env deploy/app 1X=1 => error: "1X" is not a valid key name: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name', or 'MY_ENV.NAME', or 'MyEnv1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')
+        set env deploy/app -c c A=9 --overwrite=false => error: 'A' already has a value (1), and --overwrite is false
+        set env deploy/app -c nope A=1 => error: deployment.apps/app does not have any containers matching "nope"
+        set env deploy/app => error: at least one environment variable must be provided
+        set env deploy/app A=1 A- => error: can not both modify and remove the same environment variable in the same command
+        set env deploy/app A=1 deploy/other => error: all resources must be specified before environment changes: deploy/app A=1 deploy/other
+        set env deploy/app --from=deploy/app => error: unsupported resource specified in --from
+        set env deploy/app --keys=a => error: when specifying --keys, a configmap or secret must be provided with --from
+        "#,
+    );
     assert_eq!(
         rv(),
         before,
@@ -873,34 +803,17 @@ fn set_image_env_and_resources() {
     assert_eq!(r["requests"]["cpu"], "100m");
     assert!(container("sidecar")["resources"].get("limits").is_none());
     let before = rv();
-    for (cmd, err) in [
-        (
-            "set resources deploy/app -c c --limits=cpu=500m",
-            "info: deployments.apps/app was not changed",
-        ),
-        (
-            "set resources deploy/app -c c --requests=cpu=1",
-            "error: container \"c\" of deployment.apps/app: requests.cpu (1) must be less than or equal to limits.cpu (500m)",
-        ),
-        (
-            "set resources deploy/app --limits=cpu=lots",
-            "error: invalid --limits value for cpu: quantity \"lots\" is invalid: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
-        ),
-        (
-            "set resources deploy/app --requests=cpu",
-            "error: invalid --requests \"cpu\": expected <resource>=<value>",
-        ),
-        (
-            "set resources deploy/app",
-            "error: you must specify an update to requests or limits (in the form of --requests/--limits)",
-        ),
-        (
-            "set resources deploy/app -c nope --limits=cpu=1",
-            "error: unable to find container named nope",
-        ),
-    ] {
-        fails(&s, cmd, err);
-    }
+    fails_all(
+        &s,
+        r#"
+        set resources deploy/app -c c --limits=cpu=500m => info: deployments.apps/app was not changed
+        set resources deploy/app -c c --requests=cpu=1 => error: container "c" of deployment.apps/app: requests.cpu (1) must be less than or equal to limits.cpu (500m)
+        set resources deploy/app --limits=cpu=lots => error: invalid --limits value for cpu: quantity "lots" is invalid: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'
+        set resources deploy/app --requests=cpu => error: invalid --requests "cpu": expected <resource>=<value>
+        set resources deploy/app => error: you must specify an update to requests or limits (in the form of --requests/--limits)
+        set resources deploy/app -c nope --limits=cpu=1 => error: unable to find container named nope
+        "#,
+    );
     assert_eq!(rv(), before, "a refused change wrote the deployment");
     let dry = "deployment.apps/app resource requirements updated (server dry run)\n";
     ok(
