@@ -1,6 +1,6 @@
 //! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
 //!
-//! Components: the API server, then the scheduler, then one node agent per node (`--nodes`,
+//! Components: the API server, the scheduler, the controller-manager, then one node agent per node (`--nodes`,
 //! named `node-1`, `node-2`, ... (`--node-prefix`), with pod CIDRs `10.88.1.0/24`, `10.88.2.0/24`, ... (`--pod-subnet`) on the one
 //! local Docker engine). Layout of the data dir, per component: `<dir>/<component>.pid`,
 //! `<dir>/<component>.addr` (where it listens: the API server's gRPC address, the others' health
@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Address the scheduler serves `GET /healthz` on.
     #[arg(long, default_value = "127.0.0.1:10259")]
     pub scheduler_health_addr: String,
+    /// Address the controller-manager serves `GET /healthz` on.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    pub controller_manager_health_addr: String,
     /// How many node agents (nodes) to run on this machine's Docker engine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub nodes: u8,
@@ -62,7 +65,13 @@ const SCHEDULER_BIN: &str = "rudder-scheduler";
 const NODE_AGENT_BIN: &str = "rudder-node-agent";
 /// The fixed components, in start order (stopped in reverse), with their binaries; node agents
 /// come after them.
-const COMPONENTS: [(&str, &str); 2] = [(APISERVER, APISERVER_BIN), (SCHEDULER, SCHEDULER_BIN)];
+const CONTROLLER_MANAGER: &str = "controller-manager";
+const CONTROLLER_MANAGER_BIN: &str = "rudder-controller-manager";
+const COMPONENTS: [(&str, &str); 3] = [
+    (APISERVER, APISERVER_BIN),
+    (SCHEDULER, SCHEDULER_BIN),
+    (CONTROLLER_MANAGER, CONTROLLER_MANAGER_BIN),
+];
 
 /// Where `up` records node agent i's node name (for `down` to find its containers).
 fn node_file(dir: &Path, i: u8) -> PathBuf {
@@ -304,6 +313,20 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         SCHEDULER_BIN,
         sched_args,
         dial_addr(&args.scheduler_health_addr),
+    )
+    .await?;
+    let cm_args = vec![
+        "--server".into(),
+        addr.clone(),
+        "--health-addr".into(),
+        args.controller_manager_health_addr.clone(),
+    ];
+    ensure(
+        &dir,
+        CONTROLLER_MANAGER,
+        CONTROLLER_MANAGER_BIN,
+        cm_args,
+        dial_addr(&args.controller_manager_health_addr),
     )
     .await?;
     let net = subnet_prefix(&args.pod_subnet)?;

@@ -501,6 +501,12 @@ fn up_status_down() {
         "rudder-scheduler is not built at {}: run `cargo build -p rudder-scheduler` first",
         sched.display()
     );
+    let cm = common::rudder_bin().with_file_name("rudder-controller-manager");
+    assert!(
+        cm.is_file(),
+        "rudder-controller-manager is not built at {}: run `cargo build -p rudder-controller-manager` first",
+        cm.display()
+    );
     let agent = common::rudder_bin().with_file_name("rudder-node-agent");
     assert!(
         agent.is_file(),
@@ -511,6 +517,7 @@ fn up_status_down() {
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let health = format!("127.0.0.1:{}", common::free_port());
+    let cm_health = format!("127.0.0.1:{}", common::free_port());
     let agent_port = common::free_port().to_string();
     // Its own node names, network and subnet, so that it never touches a local cluster's.
     let prefix = format!("upt{}", std::process::id());
@@ -523,6 +530,8 @@ fn up_status_down() {
         &listen,
         "--scheduler-health-addr",
         &health,
+        "--controller-manager-health-addr",
+        &cm_health,
         "--node-agent-health-port",
         &agent_port,
         "--node-prefix",
@@ -547,6 +556,7 @@ fn up_status_down() {
     assert!(home.path().join("data/logs/apiserver.log").is_file());
     assert!(home.path().join("data/scheduler.pid").is_file());
     assert!(out.contains("scheduler started"), "{out}");
+    assert!(out.contains("controller-manager started"), "{out}");
     let cfg = std::fs::read_to_string(home.path().join("config")).unwrap();
     assert_eq!(cfg, format!("server: {listen}\n"));
     // The config file now routes plain commands to it.
@@ -567,6 +577,14 @@ fn up_status_down() {
         sched_row.contains(" yes ") && sched_row.contains(" ok ") && sched_row.contains(&health),
         "{text}"
     );
+    let cm_row = text
+        .lines()
+        .find(|l| l.starts_with("controller-manager"))
+        .unwrap_or_default();
+    assert!(
+        cm_row.contains(" yes ") && cm_row.contains(" ok ") && cm_row.contains(&cm_health),
+        "the controller-manager joins up and status: {text}"
+    );
     assert!(text.contains("objects:"), "{text}");
     let agent_row = text
         .lines()
@@ -586,6 +604,7 @@ fn up_status_down() {
     assert!(down.ok().contains("stopped"), "{}", down.stdout);
     assert!(!home.path().join("data/apiserver.pid").exists());
     assert!(!home.path().join("data/scheduler.pid").exists());
+    assert!(!home.path().join("data/controller-manager.pid").exists());
     assert!(!home.path().join("data/node-agent-1.pid").exists());
     let st = run(&["status", "--data-dir", "data"]);
     assert_eq!(st.code, 3, "{}", st.stdout);

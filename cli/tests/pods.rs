@@ -1,6 +1,7 @@
 //! The pod commands end to end: `rudder up` with a node agent on the real Docker engine, a Pod
 //! applied from stdin, then `rudder logs`, `exec` (its exit code passed through), `top pod` and
-//! `port-forward` as a user runs them. Needs Docker (fails loudly without it). Its own node
+//! `port-forward` as a user runs them; then a Deployment rolled out and updated on the same node
+//! (`rollout status`, `set env`, `rollout undo`), its pods real containers. Needs Docker (fails loudly without it). Its own node
 //! names, network and subnet; everything is removed when it ends, also on failure.
 
 mod common;
@@ -30,6 +31,7 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let home = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let (sched, agent) = (free_port().to_string(), free_port().to_string());
+    let cm_addr = format!("127.0.0.1:{}", free_port());
     let prefix = format!("cpods{}", std::process::id());
     let mut cleanup = rudder_testkit::images::DockerCleanup::new();
     cleanup
@@ -50,6 +52,8 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
             &listen,
             "--scheduler-health-addr",
             &sched_addr,
+            "--controller-manager-health-addr",
+            &cm_addr,
             "--node-agent-health-port",
             &agent,
             "--node-prefix",
@@ -148,4 +152,72 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let _ = pf.kill();
     let _ = pf.wait();
     assert!(body.contains(" 200 OK"), "{body}");
+
+    // A Deployment: the controller-manager makes its ReplicaSet and pods, the node agent runs them.
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: {image}\n        command: [\"sh\", \"-c\", \"echo v=$V > /index.html; httpd -f -p 8080\"]\n        env: [{{name: V, value: \"1\"}}]\n        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+    );
+    run(&["apply", "-f", "-"], Some(&deploy)).ok();
+    let status = run(
+        &["rollout", "status", "deployment/web", "--timeout", "90s"],
+        None,
+    );
+    assert!(
+        status.ok().contains("successfully rolled out"),
+        "{}",
+        status.stdout
+    );
+    let pods = run(&["get", "pods", "-l", "app=web", "--no-headers"], None);
+    let running = pods.ok().lines().filter(|l| l.contains("Running")).count();
+    assert_eq!(running, 2, "{}", pods.stdout);
+    // A rolling update to V=2 on real containers, then back.
+    run(&["set", "env", "deployment/web", "V=2"], None).ok();
+    let status = run(
+        &["rollout", "status", "deployment/web", "--timeout", "90s"],
+        None,
+    );
+    assert!(
+        status.ok().contains("successfully rolled out"),
+        "{}",
+        status.stdout
+    );
+    let history = run(&["rollout", "history", "deployment/web"], None);
+    let revisions = history
+        .ok()
+        .lines()
+        .filter(|l| l.trim_start().starts_with(['1', '2']))
+        .count();
+    assert_eq!(revisions, 2, "{}", history.stdout);
+    // A new pod (old ones may still be terminating, and print so).
+    let pods = run(&["get", "pods", "-l", "app=web", "--no-headers"], None);
+    let first = pods
+        .ok()
+        .lines()
+        .find(|l| l.contains("Running"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let page = run(&["exec", &first, "--", "cat", "/index.html"], None);
+    assert_eq!(page.ok(), "v=2\n");
+    run(&["rollout", "undo", "deployment/web"], None).ok();
+    let status = run(
+        &["rollout", "status", "deployment/web", "--timeout", "90s"],
+        None,
+    );
+    assert!(
+        status.ok().contains("successfully rolled out"),
+        "{}",
+        status.stdout
+    );
+    let d = run(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+        ],
+        None,
+    );
+    assert_eq!(d.ok().trim(), "1");
 }
