@@ -9,6 +9,7 @@ pub mod intstr;
 pub mod owner;
 pub mod pods;
 pub mod rank;
+pub mod revision;
 pub mod template;
 
 use bytes::Bytes;
