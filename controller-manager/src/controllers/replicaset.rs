@@ -61,6 +61,27 @@ pub struct Ctx {
     exp: Arc<Expectations>,
 }
 
+impl Ctx {
+    /// A context over given caches, for driving [`reconcile`] directly (tests).
+    pub fn new(
+        api: Arc<dyn Api>,
+        clock: SharedClock,
+        events: EventRecorder,
+        sets: Reader,
+        pods: Reader,
+        exp: Arc<Expectations>,
+    ) -> Ctx {
+        Ctx {
+            api,
+            clock,
+            events,
+            sets,
+            pods,
+            exp,
+        }
+    }
+}
+
 /// The selector of a ReplicaSet, parsed.
 pub fn selector_of(rs: &CachedObject) -> Result<LabelSelector, Error> {
     spec_selector::<ReplicaSet>(rs, |t| t.spec.as_ref().map(|s| s.selector.clone()))

@@ -109,7 +109,9 @@ async fn reconcile_old(ctx: &Ctx, view: &mut View) -> Result<bool, Error> {
         }
         let rs = &view.all[i];
         let (want, available) = (spec_replicas(rs), status_count(rs, "availableReplicas"));
-        if want == available {
+        // A status counting more available pods than wanted is stale (the set was just
+        // shrunk): nothing unhealthy to drop, and never a reason to grow it.
+        if want <= available {
             continue;
         }
         let down = budget.min(want - available);
@@ -117,11 +119,7 @@ async fn reconcile_old(ctx: &Ctx, view: &mut View) -> Result<bool, Error> {
         budget -= down;
     }
     // Then available ones, oldest first, keeping minAvailable.
-    let available: i64 = view
-        .all
-        .iter()
-        .map(|r| status_count(r, "availableReplicas"))
-        .sum();
+    let available: i64 = view.all.iter().map(|r| available_within_spec(r)).sum();
     if available <= min_available {
         return Ok(changed);
     }
@@ -139,6 +137,14 @@ async fn reconcile_old(ctx: &Ctx, view: &mut View) -> Result<bool, Error> {
         budget -= down;
     }
     Ok(changed)
+}
+
+/// A ReplicaSet's available pods as far as they will last: a status counting more than
+/// `spec.replicas` predates a scale-down whose deletions may take available pods, so only
+/// `spec.replicas` of them count. Kubernetes sums the status alone, which lets a rollout dip
+/// below `replicas - maxUnavailable` while a status lags.
+fn available_within_spec(rs: &rudder_client::cache::CachedObject) -> i64 {
+    status_count(rs, "availableReplicas").min(spec_replicas(rs))
 }
 
 /// `rolloutRecreate`: old ReplicaSets to zero; once none of their pods runs, the new one to
