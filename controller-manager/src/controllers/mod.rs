@@ -1,5 +1,6 @@
 //! One module per controller, each exposing its [`Descriptor`].
 
+pub mod daemonset;
 pub mod deployment;
 pub mod replicaset;
 
@@ -7,5 +8,5 @@ use crate::runner::Descriptor;
 
 /// Every controller, in the order they start.
 pub fn all() -> Vec<Descriptor> {
-    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR]
+    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR, daemonset::DESCRIPTOR]
 }

@@ -108,18 +108,26 @@ pub fn name_for(owner: &str, hash: &str) -> String {
     format!("{prefix}-{hash}")
 }
 
-/// A new revision of `owner` recording `data` as number `n`: labelled with `labels` (the
-/// template's, plus any the controller adds) and the hash, annotated as the owner.
-pub fn build(
-    owner: &CachedObject,
-    labels: &BTreeMap<String, String>,
-    data: &Value,
-    n: i64,
-    hash: &str,
-) -> Value {
-    let mut labels: Map<String, Value> =
-        labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    labels.insert(HASH_LABEL.into(), json!(hash));
+/// Labels for a new revision: the owner's template's, and the hash under [`HASH_LABEL`] and
+/// `also_hash` (the DaemonSet controller's `controller-revision-hash`).
+pub struct Labels<'a> {
+    pub template: &'a BTreeMap<String, String>,
+    pub also_hash: Option<&'a str>,
+}
+
+/// A new revision of `owner` recording `data` as number `n`, labelled as `labels` says and
+/// annotated as the owner.
+pub fn build(owner: &CachedObject, labels: &Labels, data: &Value, n: i64, hash: &str) -> Value {
+    let mut m: Map<String, Value> = labels
+        .template
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    m.insert(HASH_LABEL.into(), json!(hash));
+    if let Some(k) = labels.also_hash {
+        m.insert(k.into(), json!(hash));
+    }
+    let labels = m;
     let mut meta = json!({
         "name": name_for(&owner.name, hash),
         "namespace": owner.namespace,
@@ -145,7 +153,7 @@ pub fn build(
 pub async fn create(
     api: &dyn Api,
     owner: &CachedObject,
-    labels: &BTreeMap<String, String>,
+    labels: &Labels<'_>,
     data: &Value,
     n: i64,
     collision_count: &mut i64,
@@ -284,9 +292,14 @@ mod tests {
                 "metadata": {"name": "web", "namespace": "ns", "uid": "s1",
                 "annotations": {"kubernetes.io/change-cause": "v1"}}}),
         );
-        let labels = BTreeMap::from([("app".to_string(), "a".to_string())]);
+        let template = BTreeMap::from([("app".to_string(), "a".to_string())]);
+        let labels = Labels {
+            template: &template,
+            also_hash: Some(POD_REVISION_LABEL),
+        };
         let hash = hash_of(&data, 0);
         let body = build(&owner, &labels, &data, 4, &hash);
+        assert_eq!(body["metadata"]["labels"][POD_REVISION_LABEL], hash);
         assert_eq!(body["metadata"]["name"], format!("web-{hash}"));
         assert_eq!(body["metadata"]["labels"][HASH_LABEL], hash);
         assert_eq!(body["metadata"]["labels"]["app"], "a");
@@ -341,7 +354,11 @@ mod tests {
         let owner_json = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
             "metadata": {"name": "ds", "namespace": "ns", "uid": "d1"}});
         let owner = CachedObject::new("apps/v1", "DaemonSet", "ns", "ds", 1, owner_json);
-        let labels = BTreeMap::new();
+        let none = BTreeMap::new();
+        let labels = Labels {
+            template: &none,
+            also_hash: None,
+        };
         let data = patch_for(&json!({"spec": {"containers": []}}));
         let mut count = 0;
         let first = create(api.as_ref(), &owner, &labels, &data, 1, &mut count)
