@@ -2,7 +2,9 @@
 //! restarter. Pausing flips a deployment's `spec.paused`; restarting stamps the pod template
 //! with `kubectl.kubernetes.io/restartedAt`, which rolls every pod (deployments, daemon sets and
 //! stateful sets). As kubectl, an object that cannot be changed is reported and the others are
-//! still done.
+//! still done. Also Rudder's `promote [--full]` and `abort` of a canary: they write the
+//! Deployment's `rudder.io/canary-action` annotation, which the controller acts on and removes
+//! (see the controller-manager docs).
 
 use clap::Args;
 use serde_json::{Map, Value};
@@ -13,6 +15,17 @@ use crate::error::{CliError, Result};
 use crate::util::{self, DryRun};
 
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+pub const CANARY_STEPS: &str = "rudder.io/canary-steps";
+pub const CANARY_ACTION: &str = "rudder.io/canary-action";
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Skip the remaining canary steps and roll the rest out at once.
+    #[arg(long)]
+    pub full: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
@@ -28,6 +41,8 @@ pub enum Action {
     Pause,
     Resume,
     Restart,
+    Promote { full: bool },
+    Abort,
 }
 
 impl Action {
@@ -36,6 +51,8 @@ impl Action {
             Action::Pause => "paused",
             Action::Resume => "resumed",
             Action::Restart => "restarted",
+            Action::Promote { .. } => "promoted",
+            Action::Abort => "aborted",
         }
     }
 
@@ -44,6 +61,8 @@ impl Action {
             Action::Pause => "rollout pause",
             Action::Resume => "rollout resume",
             Action::Restart => "rollout restart",
+            Action::Promote { .. } => "rollout promote",
+            Action::Abort => "rollout abort",
         }
     }
 }
@@ -92,6 +111,33 @@ fn apply(
                 .and_then(Value::as_object_mut)
                 .ok_or("has no spec")?;
             spec.insert("paused".into(), Value::Bool(action == Action::Pause));
+        }
+        Action::Promote { .. } | Action::Abort => {
+            if !is_deployment(r) {
+                return Err("is not a deployment: canaries are deployments'".into());
+            }
+            let has_steps = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(CANARY_STEPS))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if !has_steps {
+                return Err(format!("has no canary steps (annotation {CANARY_STEPS})"));
+            }
+            let what = match action {
+                Action::Promote { full: true } => "promote-full",
+                Action::Promote { full: false } => "promote",
+                _ => "abort",
+            };
+            let meta = obj
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+                .ok_or("has no metadata")?;
+            meta.entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or("has malformed annotations")?
+                .insert(CANARY_ACTION.into(), Value::String(what.into()));
         }
         Action::Restart => {
             let restartable = r.t.group == "apps"
@@ -169,6 +215,24 @@ mod tests {
             namespace: "default".into(),
             name: "web".into(),
         }
+    }
+
+    #[test]
+    fn promote_and_abort_write_the_canary_action() {
+        let d = obj_ref("deploy");
+        let mut plain = json!({"metadata": {}, "spec": {}});
+        assert_eq!(
+            apply(Action::Abort, &d, &mut plain, "t").unwrap_err(),
+            "has no canary steps (annotation rudder.io/canary-steps)"
+        );
+        let mut o = json!({"metadata": {"annotations": {CANARY_STEPS: "10%,pause"}}, "spec": {}});
+        apply(Action::Promote { full: false }, &d, &mut o, "t").unwrap();
+        assert_eq!(o["metadata"]["annotations"][CANARY_ACTION], "promote");
+        apply(Action::Promote { full: true }, &d, &mut o, "t").unwrap();
+        assert_eq!(o["metadata"]["annotations"][CANARY_ACTION], "promote-full");
+        apply(Action::Abort, &d, &mut o, "t").unwrap();
+        assert_eq!(o["metadata"]["annotations"][CANARY_ACTION], "abort");
+        assert!(apply(Action::Abort, &obj_ref("ds"), &mut o, "t").is_err());
     }
 
     #[test]

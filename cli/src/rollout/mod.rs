@@ -3,7 +3,7 @@
 //! - [`status`]: the status viewers (deployment, daemon set, stateful set) and the watch.
 //! - [`history`]: `history` and `undo` from a deployment's replica sets; [`revisions`]: from a
 //!   daemon set's or stateful set's ControllerRevisions.
-//! - [`control`]: `pause`, `resume`, `restart`.
+//! - [`control`]: `pause`, `resume`, `restart`, and Rudder's canary `promote` and `abort`.
 //! - [`template`]: a pod template printed as kubectl describes it.
 //! - [`target`]: naming objects, reading and writing them; shared with `scale` and `set`.
 
@@ -39,6 +39,10 @@ pub enum RolloutCommand {
     Resume(control::ControlArgs),
     /// Restart a deployment's, daemon set's or stateful set's pods.
     Restart(control::ControlArgs),
+    /// Move a deployment's canary past its current step (`--full`: to the end).
+    Promote(control::PromoteArgs),
+    /// Abort a deployment's canary: the stable revision serves again.
+    Abort(control::ControlArgs),
 }
 
 pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
@@ -49,5 +53,9 @@ pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
         RolloutCommand::Pause(a) => control::run(ctx, a, control::Action::Pause).await,
         RolloutCommand::Resume(a) => control::run(ctx, a, control::Action::Resume).await,
         RolloutCommand::Restart(a) => control::run(ctx, a, control::Action::Restart).await,
+        RolloutCommand::Promote(a) => {
+            control::run(ctx, a.control, control::Action::Promote { full: a.full }).await
+        }
+        RolloutCommand::Abort(a) => control::run(ctx, a, control::Action::Abort).await,
     }
 }

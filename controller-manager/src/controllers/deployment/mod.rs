@@ -22,6 +22,8 @@
 //! a conflict and a retry, never in acting twice. Events: ScalingReplicaSet, SelectingAll,
 //! DeploymentRollback is not sent (rollback is client-side, as in apps/v1).
 
+pub mod autorollback;
+pub mod canary;
 mod rollout;
 pub mod sets;
 mod status;
@@ -44,6 +46,7 @@ use crate::claim::claim;
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::intstr::fenceposts;
+use crate::util::pods::{is_crash_looping, restarts};
 use crate::util::spec_selector;
 
 pub const DESCRIPTOR: Descriptor = Descriptor {
@@ -199,12 +202,21 @@ fn set_mapper(deployments: Reader) -> Mapper {
     })
 }
 
-/// A deleted pod reaches its ReplicaSet's Deployment: a Recreate rollout waits for the old pods
-/// to be gone.
+/// A deleted pod reaches its ReplicaSet's Deployment (a Recreate rollout waits for the old pods
+/// to be gone), and so does a pod that starts crash-looping (automatic rollback).
 fn pod_mapper(sets: Reader, deployments: Reader) -> Mapper {
     Box::new(move |ev| {
-        let ReflectorEvent::Deleted(pod) = ev else {
-            return Vec::new();
+        let pod = match ev {
+            ReflectorEvent::Deleted(pod) => pod,
+            // A pod starting to crash-loop may trigger an automatic rollback.
+            ReflectorEvent::Updated { old, new }
+                if (is_crash_looping(&new.value) && !is_crash_looping(&old.value))
+                    || (restarts(&new.value) >= autorollback::RESTARTS
+                        && restarts(&old.value) < autorollback::RESTARTS) =>
+            {
+                new
+            }
+            _ => return Vec::new(),
         };
         controller_owner_key(pod, &sets, "apps/v1", "ReplicaSet")
             .and_then(|rs| sets.get_key(&rs))
@@ -271,8 +283,20 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         return status::sync(&ctx, &mut view).await;
     }
-    match view.d.strategy {
-        Strategy::Recreate => rollout::recreate(&ctx, &mut view).await,
-        Strategy::RollingUpdate { .. } => rollout::rolling(&ctx, &mut view).await,
+    if let Some(action) = autorollback::check(&ctx, &mut view).await? {
+        return Ok(action);
     }
+    let action = match view.d.strategy {
+        Strategy::Recreate => rollout::recreate(&ctx, &mut view).await,
+        Strategy::RollingUpdate { .. } => {
+            view.find_new();
+            if canary::applies(&view) {
+                canary::run(&ctx, &mut view).await
+            } else {
+                rollout::rolling(&ctx, &mut view).await
+            }
+        }
+    }?;
+    autorollback::mark_good(&ctx, &mut view).await?;
+    Ok(action)
 }

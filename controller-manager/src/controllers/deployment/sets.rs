@@ -19,12 +19,14 @@ use crate::util::template::controller_ref;
 use crate::util::{merge_patch, str_at};
 
 /// Deployment annotations not copied onto its ReplicaSets (`skipCopyAnnotation`).
-const NOT_COPIED: [&str; 5] = [
+const NOT_COPIED: [&str; 6] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     REVISION,
     REVISION_HISTORY,
     DESIRED_REPLICAS,
     MAX_REPLICAS,
+    // A command to the controller, consumed on the Deployment.
+    super::canary::ACTION,
 ];
 
 pub fn spec_replicas(rs: &CachedObject) -> i64 {
@@ -45,7 +47,7 @@ pub fn revision(obj: &CachedObject) -> i64 {
     annotation(obj, REVISION).parse().unwrap_or(0)
 }
 
-fn annotation<'a>(obj: &'a CachedObject, key: &str) -> &'a str {
+pub fn annotation<'a>(obj: &'a CachedObject, key: &str) -> &'a str {
     obj.value
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(key))
@@ -77,6 +79,9 @@ pub struct View {
     pub new: Option<usize>,
     /// Name of a ReplicaSet this reconcile created (for the Progressing condition).
     pub created: Option<String>,
+    /// A Progressing condition a canary or rollback decided (status, reason, message), in
+    /// place of the progress estimate.
+    pub progressing: Option<(&'static str, &'static str, String)>,
 }
 
 impl View {
@@ -92,6 +97,7 @@ impl View {
             all,
             new: None,
             created: None,
+            progressing: None,
         }
     }
 
@@ -367,5 +373,38 @@ pub async fn cleanup(ctx: &Ctx, view: &View) -> Result<(), Error> {
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
+}
+
+/// Sets (or, with `null`, removes) annotations on ReplicaSet `i`, guarded by its
+/// resourceVersion; nothing is sent when they already hold.
+pub async fn annotate_rs(
+    ctx: &Ctx,
+    view: &mut View,
+    i: usize,
+    changes: &[(&str, Option<String>)],
+) -> Result<(), Error> {
+    let rs = Arc::clone(&view.all[i]);
+    let stale = changes.iter().any(|(k, v)| match v {
+        Some(v) => annotation(&rs, k) != v,
+        None => rs
+            .value
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(*k))
+            .is_some(),
+    });
+    if !stale {
+        return Ok(());
+    }
+    let annotations: Map<String, Value> = changes
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone().map_or(Value::Null, Value::String)))
+        .collect();
+    let patch = json!({"metadata": {
+        "resourceVersion": rs.resource_version.to_string(),
+        "annotations": annotations,
+    }});
+    let updated = ctx.api.patch(merge_patch(&rs, &patch)).await?;
+    view.replace(&updated);
     Ok(())
 }

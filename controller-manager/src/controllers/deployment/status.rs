@@ -20,6 +20,8 @@ pub const RS_UPDATED: &str = "ReplicaSetUpdated";
 pub const NEW_RS_CREATED: &str = "NewReplicaSetCreated";
 pub const PAUSED: &str = "DeploymentPaused";
 pub const RESUMED: &str = "DeploymentResumed";
+pub const CANARY_PAUSED: &str = "CanaryPaused";
+pub const CANARY_ABORTED: &str = "CanaryAborted";
 
 /// The counts of a status, as compared between the old and the new one.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -177,6 +179,18 @@ pub async fn sync(ctx: &Ctx, view: &mut View) -> Result<Action, Error> {
             "Unknown",
             RESUMED,
             "Deployment is resumed",
+            &now_s,
+        );
+    } else if let Some((status, reason, message)) = &view.progressing {
+        set_condition(&mut conds, "Progressing", status, reason, message, &now_s);
+    } else if reason == CANARY_PAUSED || reason == CANARY_ABORTED {
+        // A canary moving again: the deadline counts from now, not from when it paused.
+        set_condition(
+            &mut conds,
+            "Progressing",
+            "True",
+            RS_UPDATED,
+            &format!("{subject} is progressing."),
             &now_s,
         );
     } else if let Some(created) = &view.created {
