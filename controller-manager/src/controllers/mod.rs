@@ -2,11 +2,12 @@
 
 pub mod daemonset;
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 
 use crate::runner::Descriptor;
 
 /// Every controller, in the order they start.
 pub fn all() -> Vec<Descriptor> {
-    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR, daemonset::DESCRIPTOR]
+    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR, daemonset::DESCRIPTOR, job::DESCRIPTOR]
 }

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod hash;
+pub mod intervals;
 pub mod intstr;
 pub mod owner;
 pub mod pods;
