@@ -4,10 +4,17 @@ pub mod daemonset;
 pub mod deployment;
 pub mod job;
 pub mod replicaset;
+pub mod ttlafterfinished;
 
 use crate::runner::Descriptor;
 
 /// Every controller, in the order they start.
 pub fn all() -> Vec<Descriptor> {
-    vec![replicaset::DESCRIPTOR, deployment::DESCRIPTOR, daemonset::DESCRIPTOR, job::DESCRIPTOR]
+    vec![
+        replicaset::DESCRIPTOR,
+        deployment::DESCRIPTOR,
+        daemonset::DESCRIPTOR,
+        job::DESCRIPTOR,
+        ttlafterfinished::DESCRIPTOR,
+    ]
 }

@@ -216,6 +216,53 @@ pub async fn reconcile_orphan(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> 
     Ok(Action::AwaitChange)
 }
 
+/// Deletes a Job (background propagation, guarded by its uid and, if given, its
+/// resourceVersion), then its pods: Rudder has no garbage collector yet, so the deleter removes
+/// the dependents itself, as the collector would after a background deletion. A Job already
+/// gone is not an error.
+pub async fn delete_with_pods(
+    api: &dyn Api,
+    pods: &Reader,
+    job: &CachedObject,
+    resource_version: Option<u64>,
+) -> Result<(), rudder_client::ClientError> {
+    let req = pb::DeleteRequest {
+        kind: Some(kind_ref("batch/v1", "Job")),
+        namespace: job.namespace.clone(),
+        name: job.name.clone(),
+        precondition_uid: job.uid().to_string(),
+        precondition_resource_version: resource_version.unwrap_or(0),
+        propagation_policy: "Background".into(),
+        ..Default::default()
+    };
+    match api.delete(req).await {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for p in pods.owned_by(job.uid()) {
+        if p.controller_ref().is_none_or(|r| r.uid != job.uid()) {
+            continue;
+        }
+        if p.has_finalizer(TRACKING_FINALIZER) {
+            pods::remove_finalizer(api, &p).await?;
+        }
+        let req = pb::DeleteRequest {
+            kind: Some(kind_ref("v1", "Pod")),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            precondition_uid: p.uid().to_string(),
+            ..Default::default()
+        };
+        match api.delete(req).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The interim condition of a failure.
 fn failure(reason: &str, message: &str) -> Cond {
     Cond::new(FAILURE_TARGET, reason, message)
