@@ -4,6 +4,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod job;
 pub mod replicaset;
+pub mod statefulset;
 pub mod ttlafterfinished;
 
 use crate::runner::Descriptor;
@@ -14,6 +15,7 @@ pub fn all() -> Vec<Descriptor> {
         replicaset::DESCRIPTOR,
         deployment::DESCRIPTOR,
         daemonset::DESCRIPTOR,
+        statefulset::DESCRIPTOR,
         job::DESCRIPTOR,
         ttlafterfinished::DESCRIPTOR,
     ]
