@@ -5,6 +5,8 @@
 
 #[path = "job/fake.rs"]
 mod fake;
+#[path = "job/harness.rs"]
+mod harness;
 
 mod common;
 

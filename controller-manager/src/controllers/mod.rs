@@ -1,5 +1,6 @@
 //! One module per controller, each exposing its [`Descriptor`].
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod job;
@@ -18,5 +19,6 @@ pub fn all() -> Vec<Descriptor> {
         statefulset::DESCRIPTOR,
         job::DESCRIPTOR,
         ttlafterfinished::DESCRIPTOR,
+        cronjob::DESCRIPTOR,
     ]
 }

@@ -4,6 +4,7 @@
 //! ([`owner`]), pods made from templates ([`template`]) and slow-start batches ([`batch`]).
 
 pub mod batch;
+pub mod cron;
 pub mod hash;
 pub mod intervals;
 pub mod intstr;
