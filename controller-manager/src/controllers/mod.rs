@@ -1,5 +1,6 @@
 //! One module per controller, each exposing its [`Descriptor`].
 
+pub mod configrollout;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -17,6 +18,7 @@ pub fn all() -> Vec<Descriptor> {
         deployment::DESCRIPTOR,
         daemonset::DESCRIPTOR,
         statefulset::DESCRIPTOR,
+        configrollout::DESCRIPTOR,
         job::DESCRIPTOR,
         ttlafterfinished::DESCRIPTOR,
         cronjob::DESCRIPTOR,
