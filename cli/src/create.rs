@@ -1,5 +1,5 @@
-//! `rudder create`: namespaces, config maps, generic and docker-registry secrets, or objects
-//! from files.
+//! `rudder create`: namespaces, config maps, generic and docker-registry secrets, jobs, or
+//! objects from files.
 //!
 //! A docker-registry secret is kubectl's: type `kubernetes.io/dockerconfigjson`, its
 //! `.dockerconfigjson` either built from the `--docker-*` flags
@@ -35,6 +35,105 @@ pub enum CreateCommand {
     /// Create a secret.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Create a job from an image, or from a cron job's template (`--from=cronjob/NAME`).
+    Job(JobArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    pub name: String,
+    /// The image of the job's one container.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The cron job to instantiate, `cronjob/NAME`.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The container's command (after `--`), with `--image`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// A Job instantiating a cron job by hand, as kubectl's `createJobFromCronJob`: the template's
+/// labels, annotations (plus `cronjob.kubernetes.io/instantiate: manual`) and spec, and a
+/// controller reference to the cron job (without `blockOwnerDeletion`, as kubectl).
+pub fn job_from_cronjob(name: &str, ns: &str, cronjob: &Value) -> Value {
+    let tmpl = cronjob
+        .pointer("/spec/jobTemplate")
+        .cloned()
+        .unwrap_or_default();
+    let mut annotations = json!({"cronjob.kubernetes.io/instantiate": "manual"});
+    if let Some(Value::Object(a)) = tmpl.pointer("/metadata/annotations") {
+        for (k, v) in a {
+            annotations[k] = v.clone();
+        }
+    }
+    let mut job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "name": cronjob.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                "uid": cronjob.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+                "controller": true,
+            }],
+        },
+        "spec": tmpl.get("spec").cloned().unwrap_or_else(|| json!({})),
+    });
+    if let Some(l) = tmpl.pointer("/metadata/labels").filter(|l| l.is_object()) {
+        job["metadata"]["labels"] = l.clone();
+    }
+    job
+}
+
+/// A Job running `image` once, as kubectl's `createJobWithImage`.
+pub fn job_with_image(name: &str, ns: &str, image: &str, command: &[String]) -> Value {
+    let mut container = json!({"name": name, "image": image});
+    if !command.is_empty() {
+        container["command"] = json!(command);
+    }
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": {"spec": {"containers": [container], "restartPolicy": "Never"}}},
+    })
+}
+
+async fn create_job(ctx: &Ctx, a: &JobArgs) -> Result<()> {
+    let builtin = crate::kinds::Kinds::builtin();
+    let job_type = builtin.lookup("job")?.clone();
+    let obj = match (a.image.as_deref(), a.from.as_deref()) {
+        (Some(image), None) => job_with_image(&a.name, &ctx.namespace, image, &a.command),
+        (None, Some(from)) => {
+            if !a.command.is_empty() {
+                return Err(CliError::msg("cannot specify --from and command"));
+            }
+            let (kind, name) = from
+                .split_once('/')
+                .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+                .ok_or_else(|| {
+                    CliError::msg(format!("--from must be cronjob/NAME, not \"{from}\""))
+                })?;
+            let t = builtin.lookup(kind)?;
+            if (t.group.as_str(), t.kind.as_str()) != ("batch", "CronJob") {
+                return Err(CliError::msg(format!(
+                    "--from must name a cronjob, not a {}",
+                    t.kind.to_lowercase()
+                )));
+            }
+            let cronjob = util::get_object(ctx.client()?, t, &ctx.namespace, name).await?;
+            job_from_cronjob(&a.name, &ctx.namespace, &cronjob)
+        }
+        _ => return Err(CliError::msg("either --image or --from must be specified")),
+    };
+    create_one(ctx, &job_type, obj, &a.common).await
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +453,7 @@ pub async fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
             obj["type"] = json!(DOCKER_CONFIG_JSON_TYPE);
             create_one(ctx, &core("secret")?, obj, &a.common).await
         }
+        CreateCommand::Job(a) => create_job(ctx, &a).await,
     }
 }
 
