@@ -13,6 +13,7 @@
 //! - [`pods`]: the `pods` subcommand, pod start latency through the node agent beside the
 //!   engine alone.
 
+pub mod deploy;
 pub mod etcd;
 pub mod measure;
 pub mod pod;
@@ -101,6 +102,9 @@ pub enum Scenario {
     /// N pods on one real node agent and Docker, one after another: bound → Running and →
     /// Ready latency beside the engine's own create + start, and the agent's RSS.
     Pods(pods::PodsArgs),
+    /// One Deployment of N replicas on simulated nodes with the real controller-manager: time to
+    /// all created and all available, pod creations per second, beside N pods created directly.
+    Deployment(deploy::DeployArgs),
 }
 
 /// How much work each phase does.
@@ -220,6 +224,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             ""
         };
         println!("{}", f.render(variant));
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::Deployment(a)) = &args.command {
+        eprintln!("rudder-bench: deployment scenario ({})", bin.display());
+        let f = deploy::run(&bin, a).await?;
+        println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }
     if let Some(Scenario::Pods(a)) = &args.command {

@@ -19,7 +19,7 @@ use crate::util::template::controller_ref;
 use crate::util::{merge_patch, str_at};
 
 /// Deployment annotations not copied onto its ReplicaSets (`skipCopyAnnotation`).
-const NOT_COPIED: [&str; 6] = [
+const NOT_COPIED: [&str; 8] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     REVISION,
     REVISION_HISTORY,
@@ -27,6 +27,10 @@ const NOT_COPIED: [&str; 6] = [
     MAX_REPLICAS,
     // A command to the controller, consumed on the Deployment.
     super::canary::ACTION,
+    // The config-rollout controller's record of what the Deployment read: copied onto a
+    // ReplicaSet, `rollout undo` would bring an old record back and look like a config change.
+    "rudder.io/config-hash",
+    "rudder.io/config-versions",
 ];
 
 pub fn spec_replicas(rs: &CachedObject) -> i64 {
