@@ -220,6 +220,25 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
             }
             if t.kind == "Deployment" {
                 s.kv("StrategyType", none(st(o, "/spec/strategy/type")));
+                let min_ready = st(o, "/spec/minReadySeconds");
+                s.kv(
+                    "MinReadySeconds",
+                    if min_ready.is_empty() {
+                        "0".into()
+                    } else {
+                        min_ready
+                    },
+                );
+                if st(o, "/spec/strategy/type") != "Recreate" {
+                    let (u, g) = (
+                        st(o, "/spec/strategy/rollingUpdate/maxUnavailable"),
+                        st(o, "/spec/strategy/rollingUpdate/maxSurge"),
+                    );
+                    s.kv(
+                        "RollingUpdateStrategy",
+                        format!("{} max unavailable, {} max surge", none(u), none(g)),
+                    );
+                }
             }
             out.push_str(&s.render());
             let _ = writeln!(out, "Pod Template:");
@@ -338,7 +357,14 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
 }
 
 /// The whole description of one object, events included.
-pub fn render(t: &ResourceType, o: &Value, events: &[Value], now: Timestamp) -> Result<String> {
+/// `related`: lines printed after the kind's own (a Deployment's OldReplicaSets/NewReplicaSet).
+pub fn render(
+    t: &ResourceType,
+    o: &Value,
+    events: &[Value],
+    related: &[(String, String)],
+    now: Timestamp,
+) -> Result<String> {
     let mut out = String::new();
     let mut s = Section::new();
     s.kv("Name", rudder_api::meta::name(o));
@@ -362,6 +388,13 @@ pub fn render(t: &ResourceType, o: &Value, events: &[Value], now: Timestamp) -> 
         s.kv("DeletionTimestamp", st(o, "/metadata/deletionTimestamp"));
     }
     kind_details(t, o, s, &mut out)?;
+    if !related.is_empty() {
+        let mut r = Section::new();
+        for (k, v) in related {
+            r.kv(k, v.clone());
+        }
+        out.push_str(&r.render());
+    }
     if events.is_empty() {
         out.push_str("Events:  <none>\n");
     } else {
@@ -397,6 +430,64 @@ pub fn render(t: &ResourceType, o: &Value, events: &[Value], now: Timestamp) -> 
         out.push_str(&t.render(true));
     }
     Ok(out)
+}
+
+/// kubectl's `OldReplicaSets` and `NewReplicaSet` lines: the ReplicaSets the Deployment
+/// controls, the new one being of the Deployment's revision. Best effort, as the events.
+async fn deployment_sets(
+    ctx: &Ctx,
+    kinds: &crate::kinds::Kinds,
+    d: &Value,
+) -> Vec<(String, String)> {
+    const REVISION: &str = "deployment.kubernetes.io/revision";
+    let (Ok(client), Ok(rs_type)) = (ctx.client(), kinds.lookup("replicasets")) else {
+        return Vec::new();
+    };
+    let ns = rudder_api::meta::namespace(d);
+    let uid = rudder_api::meta::uid(d);
+    let Ok((sets, _)) = util::list_all(client, rs_type, ns, "", "", 500).await else {
+        return Vec::new();
+    };
+    let revision = |o: &Value| rudder_api::meta::annotations(o).get(REVISION).cloned();
+    let ours: Vec<&Value> = sets
+        .iter()
+        .filter(|rs| {
+            arr(rs, "/metadata/ownerReferences")
+                .iter()
+                .any(|r| r["uid"] == uid && r["controller"] == true)
+        })
+        .collect();
+    let line = |rs: &Value| {
+        format!(
+            "{} ({}/{} replicas created)",
+            rudder_api::meta::name(rs),
+            none(st(rs, "/status/replicas")).replace("<none>", "0"),
+            none(st(rs, "/spec/replicas")).replace("<none>", "0"),
+        )
+    };
+    let current = revision(d);
+    let (new, old): (Vec<&Value>, Vec<&Value>) = ours
+        .into_iter()
+        .partition(|rs| current.is_some() && revision(rs) == current);
+    let old: Vec<String> = old
+        .into_iter()
+        .filter(|rs| st(rs, "/spec/replicas") != "0" || st(rs, "/status/replicas") != "0")
+        .map(line)
+        .collect();
+    vec![
+        (
+            "OldReplicaSets".into(),
+            if old.is_empty() {
+                "<none>".into()
+            } else {
+                old.join(", ")
+            },
+        ),
+        (
+            "NewReplicaSet".into(),
+            new.first().map_or("<none>".into(), |rs| line(rs)),
+        ),
+    ]
 }
 
 pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
@@ -457,7 +548,12 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
                 util::out("\n\n")?;
             }
             first = false;
-            util::out(&render(t, &o, &events, Timestamp::now())?)?;
+            let related = if t.kind == "Deployment" {
+                deployment_sets(ctx, &kinds, &o).await
+            } else {
+                Vec::new()
+            };
+            util::out(&render(t, &o, &events, &related, Timestamp::now())?)?;
         }
     }
     Ok(())
@@ -474,7 +570,7 @@ mod tests {
         let t = k.lookup("cm").unwrap();
         let o = json!({"metadata": {"name": "c", "namespace": "default", "labels": {"a": "1", "b": "2"},
             "creationTimestamp": "2024-01-01T00:00:00Z"}, "data": {"k": "v"}});
-        let s = render(t, &o, &[], Timestamp::now()).unwrap();
+        let s = render(t, &o, &[], &[], Timestamp::now()).unwrap();
         assert!(s.starts_with("Name:               c\nNamespace:          default\nLabels:             a=1\n                    b=2\n"), "{s}");
         assert!(s.contains("Annotations:        <none>\n"), "{s}");
         assert!(s.contains("k:\n----\nv\n"), "{s}");
@@ -489,7 +585,7 @@ mod tests {
         let o = json!({"metadata": {"name": "p", "namespace": "default"},
             "spec": {"containers": [{"name": "c", "image": "nginx"}]},
             "status": {"phase": "Running", "containerStatuses": [{"name": "c", "ready": true, "restartCount": 3}]}});
-        let s = render(t, &o, &[], Timestamp::now()).unwrap();
+        let s = render(t, &o, &[], &[], Timestamp::now()).unwrap();
         let status = s.lines().find(|l| l.starts_with("Status:")).unwrap_or("");
         assert_eq!(
             status.split_whitespace().collect::<Vec<_>>(),

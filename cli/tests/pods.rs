@@ -170,6 +170,25 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let pods = run(&["get", "pods", "-l", "app=web", "--no-headers"], None);
     let running = pods.ok().lines().filter(|l| l.contains("Running")).count();
     assert_eq!(running, 2, "{}", pods.stdout);
+    let described = run(&["describe", "deployment", "web"], None);
+    let text = described.ok();
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l[key.len()..].trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} line in:\n{text}"))
+    };
+    assert_eq!(
+        line("RollingUpdateStrategy:"),
+        "25% max unavailable, 25% max surge"
+    );
+    assert_eq!(line("OldReplicaSets:"), "<none>");
+    let new_rs = line("NewReplicaSet:");
+    assert!(
+        new_rs.starts_with("web-") && new_rs.ends_with("(2/2 replicas created)"),
+        "{new_rs}"
+    );
+    assert!(text.contains("ScalingReplicaSet"), "{text}");
     // A rolling update to V=2 on real containers, then back.
     run(&["set", "env", "deployment/web", "V=2"], None).ok();
     let status = run(
