@@ -214,6 +214,17 @@ pub(crate) fn build_builtin() -> Registry {
         Subdomain,
         []
     )));
+    r.register(typed::<api::core::v1::ReplicationController>(entry!(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        ["rc"],
+        NS,
+        true,
+        Subdomain,
+        []
+    )));
     // apps/v1
     r.register(typed::<api::apps::v1::ReplicaSet>(entry!(
         "apps",

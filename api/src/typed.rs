@@ -53,6 +53,7 @@ objects!(
     api::core::v1::Event,
     api::core::v1::PersistentVolume,
     api::core::v1::PersistentVolumeClaim,
+    api::core::v1::ReplicationController,
     api::apps::v1::ReplicaSet,
     api::apps::v1::Deployment,
     api::apps::v1::DaemonSet,

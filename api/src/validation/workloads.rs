@@ -8,7 +8,9 @@ use k8s_openapi::api::apps::v1::{
     ReplicaSetSpec, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaimVolumeSource, PodTemplateSpec, ReplicationController, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -230,6 +232,33 @@ impl Validate for ReplicaSet {
             ("minReadySeconds", spec.min_ready_seconds),
         ];
         apps_common(&mut errs, &counts, spec, old.and_then(|o| o.spec.as_ref()));
+        errs
+    }
+}
+
+impl Validate for ReplicationController {
+    /// As a ReplicaSet, with a map selector (required, after defaulting from the template) that
+    /// may change.
+    fn validate(&self, _old: Option<&Self>) -> Vec<FieldError> {
+        let Some(spec) = self.spec.as_ref() else {
+            return vec![FieldError::required("spec")];
+        };
+        let p = Path::new("spec");
+        let mut errs = Vec::new();
+        non_negative(&mut errs, &p.child("replicas"), spec.replicas);
+        non_negative(
+            &mut errs,
+            &p.child("minReadySeconds"),
+            spec.min_ready_seconds,
+        );
+        let selector = LabelSelector {
+            match_labels: spec.selector.clone(),
+            match_expressions: None,
+        };
+        match spec.template.as_ref() {
+            Some(t) => selector_and_template(&mut errs, &p, &selector, t, ALWAYS),
+            None => errs.push(FieldError::required(p.child("template"))),
+        }
         errs
     }
 }
@@ -549,6 +578,21 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn replication_controllers_default_the_selector_and_check_it() {
+        let rc = |selector: Value| {
+            json!({"metadata": {"name": "rc"}, "spec": {"replicas": 1, "selector": selector,
+                "template": {"metadata": {"labels": {"app": "a"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+        };
+        assert!(check::<ReplicationController>(rc(Value::Null), None).is_empty());
+        let errs = check::<ReplicationController>(rc(json!({"app": "b"})), None);
+        assert!(
+            errs.iter().any(|e| e.contains("spec.template.metadata.labels")),
+            "{errs:?}"
+        );
     }
 
     fn deployment(selector: Value, labels: Value, extra: Value) -> Value {

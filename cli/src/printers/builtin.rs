@@ -33,6 +33,7 @@ static TABLE: &[(&str, &str, &KindPrinter)] = &[
     ("", "Pod", &POD),
     ("apps", "Deployment", &DEPLOYMENT),
     ("apps", "ReplicaSet", &REPLICA_SET),
+    ("", "ReplicationController", &REPLICA_SET),
     ("apps", "DaemonSet", &DAEMON_SET),
     ("apps", "StatefulSet", &STATEFUL_SET),
     ("batch", "Job", &JOB),

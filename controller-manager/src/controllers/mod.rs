@@ -15,6 +15,7 @@ use crate::runner::Descriptor;
 pub fn all() -> Vec<Descriptor> {
     vec![
         replicaset::DESCRIPTOR,
+        replicaset::RC_DESCRIPTOR,
         deployment::DESCRIPTOR,
         daemonset::DESCRIPTOR,
         statefulset::DESCRIPTOR,

@@ -1,4 +1,6 @@
-//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector.
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector. The same
+//! code runs ReplicationControllers (core/v1, a map selector) as a second controller,
+//! `replicationcontroller`, as Kubernetes does.
 //!
 //! Each reconcile of a ReplicaSet (Kubernetes' `syncReplicaSet`):
 //! 1. claims the active pods in its namespace: adopts matching orphans, releases owned pods
@@ -48,7 +50,32 @@ pub const BURST: usize = 500;
 
 pub const DESCRIPTOR: Descriptor = Descriptor {
     name: "replicaset",
-    run: |env, cancel| Box::pin(run(env, cancel)),
+    run: |env, cancel| Box::pin(run(env, cancel, REPLICA_SET)),
+};
+
+pub const RC_DESCRIPTOR: Descriptor = Descriptor {
+    name: "replicationcontroller",
+    run: |env, cancel| Box::pin(run(env, cancel, REPLICATION_CONTROLLER)),
+};
+
+/// The kind this controller keeps: ReplicaSet or ReplicationController.
+#[derive(Debug, Clone, Copy)]
+pub struct Flavor {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub name: &'static str,
+}
+
+pub const REPLICA_SET: Flavor = Flavor {
+    api_version: "apps/v1",
+    kind: "ReplicaSet",
+    name: "replicaset",
+};
+
+pub const REPLICATION_CONTROLLER: Flavor = Flavor {
+    api_version: "v1",
+    kind: "ReplicationController",
+    name: "replicationcontroller",
 };
 
 /// What reconcile reads and writes through.
@@ -82,25 +109,41 @@ impl Ctx {
     }
 }
 
-/// The selector of a ReplicaSet, parsed.
+/// The selector of a ReplicaSet (a LabelSelector) or ReplicationController (a map), parsed.
 pub fn selector_of(rs: &CachedObject) -> Result<LabelSelector, Error> {
+    if rs.kind == REPLICATION_CONTROLLER.kind {
+        let labels = rs
+            .value
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            });
+        let sel = rudder_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels: labels,
+            match_expressions: None,
+        };
+        return LabelSelector::from_object(&sel)
+            .map_err(|e| Error::Invalid(format!("spec.selector: {e}")));
+    }
     spec_selector::<ReplicaSet>(rs, |t| t.spec.as_ref().map(|s| s.selector.clone()))
 }
 
 /// Keys of the ReplicaSets a pod event concerns: its controller, or for an orphan every
 /// ReplicaSet in its namespace that selects it.
-fn pod_mapper(sets: Reader, exp: Arc<Expectations>) -> Mapper {
+fn pod_mapper(sets: Reader, exp: Arc<Expectations>, flavor: Flavor) -> Mapper {
+    let (av, kind) = (flavor.api_version, flavor.kind);
     Box::new(move |ev| {
-        exp.observe(ev, |o| {
-            controller_owner_key(o, &sets, "apps/v1", "ReplicaSet")
-        });
+        exp.observe(ev, |o| controller_owner_key(o, &sets, av, kind));
         if let ReflectorEvent::Restarted(_) = ev {
             return sets.keys();
         }
         let mut keys = Vec::new();
         for o in ev.objects() {
             match o.controller_ref() {
-                Some(_) => keys.extend(controller_owner_key(o, &sets, "apps/v1", "ReplicaSet")),
+                Some(_) => keys.extend(controller_owner_key(o, &sets, av, kind)),
                 None => {
                     let labels = o.labels();
                     keys.extend(
@@ -120,10 +163,10 @@ fn pod_mapper(sets: Reader, exp: Arc<Expectations>) -> Mapper {
     })
 }
 
-async fn run(env: Env, cancel: CancellationToken) {
-    let sets = env.informers.for_kind("apps/v1", "ReplicaSet");
+async fn run(env: Env, cancel: CancellationToken, flavor: Flavor) {
+    let sets = env.informers.for_kind(flavor.api_version, flavor.kind);
     let pods = env.informers.for_kind("v1", "Pod");
-    let (events, events_task) = env.recorder("replicaset");
+    let (events, events_task) = env.recorder(flavor.name);
     let exp = Arc::new(Expectations::new(Arc::clone(&env.clock)));
     let ctx = Arc::new(Ctx {
         api: Arc::clone(&env.api),
@@ -134,10 +177,10 @@ async fn run(env: Env, cancel: CancellationToken) {
         exp: Arc::clone(&exp),
     });
     Controller::new(ctx)
-        .named("replicaset")
+        .named(flavor.name)
         .workers(env.workers)
         .watches(sets.subscribe(), self_mapper())
-        .watches(pods.subscribe(), pod_mapper(sets.reader(), exp))
+        .watches(pods.subscribe(), pod_mapper(sets.reader(), exp, flavor))
         .run(reconcile, policy, cancel)
         .await;
     events_task.abort();
