@@ -75,6 +75,23 @@ pub async fn serve(listener: TcpListener, cancel: CancellationToken) {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): every binary's first step.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// This machine's host name (empty when unreadable), as components report it in Events.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,21 +121,4 @@ mod tests {
         cancel.cancel();
         task.await.expect("serve ends");
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`): every binary's first step.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// This machine's host name (empty when unreadable), as components report it in Events.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }
