@@ -4,6 +4,7 @@ pub mod configrollout;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod garbagecollector;
 pub mod job;
 pub mod replicaset;
 pub mod statefulset;
@@ -23,5 +24,6 @@ pub fn all() -> Vec<Descriptor> {
         job::DESCRIPTOR,
         ttlafterfinished::DESCRIPTOR,
         cronjob::DESCRIPTOR,
+        garbagecollector::DESCRIPTOR,
     ]
 }
