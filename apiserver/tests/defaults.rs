@@ -237,3 +237,42 @@ async fn validation_errors_name_the_field_path() {
         live["metadata"]["resourceVersion"]
     );
 }
+
+#[tokio::test]
+async fn a_job_gets_a_selector_on_its_uid_unless_it_brings_one() {
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let job = |name: &str, extra: serde_json::Value| {
+        let mut j = json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}},
+        });
+        if let (Some(s), Some(e)) = (j["spec"].as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        j
+    };
+    let j = json(&create(c, "batch/v1", "Job", "default", job("gen", json!({}))).await);
+    let uid = j["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        j["spec"]["selector"],
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    );
+    let labels = &j["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["batch.kubernetes.io/job-name"], "gen");
+    assert_eq!(labels["controller-uid"], uid);
+    let manual = job(
+        "manual",
+        json!({"manualSelector": true, "selector": {"matchLabels": {"app": "m"}},
+            "template": {"metadata": {"labels": {"app": "m"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}),
+    );
+    let m = json(&create(c, "batch/v1", "Job", "default", manual).await);
+    assert_eq!(m["spec"]["selector"], json!({"matchLabels": {"app": "m"}}));
+    assert!(
+        m["spec"]["template"]["metadata"]["labels"]
+            .get("job-name")
+            .is_none()
+    );
+}

@@ -98,10 +98,14 @@ impl Api {
             }
             let mut admitted = self.admit(&info, &name, candidate, None)?;
             {
+                let uid = self.ids.uid();
                 let m = meta::metadata_mut(&mut admitted);
-                m.insert("uid".into(), Value::String(self.ids.uid()));
+                m.insert("uid".into(), Value::String(uid.clone()));
                 m.insert("creationTimestamp".into(), Value::String(self.now()));
                 m.insert("generation".into(), json!(1));
+                if info.group == "batch" && info.kind == "Job" {
+                    generate_job_selector(&mut admitted, &uid, &name);
+                }
             }
             let auto_allocated = self.allocate_service(&info, &key, &mut admitted, None)?;
             let cmd = self.put_command(&info, key.clone(), Expect::Absent, admitted)?;
@@ -151,5 +155,50 @@ fn reset_status_on_create(kind: &str, has_status: bool, obj: &mut Value) {
         _ => {
             map.remove("status");
         }
+    }
+}
+
+/// Kubernetes' job strategy at create: unless `spec.manualSelector` is true or a selector is
+/// given, the selector is `batch.kubernetes.io/controller-uid=<uid>` and the pod template gets
+/// the controller-uid and job-name labels (new and legacy spellings). It needs the uid, so it
+/// runs after admission; what it adds matches by construction.
+fn generate_job_selector(job: &mut Value, uid: &str, name: &str) {
+    let manual = job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+    if manual || job.pointer("/spec/selector").is_some_and(|s| !s.is_null()) {
+        return;
+    }
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template.is_object() {
+        return;
+    }
+    let meta = template
+        .as_object_mut()
+        .map(|t| t.entry("metadata").or_insert_with(|| json!({})));
+    let Some(labels) = meta.and_then(|m| {
+        if !m.is_object() {
+            return None;
+        }
+        let l = m
+            .as_object_mut()?
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        l.as_object_mut()
+    }) else {
+        return;
+    };
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", uid),
+        ("batch.kubernetes.io/job-name", name),
+        ("controller-uid", uid),
+        ("job-name", name),
+    ] {
+        labels.insert(k.into(), Value::String(v.into()));
     }
 }

@@ -1,8 +1,9 @@
 //! A Job's spec as the controller uses it, its selector, and the pods made from its template.
 //!
-//! Rudder's API server does not generate a Job's selector (Kubernetes' job strategy does, at
-//! create), and `spec.selector` and `spec.template` are immutable after create, so the
-//! controller computes the selector instead: unless `manualSelector` is true, it is the given
+//! The API server generates a Job's selector at create, as Kubernetes' job strategy does; the
+//! client's fake does not, and a Job may bring its own selector, so the controller computes the
+//! selector it uses regardless (the same one for a server-made Job): unless `manualSelector` is
+//! true, it is the given
 //! selector (if any) plus `batch.kubernetes.io/controller-uid=<uid>`, and every pod gets the
 //! `controller-uid` and `job-name` labels (both the `batch.kubernetes.io/` and the legacy
 //! spellings) next to the template's. A manual selector is used as written.
