@@ -590,7 +590,8 @@ mod tests {
         assert!(check::<ReplicationController>(rc(Value::Null), None).is_empty());
         let errs = check::<ReplicationController>(rc(json!({"app": "b"})), None);
         assert!(
-            errs.iter().any(|e| e.contains("spec.template.metadata.labels")),
+            errs.iter()
+                .any(|e| e.contains("spec.template.metadata.labels")),
             "{errs:?}"
         );
     }
