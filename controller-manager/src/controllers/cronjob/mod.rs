@@ -9,8 +9,8 @@
 //! 2. unless the CronJob is suspended or being deleted: finds the most recent scheduled time
 //!    not yet started since `lastScheduleTime` (or creation) in `spec.timeZone`
 //!    ([`schedule::most_recent`]; only that one is started, however many were missed; more than
-//!    100 missed start none, event TooManyMissedTimes, unless `startingDeadlineSeconds` narrows
-//!    the window; a time older than the deadline is MissSchedule);
+//!    100 missed are reported with the event TooManyMissedTimes, as Kubernetes does since 1.27;
+//!    a time older than `startingDeadlineSeconds` is MissSchedule);
 //! 3. applies `concurrencyPolicy`: Allow starts alongside running Jobs, Forbid waits
 //!    (JobAlreadyActive), Replace deletes the running ones first;
 //! 4. creates the Job `<cronjob>-<scheduled time in minutes since the epoch>` from
@@ -389,13 +389,13 @@ async fn sync(
     let Some(scheduled) = recent.time else {
         return Ok(again);
     };
+    // As Kubernetes since 1.27: reported, and the most recent is still started.
     if recent.missed == Missed::Many {
         ev.warning(
             v,
             "TooManyMissedTimes",
             "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew",
         );
-        return Ok(again);
     }
     if deadline.is_some_and(|d| scheduled.as_second() + d < now.as_second()) {
         let when = scheduled.strftime("%a, %d %b %Y %H:%M:%S %z");

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 
 use crate::util::cron::Schedule;
 
-/// More missed schedules than this, and none is started (event `TooManyMissedTimes`).
+/// More missed schedules than this are reported (event `TooManyMissedTimes`).
 pub const MAX_MISSED: i64 = 100;
 
 /// Requeues land this long after the scheduled time, so a clock slightly behind still sees it
