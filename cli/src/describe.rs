@@ -340,6 +340,57 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
             out.push_str(&s.render());
             conditions(out, o);
         }
+        "CronJob" => {
+            let or = |p: &str, d: &str| {
+                let v = st(o, p);
+                if v.is_empty() { d.to_string() } else { v }
+            };
+            s.kv("Schedule", st(o, "/spec/schedule"));
+            s.kv("TimeZone", or("/spec/timeZone", "<unset>"));
+            s.kv("Concurrency Policy", or("/spec/concurrencyPolicy", "Allow"));
+            s.kv(
+                "Suspend",
+                or("/spec/suspend", "False")
+                    .replace("false", "False")
+                    .replace("true", "True"),
+            );
+            s.kv(
+                "Successful Job History Limit",
+                or("/spec/successfulJobsHistoryLimit", "3"),
+            );
+            s.kv(
+                "Failed Job History Limit",
+                or("/spec/failedJobsHistoryLimit", "1"),
+            );
+            s.kv(
+                "Starting Deadline Seconds",
+                or("/spec/startingDeadlineSeconds", "<unset>"),
+            );
+            s.kv(
+                "Last Schedule Time",
+                or("/status/lastScheduleTime", "<unset>"),
+            );
+            let active: Vec<String> = arr(o, "/status/active")
+                .iter()
+                .map(|r| st(r, "/name"))
+                .collect();
+            s.kv(
+                "Active Jobs",
+                if active.is_empty() {
+                    "<none>".into()
+                } else {
+                    active.join(", ")
+                },
+            );
+            out.push_str(&s.render());
+            let _ = writeln!(out, "Pod Template:");
+            containers(
+                out,
+                o,
+                "/spec/jobTemplate/spec/template/spec/containers",
+                &[],
+            );
+        }
         _ => {
             out.push_str(&s.render());
             // Unknown shape: show spec and status as they are.
@@ -578,6 +629,30 @@ mod tests {
     }
 
     /// The pod's Status line is the table's STATUS, not another cell of its row.
+    #[test]
+    fn describes_a_cronjob() {
+        let t = crate::kinds::Kinds::builtin()
+            .lookup("cronjobs")
+            .unwrap()
+            .clone();
+        let o = json!({"metadata": {"name": "cj", "namespace": "default"},
+            "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "cj-1"}], "lastScheduleTime": "2026-01-01T00:05:00Z"}});
+        let s = render(&t, &o, &[], &[], Timestamp::now()).unwrap();
+        for want in [
+            "Schedule:",
+            "*/5 * * * *",
+            "Concurrency Policy:",
+            "Forbid",
+            "Active Jobs:",
+            "cj-1",
+            "busybox",
+        ] {
+            assert!(s.contains(want), "{want:?} in:\n{s}");
+        }
+    }
+
     #[test]
     fn describes_a_pod_status() {
         let k = crate::kinds::Kinds::builtin();
