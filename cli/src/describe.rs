@@ -600,7 +600,7 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
             }
             first = false;
             let related = if t.kind == "Deployment" {
-                deployment_sets(ctx, &kinds, &o).await
+                deployment_sets(ctx, kinds, &o).await
             } else {
                 Vec::new()
             };
