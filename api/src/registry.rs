@@ -366,6 +366,6 @@ mod tests {
             e.to_string(),
             "no kind \"Widget\" is registered in version \"example.com/v1\""
         );
-        assert_eq!(r.kinds().count(), 30);
+        assert_eq!(r.kinds().count(), 31);
     }
 }

@@ -341,7 +341,7 @@ async fn discovery_lists_every_served_version() {
     );
     // Every other kind: one version, preferred and stored.
     let others = d.resources.iter().filter(|r| r.kind != HPA);
-    assert_eq!(others.clone().count(), 29);
+    assert_eq!(others.clone().count(), 30);
     assert!(
         others
             .into_iter()

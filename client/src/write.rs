@@ -63,6 +63,38 @@ pub async fn patch_status_observed(
     patch_status(api, obj, status).await.map(Some)
 }
 
+/// [`patch_status_observed`] guarded by the object's resourceVersion: a status computed from a
+/// cached version older than the stored one is refused with `Conflict` instead of overwriting
+/// a newer status (a merge patch replaces whole lists such as `conditions`). For controllers
+/// whose status carries conditions another write of theirs may have just set.
+pub async fn patch_status_observed_guarded(
+    api: &dyn Api,
+    obj: &CachedObject,
+    mut status: Value,
+) -> Result<Option<pb::Object>, ClientError> {
+    if let Value::Object(m) = &mut status {
+        m.insert("observedGeneration".into(), json!(obj.generation()));
+    }
+    let current = obj.value.get("status").cloned().unwrap_or(Value::Null);
+    if is_subset(&status, &current) {
+        return Ok(None);
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": obj.resource_version.to_string()},
+        "status": status,
+    });
+    let req = pb::PatchRequest {
+        kind: Some(kind_of(obj)),
+        namespace: obj.namespace.clone(),
+        name: obj.name.clone(),
+        patch_type: pb::PatchType::Merge as i32,
+        patch: encode(&patch)?,
+        status: true,
+        options: None,
+    };
+    api.patch(req).await.map(Some)
+}
+
 /// Whether every field of `patch` is present in `target` with the same value.
 fn is_subset(patch: &Value, target: &Value) -> bool {
     match (patch, target) {

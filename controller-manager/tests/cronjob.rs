@@ -219,15 +219,22 @@ async fn over_a_hundred_missed_runs_are_reported_and_only_the_most_recent_starts
     .await;
     e.manual.jump_wall(SignedDuration::from_mins(180));
     e.start(&["cronjob"]);
-    e.settle(2).await;
+    e.settle(5).await;
     assert!(
         e.events().await.contains(&"TooManyMissedTimes".into()),
         "{:?}",
         e.events().await
     );
-    // As Kubernetes since 1.27: one catch-up run, the most recent missed minute.
+    // As Kubernetes since 1.27: one catch-up run, the most recent missed minute (and, if the
+    // settle crossed a minute, that minute's own run), never the 180 missed ones.
     let minute = e.clock.now().as_second() / 60;
-    assert_eq!(jobs(&e).await, [format!("busy-{minute}")]);
+    let started = jobs(&e).await;
+    assert!(!started.is_empty() && started.len() <= 2, "{started:?}");
+    assert!(
+        started.contains(&format!("busy-{minute}"))
+            || started.contains(&format!("busy-{}", minute - 1)),
+        "{started:?} at minute {minute}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

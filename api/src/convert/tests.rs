@@ -218,7 +218,7 @@ fn same_schema_rewrites_only_the_api_version() {
 #[test]
 fn the_registry_serves_hpa_v1_from_v2_storage() {
     let r = Registry::builtin();
-    assert_eq!(r.kinds().count(), 30, "one entry per kind");
+    assert_eq!(r.kinds().count(), 31, "one entry per kind");
     let served: Vec<String> = r
         .served()
         .filter(|k| !k.is_storage())

@@ -233,6 +233,18 @@ pub async fn sync(ctx: &Ctx, view: &mut View) -> Result<Action, Error> {
                     "message": format!("{subject} is progressing."),
                     "lastUpdateTime": now_s, "lastTransitionTime": transition,
                 }));
+            } else if reason == NEW_RS_AVAILABLE {
+                // A new rollout began since the last one completed, and the reconcile that
+                // started it did not get to say so: its deadline counts from now, rather than
+                // never (a completed rollout's condition never times out).
+                set_condition(
+                    &mut conds,
+                    "Progressing",
+                    "True",
+                    RS_UPDATED,
+                    &format!("{subject} is progressing."),
+                    &now_s,
+                );
             } else if timed_out(progressing.as_ref(), d.progress_deadline, now) {
                 set_condition(
                     &mut conds,
@@ -267,7 +279,9 @@ pub async fn sync(ctx: &Ctx, view: &mut View) -> Result<Action, Error> {
     if let Some(c) = d.collision_count {
         status["collisionCount"] = json!(c);
     }
-    rudder_client::write::patch_status_observed(ctx.api.as_ref(), &d.obj, status).await?;
+    // Guarded: a reconcile on a cache that has not seen this controller's last status write
+    // (a NewReplicaSetCreated, a RolledBack) must not put the older conditions back.
+    rudder_client::write::patch_status_observed_guarded(ctx.api.as_ref(), &d.obj, status).await?;
     Ok(requeue_stuck(view, &conds, now))
 }
 
