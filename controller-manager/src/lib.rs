@@ -5,7 +5,8 @@
 //! Layout:
 //! - [`runner`]: the contract ([`runner::Descriptor`], [`runner::Env`]) and `--controllers`.
 //! - [`controllers`]: one module per controller.
-//! - [`claim`]: adoption and release of owned objects.
+//! - [`claim`]: adoption and release of owned objects; [`podwrite`]: pod creations and
+//!   deletions with their Events.
 //! - [`util`]: pure helpers shared by controllers (readiness, ranking, surge arithmetic, hash).
 //! - [`error`]: the error type and the error policy.
 //!
@@ -14,6 +15,7 @@
 pub mod claim;
 pub mod controllers;
 pub mod error;
+pub mod podwrite;
 pub mod runner;
 pub mod util;
 

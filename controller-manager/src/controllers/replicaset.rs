@@ -20,17 +20,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rudder_api::k8s_openapi::api::apps::v1::ReplicaSet;
 use rudder_api::selector::LabelSelector;
 use rudder_client::Api;
 use rudder_client::cache::{CachedObject, INDEX_NAMESPACE, Reader};
 use rudder_client::clock::SharedClock;
-use rudder_client::conn::kind_ref;
 use rudder_client::controller::{Action, Controller, Mapper, controller_owner_key, self_mapper};
 use rudder_client::events::EventRecorder;
 use rudder_client::expectations::Expectations;
-use rudder_client::proto as pb;
 use rudder_client::reflector::ReflectorEvent;
 use rudder_client::workqueue::Key;
 use serde_json::{Value, json};
@@ -38,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claim::claim;
 use crate::error::{Error, policy};
+use crate::podwrite;
 use crate::runner::{Descriptor, Env};
 use crate::util::batch::slow_start;
 use crate::util::pods::{is_active, is_available, is_ready};
@@ -285,54 +283,12 @@ async fn create_pod(
     prefix: &str,
 ) -> Result<(), Error> {
     let pod = pod_from_template(template, &rs.namespace, &rs.value, prefix, None);
-    let req = pb::CreateRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: rs.namespace.clone(),
-        json: Bytes::from(pod.to_string()),
-        options: None,
-    };
-    match ctx.api.create(req).await {
-        Ok(created) => {
-            ctx.events.normal(
-                &rs.value,
-                "SuccessfulCreate",
-                &format!("Created pod: {}", created.name),
-            );
-            Ok(())
-        }
-        Err(e) => {
-            ctx.events
-                .warning(&rs.value, "FailedCreate", &format!("Error creating: {e}"));
-            Err(e.into())
-        }
-    }
+    podwrite::create(ctx.api.as_ref(), &ctx.events, &rs.value, &pod).await?;
+    Ok(())
 }
 
 async fn delete_pod(ctx: &Ctx, rs: &CachedObject, pod: &CachedObject) -> Result<(), Error> {
-    let req = pb::DeleteRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        precondition_uid: pod.uid().to_string(),
-        ..Default::default()
-    };
-    match ctx.api.delete(req).await {
-        Ok(_) => {
-            ctx.events.normal(
-                &rs.value,
-                "SuccessfulDelete",
-                &format!("Deleted pod: {}", pod.name),
-            );
-            Ok(())
-        }
-        // Already gone: what we wanted (the watch reports the deletion).
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => {
-            ctx.events
-                .warning(&rs.value, "FailedDelete", &format!("Error deleting: {e}"));
-            Err(e.into())
-        }
-    }
+    Ok(podwrite::delete(ctx.api.as_ref(), &ctx.events, &rs.value, pod).await?)
 }
 
 /// Writes the status from the claimed pods; returns (ready, available).

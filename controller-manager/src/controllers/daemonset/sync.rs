@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use rudder_client::cache::{CachedObject, INDEX_NAMESPACE};
-use rudder_client::conn::kind_ref;
-use rudder_client::proto as pb;
 use serde_json::{Value, json};
 
 use super::nodes::{add_daemon_tolerations, pin_to_node};
@@ -16,6 +13,7 @@ use super::plan::{ByNode, Counts, GENERATION_LABEL, Plan, counts};
 use super::{BURST, Ctx, Ds};
 use crate::claim::claim;
 use crate::error::Error;
+use crate::podwrite;
 use crate::util::batch::slow_start;
 use crate::util::merge_patch;
 use crate::util::revision::{self, Labels, Limit, POD_REVISION_LABEL};
@@ -188,48 +186,12 @@ async fn create_pod(
     let mut t = template.clone();
     pin_to_node(&mut t["spec"], node);
     let pod = pod_from_template(&t, &ds.obj.namespace, &ds.obj.value, prefix, None);
-    let req = pb::CreateRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: ds.obj.namespace.clone(),
-        json: Bytes::from(pod.to_string()),
-        options: None,
-    };
-    match ctx.api.create(req).await {
-        Ok(created) => {
-            let msg = format!("Created pod: {}", created.name);
-            ctx.events.normal(&ds.obj.value, "SuccessfulCreate", &msg);
-            Ok(())
-        }
-        Err(e) => {
-            let msg = format!("Error creating: {e}");
-            ctx.events.warning(&ds.obj.value, "FailedCreate", &msg);
-            Err(e.into())
-        }
-    }
+    podwrite::create(ctx.api.as_ref(), &ctx.events, &ds.obj.value, &pod).await?;
+    Ok(())
 }
 
 async fn delete_pod(ctx: &Ctx, ds: &Ds, pod: &CachedObject) -> Result<(), Error> {
-    let req = pb::DeleteRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        precondition_uid: pod.uid().to_string(),
-        ..Default::default()
-    };
-    match ctx.api.delete(req).await {
-        Ok(_) => {
-            let msg = format!("Deleted pod: {}", pod.name);
-            ctx.events.normal(&ds.obj.value, "SuccessfulDelete", &msg);
-            Ok(())
-        }
-        // Already gone: what we wanted (the watch reports the deletion).
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => {
-            let msg = format!("Error deleting: {e}");
-            ctx.events.warning(&ds.obj.value, "FailedDelete", &msg);
-            Err(e.into())
-        }
-    }
+    Ok(podwrite::delete(ctx.api.as_ref(), &ctx.events, &ds.obj.value, pod).await?)
 }
 
 /// Writes the status counts (`observedGeneration` moves only when `observed`: the pass acted

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use rudder_api::selector::LabelSelector;
 use rudder_client::cache::CachedObject;
 use rudder_client::conn::kind_ref;
@@ -18,6 +17,7 @@ use serde_json::{Value, json};
 use super::spec::{IndexInfo, JobSpec, pod_for};
 use super::{Ctx, TRACKING_FINALIZER};
 use crate::error::Error;
+use crate::podwrite;
 use crate::util::merge_patch;
 use crate::util::owner::{Claim, decide};
 use crate::util::template::controller_ref;
@@ -190,27 +190,8 @@ pub async fn create(
     index: Option<IndexInfo>,
 ) -> Result<(), Error> {
     let pod = pod_for(job, spec, index);
-    let req = pb::CreateRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: job.namespace.clone(),
-        json: Bytes::from(pod.to_string()),
-        options: None,
-    };
-    match ctx.api.create(req).await {
-        Ok(created) => {
-            ctx.events.normal(
-                &job.value,
-                "SuccessfulCreate",
-                &format!("Created pod: {}", created.name),
-            );
-            Ok(())
-        }
-        Err(e) => {
-            ctx.events
-                .warning(&job.value, "FailedCreate", &format!("Error creating: {e}"));
-            Err(e.into())
-        }
-    }
+    podwrite::create(ctx.api.as_ref(), &ctx.events, &job.value, &pod).await?;
+    Ok(())
 }
 
 /// Removes the tracking finalizer from a pod (gone already is fine).
@@ -243,27 +224,5 @@ pub async fn delete(
             .warning(&job.value, "FailedDelete", &format!("Error deleting: {e}"));
         return Err(e.into());
     }
-    let req = pb::DeleteRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        precondition_uid: pod.uid().to_string(),
-        ..Default::default()
-    };
-    match ctx.api.delete(req).await {
-        Ok(_) => {
-            ctx.events.normal(
-                &job.value,
-                "SuccessfulDelete",
-                &format!("Deleted pod: {}", pod.name),
-            );
-            Ok(())
-        }
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => {
-            ctx.events
-                .warning(&job.value, "FailedDelete", &format!("Error deleting: {e}"));
-            Err(e.into())
-        }
-    }
+    Ok(podwrite::delete(ctx.api.as_ref(), &ctx.events, &job.value, pod).await?)
 }
