@@ -1,5 +1,6 @@
 //! Claiming: an owner adopts matching orphans and releases objects that stopped matching, by
-//! adding or removing its controller reference (Kubernetes' `ControllerRefManager`).
+//! adding or removing its controller reference (Kubernetes' `ControllerRefManager`); and
+//! [`owned_mapper`], which sends an owned object's events to the owners that may claim it.
 //!
 //! Every write carries the object's resourceVersion as a precondition, so an object changed
 //! meanwhile (say, adopted by another owner) is a conflict and the reconcile retries on fresh
@@ -16,6 +17,13 @@ use rudder_client::cache::CachedObject;
 use rudder_client::conn::kind_ref;
 use rudder_client::proto as pb;
 use serde_json::{Value, json};
+
+use std::collections::BTreeMap;
+
+use rudder_client::cache::{INDEX_NAMESPACE, Reader};
+use rudder_client::controller::{Mapper, controller_owner_key};
+use rudder_client::expectations::Expectations;
+use rudder_client::reflector::ReflectorEvent;
 
 use crate::error::Error;
 use crate::util::merge_patch;
@@ -120,4 +128,46 @@ pub async fn claim(
         }
     }
     Ok(owned)
+}
+
+/// Whether an owner's selector (non-empty) matches these labels.
+pub type Selects = fn(&Arc<CachedObject>, &BTreeMap<String, String>) -> bool;
+
+/// Maps events on owned objects (pods, ReplicaSets) to owner keys: an object's controller owner
+/// (by uid), or, for an orphan, every owner of the kind in its namespace that selects it (which
+/// may adopt it); a relist maps to every owner. With `exp`, the owners' expectations are lowered
+/// on the way, before any reconcile can read the event's cache.
+pub fn owned_mapper(
+    owners: Reader,
+    api_version: &'static str,
+    kind: &'static str,
+    exp: Option<Arc<Expectations>>,
+    selects: Selects,
+) -> Mapper {
+    Box::new(move |ev| {
+        if let Some(exp) = &exp {
+            exp.observe(ev, |o| controller_owner_key(o, &owners, api_version, kind));
+        }
+        if let ReflectorEvent::Restarted(_) = ev {
+            return owners.keys();
+        }
+        let mut keys = Vec::new();
+        for o in ev.objects() {
+            if o.controller_ref().is_some() {
+                keys.extend(controller_owner_key(o, &owners, api_version, kind));
+                continue;
+            }
+            let labels = o.labels();
+            keys.extend(
+                owners
+                    .by_index(INDEX_NAMESPACE, &o.namespace)
+                    .into_iter()
+                    .filter(|owner| selects(owner, &labels))
+                    .map(|owner| owner.key()),
+            );
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    })
 }

@@ -25,15 +25,14 @@ use rudder_api::selector::LabelSelector;
 use rudder_client::Api;
 use rudder_client::cache::{CachedObject, INDEX_NAMESPACE, Reader};
 use rudder_client::clock::SharedClock;
-use rudder_client::controller::{Action, Controller, Mapper, controller_owner_key, self_mapper};
+use rudder_client::controller::{Action, Controller, self_mapper};
 use rudder_client::events::EventRecorder;
 use rudder_client::expectations::Expectations;
-use rudder_client::reflector::ReflectorEvent;
 use rudder_client::workqueue::Key;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::claim::claim;
+use crate::claim::{claim, owned_mapper};
 use crate::error::{Error, policy};
 use crate::podwrite;
 use crate::runner::{Descriptor, Env};
@@ -129,38 +128,6 @@ pub fn selector_of(rs: &CachedObject) -> Result<LabelSelector, Error> {
     spec_selector::<ReplicaSet>(rs, |t| t.spec.as_ref().map(|s| s.selector.clone()))
 }
 
-/// Keys of the ReplicaSets a pod event concerns: its controller, or for an orphan every
-/// ReplicaSet in its namespace that selects it.
-fn pod_mapper(sets: Reader, exp: Arc<Expectations>, flavor: Flavor) -> Mapper {
-    let (av, kind) = (flavor.api_version, flavor.kind);
-    Box::new(move |ev| {
-        exp.observe(ev, |o| controller_owner_key(o, &sets, av, kind));
-        if let ReflectorEvent::Restarted(_) = ev {
-            return sets.keys();
-        }
-        let mut keys = Vec::new();
-        for o in ev.objects() {
-            match o.controller_ref() {
-                Some(_) => keys.extend(controller_owner_key(o, &sets, av, kind)),
-                None => {
-                    let labels = o.labels();
-                    keys.extend(
-                        sets.by_index(INDEX_NAMESPACE, &o.namespace)
-                            .into_iter()
-                            .filter(|rs| {
-                                selector_of(rs).is_ok_and(|s| !s.is_empty() && s.matches(&labels))
-                            })
-                            .map(|rs| rs.key()),
-                    );
-                }
-            }
-        }
-        keys.sort();
-        keys.dedup();
-        keys
-    })
-}
-
 async fn run(env: Env, cancel: CancellationToken, flavor: Flavor) {
     let sets = env.informers.for_kind(flavor.api_version, flavor.kind);
     let pods = env.informers.for_kind("v1", "Pod");
@@ -178,7 +145,16 @@ async fn run(env: Env, cancel: CancellationToken, flavor: Flavor) {
         .named(flavor.name)
         .workers(env.workers)
         .watches(sets.subscribe(), self_mapper())
-        .watches(pods.subscribe(), pod_mapper(sets.reader(), exp, flavor))
+        .watches(
+            pods.subscribe(),
+            owned_mapper(
+                sets.reader(),
+                flavor.api_version,
+                flavor.kind,
+                Some(exp),
+                |rs, labels| selector_of(rs).is_ok_and(|s| !s.is_empty() && s.matches(labels)),
+            ),
+        )
         .run(reconcile, policy, cancel)
         .await;
     events_task.abort();

@@ -34,7 +34,7 @@ use rudder_api::selector::LabelSelector;
 use rudder_client::Api;
 use rudder_client::cache::{CachedObject, INDEX_NAMESPACE, Reader};
 use rudder_client::clock::SharedClock;
-use rudder_client::controller::{Action, Controller, Mapper, controller_owner_key, self_mapper};
+use rudder_client::controller::{Action, Controller, Mapper, self_mapper};
 use rudder_client::events::EventRecorder;
 use rudder_client::expectations::Expectations;
 use rudder_client::reflector::ReflectorEvent;
@@ -43,7 +43,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::claim::claim;
+use crate::claim::{claim, owned_mapper};
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::revision::DEFAULT_HISTORY_LIMIT;
@@ -154,39 +154,6 @@ pub struct Ctx {
     backoff: FailedBackoff,
 }
 
-/// Keys of the DaemonSets a pod event concerns: its controller, or for an orphan every
-/// DaemonSet in its namespace that selects it. Lowers expectations on the way.
-fn pod_mapper(sets: Reader, exp: Arc<Expectations>) -> Mapper {
-    Box::new(move |ev| {
-        exp.observe(ev, |o| {
-            controller_owner_key(o, &sets, "apps/v1", "DaemonSet")
-        });
-        if let ReflectorEvent::Restarted(_) = ev {
-            return sets.keys();
-        }
-        let mut keys = Vec::new();
-        for o in ev.objects() {
-            if o.controller_ref().is_some() {
-                keys.extend(controller_owner_key(o, &sets, "apps/v1", "DaemonSet"));
-                continue;
-            }
-            let labels = o.labels();
-            keys.extend(
-                sets.by_index(INDEX_NAMESPACE, &o.namespace)
-                    .into_iter()
-                    .filter(|ds| {
-                        Ds::parse(Arc::clone(ds))
-                            .is_ok_and(|d| !d.selector.is_empty() && d.selector.matches(&labels))
-                    })
-                    .map(|ds| ds.key()),
-            );
-        }
-        keys.sort();
-        keys.dedup();
-        keys
-    })
-}
-
 /// A node that joins, leaves, or changes in a way that matters to a DaemonSet (labels,
 /// taints, name) reaches the DaemonSets whose verdict on it changed; heartbeats reach none.
 fn node_mapper(sets: Reader) -> Mapper {
@@ -201,6 +168,14 @@ fn node_mapper(sets: Reader) -> Mapper {
             .map(|ds| ds.key())
             .collect(),
         _ => sets.keys(),
+    })
+}
+
+/// Keys of the DaemonSets a pod event concerns (see [`owned_mapper`]), lowering expectations.
+fn pod_mapper(sets: Reader, exp: Arc<Expectations>) -> Mapper {
+    owned_mapper(sets, "apps/v1", "DaemonSet", Some(exp), |ds, labels| {
+        Ds::parse(Arc::clone(ds))
+            .is_ok_and(|x| !x.selector.is_empty() && x.selector.matches(labels))
     })
 }
 

@@ -42,7 +42,7 @@ use rudder_client::workqueue::Key;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::claim::claim;
+use crate::claim::{claim, owned_mapper};
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::intstr::fenceposts;
@@ -166,42 +166,6 @@ impl Dep {
     }
 }
 
-/// A ReplicaSet event reaches its controlling Deployment, or, for an orphan, every Deployment
-/// in the namespace that selects it.
-fn set_mapper(deployments: Reader) -> Mapper {
-    Box::new(move |ev| {
-        if let ReflectorEvent::Restarted(_) = ev {
-            return deployments.keys();
-        }
-        let mut keys = Vec::new();
-        for o in ev.objects() {
-            if o.controller_ref().is_some() {
-                keys.extend(controller_owner_key(
-                    o,
-                    &deployments,
-                    "apps/v1",
-                    "Deployment",
-                ));
-                continue;
-            }
-            let labels = o.labels();
-            keys.extend(
-                deployments
-                    .by_index(INDEX_NAMESPACE, &o.namespace)
-                    .into_iter()
-                    .filter(|d| {
-                        Dep::parse(Arc::clone(d))
-                            .is_ok_and(|d| !d.selector.is_empty() && d.selector.matches(&labels))
-                    })
-                    .map(|d| d.key()),
-            );
-        }
-        keys.sort();
-        keys.dedup();
-        keys
-    })
-}
-
 /// A deleted pod reaches its ReplicaSet's Deployment (a Recreate rollout waits for the old pods
 /// to be gone), and so does a pod that starts crash-looping (automatic rollback).
 fn pod_mapper(sets: Reader, deployments: Reader) -> Mapper {
@@ -243,7 +207,19 @@ async fn run(env: Env, cancel: CancellationToken) {
         .named("deployment")
         .workers(env.workers)
         .watches(deployments.subscribe(), self_mapper())
-        .watches(sets.subscribe(), set_mapper(deployments.reader()))
+        .watches(
+            sets.subscribe(),
+            owned_mapper(
+                deployments.reader(),
+                "apps/v1",
+                "Deployment",
+                None,
+                |d, labels| {
+                    Dep::parse(Arc::clone(d))
+                        .is_ok_and(|d| !d.selector.is_empty() && d.selector.matches(labels))
+                },
+            ),
+        )
         .watches(
             pods.subscribe(),
             pod_mapper(sets.reader(), deployments.reader()),

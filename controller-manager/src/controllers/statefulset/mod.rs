@@ -42,15 +42,14 @@ use rudder_api::selector::LabelSelector;
 use rudder_client::Api;
 use rudder_client::cache::{CachedObject, INDEX_NAMESPACE, Reader};
 use rudder_client::clock::SharedClock;
-use rudder_client::controller::{Action, Controller, Mapper, controller_owner_key, self_mapper};
+use rudder_client::controller::{Action, Controller, Mapper, self_mapper};
 use rudder_client::events::EventRecorder;
 use rudder_client::expectations::Expectations;
-use rudder_client::reflector::ReflectorEvent;
 use rudder_client::workqueue::Key;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::claim::claim;
+use crate::claim::{claim, owned_mapper};
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::revision::DEFAULT_HISTORY_LIMIT;
@@ -145,36 +144,11 @@ pub struct Ctx {
     exp: Arc<Expectations>,
 }
 
-/// Keys of the StatefulSets a pod event concerns: its controller, or for an orphan every set in
-/// its namespace that selects it. Lowers expectations on the way.
+/// Keys of the StatefulSets a pod event concerns (see [`owned_mapper`]), lowering expectations.
 fn pod_mapper(sets: Reader, exp: Arc<Expectations>) -> Mapper {
-    Box::new(move |ev| {
-        exp.observe(ev, |o| {
-            controller_owner_key(o, &sets, "apps/v1", "StatefulSet")
-        });
-        if let ReflectorEvent::Restarted(_) = ev {
-            return sets.keys();
-        }
-        let mut keys = Vec::new();
-        for o in ev.objects() {
-            if o.controller_ref().is_some() {
-                keys.extend(controller_owner_key(o, &sets, "apps/v1", "StatefulSet"));
-                continue;
-            }
-            let labels = o.labels();
-            keys.extend(
-                sets.by_index(INDEX_NAMESPACE, &o.namespace)
-                    .into_iter()
-                    .filter(|s| {
-                        Ss::parse(Arc::clone(s))
-                            .is_ok_and(|s| !s.selector.is_empty() && s.selector.matches(&labels))
-                    })
-                    .map(|s| s.key()),
-            );
-        }
-        keys.sort();
-        keys.dedup();
-        keys
+    owned_mapper(sets, "apps/v1", "StatefulSet", Some(exp), |ss, labels| {
+        Ss::parse(Arc::clone(ss))
+            .is_ok_and(|x| !x.selector.is_empty() && x.selector.matches(labels))
     })
 }
 
