@@ -1,11 +1,17 @@
 //! NodeUnschedulable, with node readiness and pressure: a cordoned node takes only pods that
 //! tolerate `node.kubernetes.io/unschedulable:NoSchedule`; a node whose Ready condition is not
-//! True, or that reports memory, disk or PID pressure, takes none.
+//! True, or that reports memory, disk or PID pressure, takes only pods that tolerate the taint
+//! Kubernetes would put there for it (`node.kubernetes.io/not-ready`, `unreachable` when the
+//! condition is Unknown or missing, `memory-pressure`, `disk-pressure`, `pid-pressure`, all
+//! NoSchedule), such as DaemonSet pods with their automatic tolerations.
 //!
-//! Kubernetes checks readiness and pressure through taints that its node lifecycle controller
-//! adds; Rudder has no such controller yet, so the conditions are read directly here.
+//! Kubernetes' node lifecycle controller adds those taints from the conditions
+//! (TaintNodesByCondition); Rudder has no such controller yet, so the conditions are read here
+//! and turned into the same taints.
 
-use rudder_api::k8s_openapi::api::core::v1::{Node, Toleration};
+use rudder_api::k8s_openapi::api::core::v1::{Node, Taint, Toleration};
+
+use super::tainttoleration::tolerates;
 
 use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Status};
 
@@ -25,6 +31,20 @@ fn condition<'a>(node: &'a Node, ty: &str) -> Option<&'a str> {
         .map(|c| c.status.as_str())
 }
 
+/// Whether the pod tolerates the NoSchedule taint `key` a node condition stands for.
+fn tolerates_condition(pod: &PodInfo, key: &str) -> bool {
+    let taint = Taint {
+        key: key.to_string(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
+    pod.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| tolerates(t, &taint)))
+}
+
 fn tolerates_unschedulable(t: &Toleration) -> bool {
     let key_ok = match t.key.as_deref() {
         None | Some("") => t.operator.as_deref() == Some("Exists"),
@@ -41,15 +61,34 @@ impl FilterPlugin for NodeUnschedulable {
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
         let n = &node.node;
-        if condition(n, "Ready") != Some("True") {
+        let not_ready = match condition(n, "Ready") {
+            Some("True") => None,
+            Some("False") => Some("node.kubernetes.io/not-ready"),
+            _ => Some("node.kubernetes.io/unreachable"),
+        };
+        if let Some(key) = not_ready
+            && !tolerates_condition(pod, key)
+        {
             return Status::unresolvable(NOT_READY);
         }
-        for (ty, reason) in [
-            ("MemoryPressure", "node(s) had memory pressure"),
-            ("DiskPressure", "node(s) had disk pressure"),
-            ("PIDPressure", "node(s) had pid pressure"),
+        for (ty, key, reason) in [
+            (
+                "MemoryPressure",
+                "node.kubernetes.io/memory-pressure",
+                "node(s) had memory pressure",
+            ),
+            (
+                "DiskPressure",
+                "node.kubernetes.io/disk-pressure",
+                "node(s) had disk pressure",
+            ),
+            (
+                "PIDPressure",
+                "node.kubernetes.io/pid-pressure",
+                "node(s) had pid pressure",
+            ),
         ] {
-            if condition(n, ty) == Some("True") {
+            if condition(n, ty) == Some("True") && !tolerates_condition(pod, key) {
                 return Status::unresolvable(reason);
             }
         }
@@ -114,5 +153,54 @@ mod tests {
             .push(json!({"type": "DiskPressure", "status": "True"}));
         let s = NodeUnschedulable.filter(&pod_cpu("1"), &info(n));
         assert_eq!(s.reasons, vec!["node(s) had disk pressure".to_string()]);
+    }
+
+    #[test]
+    fn a_pod_tolerating_the_condition_taints_fits_a_not_ready_or_pressured_node() {
+        // A DaemonSet pod's automatic tolerations (Exists, no effect for not-ready and
+        // unreachable; NoSchedule for the pressures).
+        let daemon = pod(json!({"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
+            {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+        ]}));
+        let mut not_ready = node("a", "1");
+        not_ready["status"]["conditions"][0]["status"] = json!("False");
+        // NoExecute does not tolerate the NoSchedule condition taint, as in Kubernetes.
+        assert!(
+            !NodeUnschedulable
+                .filter(&daemon, &info(not_ready.clone()))
+                .is_success()
+        );
+        let mut unknown = node("a", "1");
+        unknown["status"]["conditions"][0]["status"] = json!("Unknown");
+        assert!(
+            NodeUnschedulable
+                .filter(&daemon, &info(unknown))
+                .is_success()
+        );
+        let tolerant = pod(json!({"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists"}
+        ]}));
+        assert!(
+            NodeUnschedulable
+                .filter(&tolerant, &info(not_ready))
+                .is_success()
+        );
+        let mut pressured = node("a", "1");
+        pressured["status"]["conditions"]
+            .as_array_mut()
+            .expect("conditions")
+            .push(json!({"type": "DiskPressure", "status": "True"}));
+        assert!(
+            NodeUnschedulable
+                .filter(&daemon, &info(pressured.clone()))
+                .is_success()
+        );
+        assert!(
+            !NodeUnschedulable
+                .filter(&pod_cpu("1"), &info(pressured))
+                .is_success()
+        );
     }
 }
