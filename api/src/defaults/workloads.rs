@@ -140,7 +140,13 @@ fn default_job_spec(spec: &mut JobSpec) {
         spec.completions = Some(1);
     }
     or_val(&mut spec.parallelism, 1);
-    or_val(&mut spec.backoff_limit, 6);
+    // With a per-index limit the Job-wide one is unlimited unless given, as Kubernetes.
+    let backoff = if spec.backoff_limit_per_index.is_some() {
+        i32::MAX
+    } else {
+        6
+    };
+    or_val(&mut spec.backoff_limit, backoff);
     or_str(&mut spec.completion_mode, "NonIndexed");
     or_val(&mut spec.suspend, false);
     default_pod_template(&mut spec.template);
@@ -252,6 +258,14 @@ mod tests {
         let v =
             defaulted::<Job>(json!({"metadata": {}, "spec": {"parallelism": 3, "template": {}}}));
         assert!(v["spec"].get("completions").is_none());
+        let v = defaulted::<Job>(
+            json!({"metadata": {}, "spec": {"backoffLimitPerIndex": 1, "completionMode": "Indexed", "completions": 2, "template": {}}}),
+        );
+        assert_eq!(
+            v["spec"]["backoffLimit"],
+            i32::MAX,
+            "unlimited beside a per-index limit"
+        );
 
         let v = defaulted::<CronJob>(json!({"metadata": {}, "spec": {"schedule": "* * * * *",
             "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}}));

@@ -456,8 +456,8 @@ async fn sync(
     if target.is_none() {
         if let Some(msg) = fail_job_message(spec, pods) {
             target = Some(failure("PodFailurePolicy", &msg));
-        } else if !spec.per_index()
-            && (failed_total > spec.backoff_limit || past_backoff_on_failure(spec, pods))
+        } else if failed_total > spec.backoff_limit
+            || (!spec.per_index() && past_backoff_on_failure(spec, pods))
         {
             target = Some(failure(
                 "BackoffLimitExceeded",

@@ -71,7 +71,15 @@ impl JobSpec {
             completions,
             parallelism: opt("/parallelism").unwrap_or(1).max(0),
             indexed,
-            backoff_limit: opt("/backoffLimit").unwrap_or(6),
+            // The server's defaults, for a Job it did not default (the fake): unlimited beside a
+            // per-index limit.
+            backoff_limit: opt("/backoffLimit").unwrap_or(
+                if opt("/backoffLimitPerIndex").is_some() {
+                    i64::from(i32::MAX)
+                } else {
+                    6
+                },
+            ),
             backoff_limit_per_index: opt("/backoffLimitPerIndex"),
             max_failed_indexes: opt("/maxFailedIndexes"),
             active_deadline: opt("/activeDeadlineSeconds"),
