@@ -181,9 +181,15 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
             );
             conditions(out, o);
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
+            // A ReplicationController's selector is the label map itself.
+            let sel_path = if t.kind == "ReplicationController" {
+                "/spec/selector"
+            } else {
+                "/spec/selector/matchLabels"
+            };
             let sel: std::collections::BTreeMap<String, String> = o
-                .pointer("/spec/selector/matchLabels")
+                .pointer(sel_path)
                 .and_then(Value::as_object)
                 .map(|m| {
                     m.iter()
@@ -629,6 +635,22 @@ mod tests {
     }
 
     /// The pod's Status line is the table's STATUS, not another cell of its row.
+    #[test]
+    fn describes_a_replication_controller_with_its_map_selector() {
+        let t = crate::kinds::Kinds::builtin().lookup("rc").unwrap().clone();
+        let o = json!({"kind": "ReplicationController", "metadata": {"name": "rc", "namespace": "default"},
+            "spec": {"replicas": 2, "selector": {"app": "x"},
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            "status": {"replicas": 2}});
+        let s = render(&t, &o, &[], &[], Timestamp::now()).unwrap();
+        let sel = s
+            .lines()
+            .find(|l| l.starts_with("Selector:"))
+            .unwrap_or_default();
+        assert!(sel.ends_with("app=x"), "{s}");
+        assert!(s.contains("2 desired"), "{s}");
+    }
+
     #[test]
     fn describes_a_cronjob() {
         let t = crate::kinds::Kinds::builtin()

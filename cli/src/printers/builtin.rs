@@ -173,6 +173,10 @@ fn template_containers(o: &Value, field: &str) -> String {
 const CONTAINERS: Column = wide("CONTAINERS", |o, _| template_containers(o, "name"));
 const IMAGES: Column = wide("IMAGES", |o, _| template_containers(o, "image"));
 const SELECTOR: Column = wide("SELECTOR", |o, _| {
+    // A ReplicationController's selector is the label map itself.
+    if o.get("kind").and_then(Value::as_str) == Some("ReplicationController") {
+        return selector_string(o, "spec.selector");
+    }
     selector_string(o, "spec.selector.matchLabels")
 });
 
