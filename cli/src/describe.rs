@@ -224,6 +224,45 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
                     ),
                 );
             }
+            if t.kind == "StatefulSet" {
+                s.kv("Update Strategy", none(st(o, "/spec/updateStrategy/type")));
+                let partition = st(o, "/spec/updateStrategy/rollingUpdate/partition");
+                s.kv(
+                    "Partition",
+                    if partition.is_empty() {
+                        "0".into()
+                    } else {
+                        partition
+                    },
+                );
+                s.kv(
+                    "Pod Management Policy",
+                    none(st(o, "/spec/podManagementPolicy")),
+                );
+                let claims: Vec<String> = arr(o, "/spec/volumeClaimTemplates")
+                    .iter()
+                    .map(|c| st(c, "/metadata/name"))
+                    .collect();
+                s.kv(
+                    "Volume Claims",
+                    if claims.is_empty() {
+                        "<none>".into()
+                    } else {
+                        claims.join(", ")
+                    },
+                );
+            }
+            if t.kind == "DaemonSet" {
+                s.kv(
+                    "Current Number of Nodes Scheduled",
+                    st(o, "/status/currentNumberScheduled"),
+                );
+                s.kv(
+                    "Number of Nodes Misscheduled",
+                    st(o, "/status/numberMisscheduled"),
+                );
+                s.kv("Update Strategy", none(st(o, "/spec/updateStrategy/type")));
+            }
             if t.kind == "Deployment" {
                 s.kv("StrategyType", none(st(o, "/spec/strategy/type")));
                 let min_ready = st(o, "/spec/minReadySeconds");
@@ -547,6 +586,39 @@ async fn deployment_sets(
     ]
 }
 
+/// kubectl's `Pods Status` line: the object's pods (those it controls) by phase.
+async fn pods_status(ctx: &Ctx, kinds: &crate::kinds::Kinds, o: &Value) -> Vec<(String, String)> {
+    let (Ok(client), Ok(pod_type)) = (ctx.client(), kinds.lookup("pods")) else {
+        return Vec::new();
+    };
+    let uid = rudder_api::meta::uid(o);
+    let ns = rudder_api::meta::namespace(o);
+    let Ok((pods, _)) = util::list_all(client, pod_type, ns, "", "", 500).await else {
+        return Vec::new();
+    };
+    let mut n = [0usize; 4];
+    for p in pods.iter().filter(|p| {
+        arr(p, "/metadata/ownerReferences")
+            .iter()
+            .any(|r| r["uid"] == uid && r["controller"] == true)
+    }) {
+        let i = match st(p, "/status/phase").as_str() {
+            "Running" => 0,
+            "Succeeded" => 2,
+            "Failed" => 3,
+            _ => 1,
+        };
+        n[i] += 1;
+    }
+    vec![(
+        "Pods Status".into(),
+        format!(
+            "{} Running / {} Waiting / {} Succeeded / {} Failed",
+            n[0], n[1], n[2], n[3]
+        ),
+    )]
+}
+
 pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
     let client = ctx.client()?;
     let kinds = ctx.kinds().await?;
@@ -605,10 +677,12 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
                 util::out("\n\n")?;
             }
             first = false;
-            let related = if t.kind == "Deployment" {
-                deployment_sets(ctx, kinds, &o).await
-            } else {
-                Vec::new()
+            let related = match t.kind.as_str() {
+                "Deployment" => deployment_sets(ctx, kinds, &o).await,
+                "ReplicaSet" | "ReplicationController" | "StatefulSet" | "DaemonSet" => {
+                    pods_status(ctx, kinds, &o).await
+                }
+                _ => Vec::new(),
             };
             util::out(&render(t, &o, &events, &related, Timestamp::now())?)?;
         }
@@ -649,6 +723,31 @@ mod tests {
             .unwrap_or_default();
         assert!(sel.ends_with("app=x"), "{s}");
         assert!(s.contains("2 desired"), "{s}");
+    }
+
+    #[test]
+    fn describes_a_stateful_set_update_strategy_and_claims() {
+        let t = crate::kinds::Kinds::builtin()
+            .lookup("sts")
+            .unwrap()
+            .clone();
+        let o = json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+                "podManagementPolicy": "OrderedReady",
+                "volumeClaimTemplates": [{"metadata": {"name": "www"}}],
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        let s = render(&t, &o, &[], &[], Timestamp::now()).unwrap();
+        for want in [
+            "Update Strategy:",
+            "RollingUpdate",
+            "Partition:",
+            "OrderedReady",
+            "Volume Claims:",
+            "www",
+        ] {
+            assert!(s.contains(want), "{want:?} in:\n{s}");
+        }
     }
 
     #[test]

@@ -189,6 +189,14 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
         "{new_rs}"
     );
     assert!(text.contains("ScalingReplicaSet"), "{text}");
+    let rs = run(&["describe", "rs", "-l", "app=web"], None);
+    let rs_text = rs.ok();
+    assert!(
+        rs_text
+            .lines()
+            .any(|l| l.starts_with("Pods Status:") && l.contains("2 Running / 0 Waiting")),
+        "{rs_text}"
+    );
     // A rolling update to V=2 on real containers, then back.
     run(&["set", "env", "deployment/web", "V=2"], None).ok();
     let status = run(
