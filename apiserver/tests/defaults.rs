@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use rudder_client::ClientError;
+use rudder_client::proto as pb;
 use serde_json::json;
 
 fn deployment(name: &str) -> serde_json::Value {
@@ -274,5 +275,51 @@ async fn a_job_gets_a_selector_on_its_uid_unless_it_brings_one() {
         m["spec"]["template"]["metadata"]["labels"]
             .get("job-name")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_set_keeps_its_template_generation_annotation() {
+    const KEY: &str = "deprecated.daemonset.template.generation";
+    let s = TestServer::start(&[]);
+    let c = &s.client;
+    let ds = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    let d = json(&create(c, "apps/v1", "DaemonSet", "default", ds).await);
+    assert_eq!(d["metadata"]["annotations"][KEY], "1");
+    let patch = |p: serde_json::Value| pb::PatchRequest {
+        kind: kref("apps/v1", "DaemonSet"),
+        namespace: "default".into(),
+        name: "agent".into(),
+        patch_type: pb::PatchType::Merge as i32,
+        patch: bytes::Bytes::from(p.to_string()),
+        status: false,
+        options: None,
+    };
+    // A spec change outside the template moves the generation, not the annotation.
+    let d = json(
+        &c.patch(patch(json!({"spec": {"minReadySeconds": 5}})))
+            .await
+            .expect("patch"),
+    );
+    assert_eq!(
+        (
+            d["metadata"]["generation"].as_i64(),
+            d["metadata"]["annotations"][KEY].as_str()
+        ),
+        (Some(2), Some("1"))
+    );
+    let img = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}});
+    let d = json(&c.patch(patch(img)).await.expect("patch"));
+    assert_eq!(
+        (
+            d["metadata"]["generation"].as_i64(),
+            d["metadata"]["annotations"][KEY].as_str()
+        ),
+        (Some(3), Some("3"))
     );
 }

@@ -106,6 +106,7 @@ impl Api {
                 if info.group == "batch" && info.kind == "Job" {
                     generate_job_selector(&mut admitted, &uid, &name);
                 }
+                super::update::daemonset_template_generation(&info, None, &mut admitted, 1);
             }
             let auto_allocated = self.allocate_service(&info, &key, &mut admitted, None)?;
             let cmd = self.put_command(&info, key.clone(), Expect::Absent, admitted)?;

@@ -353,12 +353,41 @@ impl Api {
             generation
         };
         meta::metadata_mut(&mut admitted).insert("generation".into(), json!(generation));
+        daemonset_template_generation(info, Some(old), &mut admitted, generation);
         let mut old_cmp = old.clone();
         meta::metadata_mut(&mut old_cmp).remove("resourceVersion");
         if old_cmp == admitted {
             return Ok(None);
         }
         Ok(Some(admitted))
+    }
+}
+
+/// The annotation Kubernetes' DaemonSet strategy keeps: the generation of the DaemonSet's last
+/// pod template change (pods are labelled `pod-template-generation` with it). Kept from the old
+/// object, moved to `generation` when `spec.template` changed, `1` at create.
+pub(crate) fn daemonset_template_generation(
+    info: &KindInfo,
+    old: Option<&Value>,
+    new: &mut Value,
+    generation: i64,
+) {
+    const KEY: &str = "deprecated.daemonset.template.generation";
+    if info.group != "apps" || info.kind != "DaemonSet" {
+        return;
+    }
+    let template_changed =
+        old.is_none_or(|o| o.pointer("/spec/template") != new.pointer("/spec/template"));
+    let value = match old
+        .and_then(|o| o.pointer(&format!("/metadata/annotations/{}", KEY.replace('/', "~1"))))
+    {
+        Some(v) if !template_changed => v.clone(),
+        _ => json!(generation.to_string()),
+    };
+    let m = meta::metadata_mut(new);
+    let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(KEY.into(), value);
     }
 }
 

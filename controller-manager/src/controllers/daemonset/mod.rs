@@ -69,9 +69,9 @@ pub struct Ds {
     pub rolling: Option<(Option<Value>, Option<Value>)>,
     pub history_limit: i64,
     pub collision_count: i64,
-    /// The template generation pods are labelled with: the server's annotation when it keeps
-    /// one, else `metadata.generation` (which moves with every spec change, so a pod carrying
-    /// it was made from the current template too).
+    /// The template generation pods are labelled with: the server's annotation (the API server
+    /// keeps it), else `metadata.generation` (the fake; it moves with every spec change, so a pod
+    /// carrying it was made from the current template too).
     pub generation: i64,
 }
 
