@@ -75,6 +75,39 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Kubernetes' finalizer for a delete with `propagationPolicy: Orphan`: the garbage collector
+/// removes the object's owner reference from its dependents, then this finalizer.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// Kubernetes' finalizer for `propagationPolicy: Foreground`: the garbage collector deletes the
+/// dependents first, then removes this finalizer.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// The finalizer a delete's propagation policy adds (none for Background), or the error naming
+/// the field and the values Kubernetes accepts.
+pub fn propagation_finalizer(policy: &str) -> Result<Option<&'static str>, String> {
+    match policy {
+        "" | "Background" => Ok(None),
+        "Orphan" => Ok(Some(ORPHAN_FINALIZER)),
+        "Foreground" => Ok(Some(FOREGROUND_FINALIZER)),
+        other => Err(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
+        )),
+    }
+}
+
+/// Adds `finalizer` to the object's `metadata.finalizers` unless there.
+pub fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let m = metadata_mut(obj);
+    let list = m
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(a) = list.as_array_mut()
+        && !a.iter().any(|f| f.as_str() == Some(finalizer))
+    {
+        a.push(Value::String(finalizer.to_string()));
+    }
+}
+
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub const DEFAULT_POD_GRACE_SECONDS: i64 = 30;
 

@@ -171,31 +171,39 @@ fn delete_wait_false_returns_at_once_and_timeout_bounds_the_wait() {
 }
 
 #[test]
-fn cascade_is_spelled_as_kubectl_and_refusals_pass_through() {
+fn cascade_is_spelled_as_kubectl_and_sets_the_propagation_finalizer() {
     let s = Server::start();
-    s.run(&["create", "configmap", "c"]).ok();
-    // The server has no garbage collector yet and says so; rudder prints it as kubectl would.
-    assert_eq!(
-        s.run(&["delete", "cm", "c", "--cascade=orphan"]).err_line(),
-        "Error from server (BadRequest): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands"
-    );
-    assert_eq!(
-        s.run(&["delete", "cm", "c", "--cascade=foreground"])
-            .err_line(),
-        "Error from server (BadRequest): propagationPolicy: Unsupported value: \"Foreground\": only \"Background\" is supported until the garbage collector lands"
-    );
+    // No controller-manager here: an Orphan or Foreground delete leaves the object held by the
+    // garbage collector's finalizer, as the server stores it.
+    let finalizers = |name: &str| {
+        s.run(&["get", "cm", name, "-o", "jsonpath={.metadata.finalizers}"])
+            .ok()
+            .to_string()
+    };
+    for (name, flag, finalizer) in [
+        ("o", "--cascade=orphan", "orphan"),
+        ("f", "--cascade=foreground", "foregroundDeletion"),
+    ] {
+        s.run(&["create", "configmap", name]).ok();
+        assert_eq!(
+            s.run(&["delete", "cm", name, flag, "--wait=false"]).ok(),
+            format!("configmap \"{name}\" deleted\n")
+        );
+        assert!(finalizers(name).contains(finalizer), "{}", finalizers(name));
+    }
     // The deprecated boolean: kubectl's warning, then the same request as --cascade=orphan.
-    let o = s.run(&["delete", "cm", "c", "--cascade=false"]);
-    assert_eq!(o.code, 1);
+    s.run(&["create", "configmap", "c"]).ok();
+    let o = s.run(&["delete", "cm", "c", "--cascade=false", "--wait=false"]);
+    assert_eq!(o.ok(), "configmap \"c\" deleted\n");
     assert_eq!(
         o.stderr,
-        "warning: --cascade=false is deprecated (boolean value) and can be replaced with --cascade=orphan.\n\
-         Error from server (BadRequest): propagationPolicy: Unsupported value: \"Orphan\": only \"Background\" is supported until the garbage collector lands\n"
+        "warning: --cascade=false is deprecated (boolean value) and can be replaced with --cascade=orphan.\n"
     );
-    s.run(&["get", "cm", "c"]).ok();
+    assert!(finalizers("c").contains("orphan"), "{}", finalizers("c"));
+    s.run(&["create", "configmap", "b"]).ok();
     assert_eq!(
-        s.run(&["delete", "cm", "c", "--cascade=background"]).ok(),
-        "configmap \"c\" deleted\n"
+        s.run(&["delete", "cm", "b", "--cascade=background"]).ok(),
+        "configmap \"b\" deleted\n"
     );
     s.run(&["create", "configmap", "d"]).ok();
     let o = s.run(&["delete", "cm", "d", "--cascade=true"]);
@@ -203,6 +211,11 @@ fn cascade_is_spelled_as_kubectl_and_refusals_pass_through() {
     assert_eq!(
         o.stderr,
         "warning: --cascade=true is deprecated (boolean value) and can be replaced with --cascade=background.\n"
+    );
+    assert!(
+        s.run(&["delete", "cm", "x", "--cascade=sideways"])
+            .err_line()
+            .contains("invalid cascade value (sideways)")
     );
 }
 

@@ -135,3 +135,65 @@ async fn deleting_a_job_by_hand_deletes_its_pods() {
     delete(&c, "batch/v1", "Job", "batch").await;
     wait_gone(&c, "v1", "Pod", "batch").await;
 }
+
+async fn delete_with(c: &Cluster, api_version: &str, kind: &str, name: &str, policy: &str) {
+    c.api
+        .delete(pb::DeleteRequest {
+            kind: Some(kind_ref(api_version, kind)),
+            namespace: NS.into(),
+            name: name.into(),
+            propagation_policy: policy.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("delete {kind} {name} ({policy}): {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_deletion_releases_the_dependents_and_foreground_waits_for_them() {
+    let c = Cluster::start(2).await;
+    c.create(
+        "apps/v1",
+        "Deployment",
+        NS,
+        deployment("orph", 2, "o:v1", rolling(json!(1), json!(0))),
+    )
+    .await;
+    wait_complete(&c, "orph", "o:v1").await;
+    // Orphan: the Deployment goes; its ReplicaSet stays, released, and keeps its pods.
+    delete_with(&c, "apps/v1", "Deployment", "orph", "Orphan").await;
+    c.wait_for("the Deployment gone", || async {
+        match c.get("apps/v1", "Deployment", NS, "orph").await {
+            None => Ok(()),
+            Some(d) => Err(format!("still there: {}", d["metadata"])),
+        }
+    })
+    .await;
+    let sets = c.list("apps/v1", "ReplicaSet", NS).await;
+    let rs = labelled(&sets, "orph");
+    assert_eq!(rs.len(), 1, "the ReplicaSet stays");
+    assert!(
+        rs[0]["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)),
+        "released: {}",
+        rs[0]["metadata"]
+    );
+    let rs_name = rs[0]["metadata"]["name"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_running(&c, "orph", 2).await;
+    // Foreground: the ReplicaSet waits, being deleted, until its pods are gone, then goes.
+    delete_with(&c, "apps/v1", "ReplicaSet", &rs_name, "Foreground").await;
+    let rs = c
+        .get("apps/v1", "ReplicaSet", NS, &rs_name)
+        .await
+        .expect("held by its finalizer");
+    assert!(
+        rs["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        rs["metadata"]
+    );
+    assert_eq!(rs["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    wait_gone(&c, "v1", "Pod", "orph").await;
+    wait_gone(&c, "apps/v1", "ReplicaSet", "orph").await;
+}

@@ -53,6 +53,7 @@ macro_rules! for_each_case {
         $m!(generation_counts_spec_changes_only);
         $m!(status_is_kept_apart);
         $m!(finalizers_hold_deletion_until_the_last_is_removed);
+        $m!(orphan_and_foreground_deletes_add_the_collectors_finalizer);
         $m!(pods_on_a_node_are_deleted_gracefully);
         $m!(bind_assigns_a_node_once);
         $m!(pod_field_selectors);

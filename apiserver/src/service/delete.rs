@@ -8,8 +8,10 @@
 //! - A namespace is marked `Terminating`; everything in it is deleted (under the same rules), and
 //!   the namespace disappears once it is empty. Until the controller-manager lands, the API server
 //!   finishes namespace deletion itself whenever the last object in it goes.
-//! - Only background propagation exists yet; `Orphan` and `Foreground` need the garbage collector
-//!   and are refused with a clear error rather than half-honoured.
+//! - Propagation: Background (the default) deletes the object and leaves its dependents to the
+//!   garbage collector; Orphan and Foreground add Kubernetes' `orphan` / `foregroundDeletion`
+//!   finalizer, which the garbage collector removes once it has released the dependents (Orphan)
+//!   or once they are gone (Foreground).
 
 use std::sync::Arc;
 
@@ -29,20 +31,8 @@ impl Api {
         req: pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ApiError> {
         let info = self.kind(&req.kind)?;
-        match req.propagation_policy.as_str() {
-            "" | "Background" => {}
-            "Orphan" | "Foreground" => {
-                return Err(ApiError::BadRequest(format!(
-                    "propagationPolicy: Unsupported value: \"{}\": only \"Background\" is supported until the garbage collector lands",
-                    req.propagation_policy
-                )));
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
-                )));
-            }
-        }
+        let propagation =
+            meta::propagation_finalizer(&req.propagation_policy).map_err(ApiError::BadRequest)?;
         let ns = if info.namespaced && req.namespace.is_empty() {
             "default".to_string()
         } else {
@@ -62,9 +52,9 @@ impl Api {
             .delete_object(
                 &info,
                 &key,
-                &req.precondition_uid,
-                req.precondition_resource_version,
+                (&req.precondition_uid, req.precondition_resource_version),
                 req.grace_period_seconds,
+                propagation,
                 dry_run(&req.options),
             )
             .await?;
@@ -95,9 +85,9 @@ impl Api {
         &self,
         info: &Arc<KindInfo>,
         key: &ObjKey,
-        uid: &str,
-        rv: u64,
+        (uid, rv): (&str, u64),
         grace: Option<i64>,
+        propagation: Option<&str>,
         dry: bool,
     ) -> Result<pb::DeleteResponse, ApiError> {
         for _ in 0..UPDATE_RETRIES {
@@ -130,6 +120,13 @@ impl Api {
                 return Err(ApiError::BadRequest(
                     "gracePeriodSeconds: Invalid value: must be >= 0".into(),
                 ));
+            }
+            // Orphan or Foreground: the garbage collector's finalizer holds the object until
+            // its dependents are released or gone.
+            if let Some(f) = propagation
+                && !old.deleting
+            {
+                meta::add_finalizer(&mut obj, f);
             }
             let finalizers = meta::finalizers(&obj);
             let pod_grace = if info.kind == "Pod" && info.group.is_empty() {
@@ -220,7 +217,10 @@ impl Api {
                     .collect()
             };
             for key in keys {
-                match self.delete_object(&info, &key, "", 0, None, false).await {
+                match self
+                    .delete_object(&info, &key, ("", 0), None, None, false)
+                    .await
+                {
                     Ok(_) | Err(ApiError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }

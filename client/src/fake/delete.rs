@@ -1,5 +1,6 @@
 //! Deletion on the fake, as the server's `service/delete.rs`: preconditions, finalizers,
-//! graceful pod deletion and namespace termination (content first, the namespace once empty).
+//! graceful pod deletion, the Orphan/Foreground propagation finalizers and namespace termination
+//! (content first, the namespace once empty).
 
 use rudder_api::meta;
 use rudder_proto as pb;
@@ -13,20 +14,8 @@ use crate::conn::ClientError;
 impl State {
     pub fn delete(&mut self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ClientError> {
         let k = KindMeta::resolve(&req.kind)?;
-        match req.propagation_policy.as_str() {
-            "" | "Background" => {}
-            "Orphan" | "Foreground" => {
-                return Err(ClientError::Invalid(format!(
-                    "propagationPolicy: Unsupported value: \"{}\": only \"Background\" is supported until the garbage collector lands",
-                    req.propagation_policy
-                )));
-            }
-            other => {
-                return Err(ClientError::Invalid(format!(
-                    "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
-                )));
-            }
-        }
+        let propagation = meta::propagation_finalizer(&req.propagation_policy)
+            .map_err(ClientError::BadRequest)?;
         let key = (k.key.clone(), k.object_ns(&req.namespace), req.name.clone());
         let is_ns = k.is("v1", "Namespace");
         if is_ns && SYSTEM_NAMESPACES.contains(&req.name.as_str()) {
@@ -41,6 +30,7 @@ impl State {
             &req.precondition_uid,
             req.precondition_resource_version,
             req.grace_period_seconds,
+            propagation,
         )?;
         if is_ns && !res.deleted {
             self.terminate_namespace(&key.2);
@@ -67,6 +57,7 @@ impl State {
         uid: &str,
         rv: u64,
         grace: Option<i64>,
+        propagation: Option<&str>,
     ) -> Result<pb::DeleteResponse, ClientError> {
         let old = self.stored(k, key)?;
         let mut v = parse(&old.json)?;
@@ -96,6 +87,11 @@ impl State {
         };
         let is_ns = k.is("v1", "Namespace");
         let ns_busy = is_ns && self.namespace_has_content(&key.2);
+        if let Some(f) = propagation
+            && !meta::is_deleting(&v)
+        {
+            meta::add_finalizer(&mut v, f);
+        }
         let hold = !meta::finalizers(&v).is_empty() || pod_grace > 0 || ns_busy;
         if hold && meta::is_deleting(&v) {
             // Already terminating: a second delete only reports the state.
@@ -137,7 +133,7 @@ impl State {
             });
             if let Ok(k) = KindMeta::resolve(&kind_ref) {
                 // A failure here is an object that changed meanwhile; the server skips it too.
-                let _ = self.delete_object(&k, &key, "", 0, None);
+                let _ = self.delete_object(&k, &key, "", 0, None, None);
             }
         }
         self.finish_namespace(ns);

@@ -536,3 +536,36 @@ pub async fn finalizers_hold_deletion_until_the_last_is_removed(t: Target) {
         ("DELETED", "held".into(), gone.resource_version)
     );
 }
+
+pub async fn orphan_and_foreground_deletes_add_the_collectors_finalizer(t: Target) {
+    for (name, policy, finalizer) in [
+        ("orphaned", "Orphan", "orphan"),
+        ("foreground", "Foreground", "foregroundDeletion"),
+    ] {
+        create(
+            &t,
+            CM,
+            "default",
+            &configmap(name, json!({}), json!({"k": "v"})),
+        )
+        .await;
+        let mut req = delete_req(CM, "default", name);
+        req.propagation_policy = policy.into();
+        let res = t
+            .api
+            .delete(req)
+            .await
+            .unwrap_or_else(|e| panic!("{policy} delete: {e}"));
+        assert!(!res.deleted, "{policy}: held for the garbage collector");
+        let m = json_of(&get(&t, CM, "default", name).await)["metadata"].clone();
+        assert!(m["deletionTimestamp"].is_string(), "{policy}: {m}");
+        assert_eq!(m["finalizers"], json!([finalizer]), "{policy}");
+    }
+    let mut req = delete_req(CM, "default", "orphaned");
+    req.propagation_policy = "Sideways".into();
+    assert_err(
+        t.api.delete(req).await,
+        is_bad_request,
+        "an unknown propagation policy",
+    );
+}

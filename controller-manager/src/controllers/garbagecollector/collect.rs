@@ -71,6 +71,9 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(cached) = kind.reader.get_key(obj_key) else {
         return Ok(Action::AwaitChange);
     };
+    if super::propagate::propagating(&cached) {
+        return super::propagate::owner(&ctx, &cached).await;
+    }
     if cached.is_deleting() {
         return Ok(Action::AwaitChange);
     }
@@ -175,7 +178,7 @@ async fn classify(ctx: &Ctx, dep: &CachedObject, r: &OwnerRef) -> Result<Verdict
 }
 
 /// A live read; `None` when the object does not exist.
-async fn get(
+pub(super) async fn get(
     ctx: &Ctx,
     w: &Watched,
     namespace: &str,
@@ -194,7 +197,7 @@ async fn get(
 }
 
 /// Deletes a dependent whose owners are all gone, in the background, guarded by its uid.
-async fn delete(ctx: &Ctx, w: &Watched, dep: &CachedObject) -> Result<(), Error> {
+pub(super) async fn delete(ctx: &Ctx, w: &Watched, dep: &CachedObject) -> Result<(), Error> {
     tracing::info!(kind = %w.kind, namespace = %dep.namespace, name = %dep.name,
         "deleting an object whose owners are all gone");
     let req = pb::DeleteRequest {
@@ -215,7 +218,11 @@ async fn delete(ctx: &Ctx, w: &Watched, dep: &CachedObject) -> Result<(), Error>
 
 /// Removes the references to `dangling` owners, keeping every other reference as written. The
 /// patch carries the version read, so a dependent changed since is re-judged, not overwritten.
-async fn strip_references(ctx: &Ctx, dep: &CachedObject, dangling: &[String]) -> Result<(), Error> {
+pub(super) async fn strip_references(
+    ctx: &Ctx,
+    dep: &CachedObject,
+    dangling: &[String],
+) -> Result<(), Error> {
     let kept: Vec<Value> = dep
         .value
         .pointer("/metadata/ownerReferences")

@@ -22,11 +22,16 @@
 //! its uid as precondition; with a solid one, the dangling references are removed by a merge
 //! patch guarded by its resourceVersion.
 //!
-//! Only background propagation: the API server refuses `Foreground` and `Orphan` deletes, and an
-//! owner carrying Kubernetes' `foregroundDeletion` finalizer counts as a live owner.
+//! Orphan and Foreground deletes ([`propagate`]): an owner being deleted with Kubernetes'
+//! `orphan` finalizer is released by its dependents, then loses the finalizer; one with
+//! `foregroundDeletion` has its dependents deleted first, then loses it. Such an owner is looked
+//! at when it changes and when one of its dependents changes or goes; until it loses the
+//! finalizer it counts as a live owner for its dependents. `blockOwnerDeletion` is not told
+//! apart: Foreground waits for every dependent.
 
 pub mod collect;
 pub mod kinds;
+pub mod propagate;
 
 #[cfg(test)]
 mod tests;
@@ -100,11 +105,13 @@ pub fn mapper(kinds: Arc<Kinds>, me: usize) -> Mapper {
         let mut keys = Vec::new();
         match ev {
             ReflectorEvent::Added(o) | ReflectorEvent::Updated { new: o, .. } => {
-                if has_owners(o) {
+                if has_owners(o) || propagate::propagating(o) {
                     keys.push(own.key(o));
                 }
+                keys.extend(propagating_owners(&kinds, o));
             }
             ReflectorEvent::Deleted(o) => {
+                keys.extend(propagating_owners(&kinds, o));
                 let uid = o.uid();
                 if !uid.is_empty() {
                     for w in kinds.all() {
@@ -113,7 +120,11 @@ pub fn mapper(kinds: Arc<Kinds>, me: usize) -> Mapper {
                 }
             }
             ReflectorEvent::Restarted(all) => {
-                keys.extend(all.iter().filter(|o| has_owners(o)).map(|o| own.key(o)));
+                keys.extend(
+                    all.iter()
+                        .filter(|o| has_owners(o) || propagate::propagating(o))
+                        .map(|o| own.key(o)),
+                );
                 let id = own.id();
                 for w in kinds.all() {
                     let dependents = w.reader.by_index(INDEX_OWNER_KIND, &id);
@@ -125,4 +136,22 @@ pub fn mapper(kinds: Arc<Kinds>, me: usize) -> Mapper {
         keys.dedup();
         keys
     })
+}
+
+/// Keys of `obj`'s owners that are being deleted with a propagation finalizer: a change of a
+/// dependent (released, deleted) may let them finish.
+fn propagating_owners(kinds: &Kinds, obj: &rudder_client::cache::CachedObject) -> Vec<String> {
+    obj.owner_references()
+        .into_iter()
+        .filter_map(|r| {
+            let w = kinds.find(&r.api_version, &r.kind)?;
+            let ns = if w.namespaced {
+                obj.namespace.as_str()
+            } else {
+                ""
+            };
+            let owner = w.reader.get(ns, &r.name)?;
+            (owner.uid() == r.uid && propagate::propagating(&owner)).then(|| w.key(&owner))
+        })
+        .collect()
 }
