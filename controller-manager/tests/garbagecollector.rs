@@ -12,15 +12,7 @@ use rudder_client::proto as pb;
 use serde_json::{Value, json};
 
 async fn delete(c: &Cluster, api_version: &str, kind: &str, name: &str) {
-    c.api
-        .delete(pb::DeleteRequest {
-            kind: Some(kind_ref(api_version, kind)),
-            namespace: NS.into(),
-            name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("delete {kind} {name}: {e}"));
+    delete_with(c, api_version, kind, name, "").await;
 }
 
 fn labelled<'a>(objs: &'a [Value], app: &str) -> Vec<&'a Value> {
