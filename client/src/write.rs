@@ -32,16 +32,21 @@ pub async fn patch_status(
     obj: &CachedObject,
     status: Value,
 ) -> Result<pb::Object, ClientError> {
-    let req = pb::PatchRequest {
+    api.patch(status_patch(obj, &json!({ "status": status }))?)
+        .await
+}
+
+/// A merge patch request of `obj`'s status subresource.
+fn status_patch(obj: &CachedObject, patch: &Value) -> Result<pb::PatchRequest, ClientError> {
+    Ok(pb::PatchRequest {
         kind: Some(kind_of(obj)),
         namespace: obj.namespace.clone(),
         name: obj.name.clone(),
         patch_type: pb::PatchType::Merge as i32,
-        patch: encode(&json!({ "status": status }))?,
+        patch: encode(patch)?,
         status: true,
         options: None,
-    };
-    api.patch(req).await
+    })
 }
 
 /// [`patch_status`] with `status.observedGeneration` set to the generation that was
@@ -51,16 +56,9 @@ pub async fn patch_status(
 pub async fn patch_status_observed(
     api: &dyn Api,
     obj: &CachedObject,
-    mut status: Value,
+    status: Value,
 ) -> Result<Option<pb::Object>, ClientError> {
-    if let Value::Object(m) = &mut status {
-        m.insert("observedGeneration".into(), json!(obj.generation()));
-    }
-    let current = obj.value.get("status").cloned().unwrap_or(Value::Null);
-    if is_subset(&status, &current) {
-        return Ok(None);
-    }
-    patch_status(api, obj, status).await.map(Some)
+    observed(api, obj, status, false).await
 }
 
 /// [`patch_status_observed`] guarded by the object's resourceVersion: a status computed from a
@@ -70,7 +68,16 @@ pub async fn patch_status_observed(
 pub async fn patch_status_observed_guarded(
     api: &dyn Api,
     obj: &CachedObject,
+    status: Value,
+) -> Result<Option<pb::Object>, ClientError> {
+    observed(api, obj, status, true).await
+}
+
+async fn observed(
+    api: &dyn Api,
+    obj: &CachedObject,
     mut status: Value,
+    guarded: bool,
 ) -> Result<Option<pb::Object>, ClientError> {
     if let Value::Object(m) = &mut status {
         m.insert("observedGeneration".into(), json!(obj.generation()));
@@ -79,20 +86,11 @@ pub async fn patch_status_observed_guarded(
     if is_subset(&status, &current) {
         return Ok(None);
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": obj.resource_version.to_string()},
-        "status": status,
-    });
-    let req = pb::PatchRequest {
-        kind: Some(kind_of(obj)),
-        namespace: obj.namespace.clone(),
-        name: obj.name.clone(),
-        patch_type: pb::PatchType::Merge as i32,
-        patch: encode(&patch)?,
-        status: true,
-        options: None,
-    };
-    api.patch(req).await.map(Some)
+    let mut patch = json!({ "status": status });
+    if guarded {
+        patch["metadata"] = json!({"resourceVersion": obj.resource_version.to_string()});
+    }
+    api.patch(status_patch(obj, &patch)?).await.map(Some)
 }
 
 /// Whether every field of `patch` is present in `target` with the same value.

@@ -16,7 +16,7 @@ use rudder_client::ClientError;
 use rudder_client::cache::CachedObject;
 use rudder_client::conn::kind_ref;
 use rudder_client::proto as pb;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use std::collections::BTreeMap;
 
@@ -83,48 +83,56 @@ pub async fn claim(
     selector: &LabelSelector,
     candidates: Vec<Arc<CachedObject>>,
 ) -> Result<Vec<Arc<CachedObject>>, Error> {
+    claim_with(api, owner, selector, candidates, |_, _| Map::new()).await
+}
+
+/// [`claim`], with `extra(obj, adopting)` naming more metadata fields the adoption or release
+/// patch sets (the Job controller adds or drops its tracking finalizer there).
+pub async fn claim_with(
+    api: &dyn Api,
+    owner: &CachedObject,
+    selector: &LabelSelector,
+    candidates: Vec<Arc<CachedObject>>,
+    extra: impl Fn(&CachedObject, bool) -> Map<String, Value>,
+) -> Result<Vec<Arc<CachedObject>>, Error> {
     let mut owned = Vec::new();
     let mut checked = false;
     for obj in candidates {
-        match decide(&obj, owner, selector.matches(&obj.labels())) {
-            Claim::Owned => owned.push(obj),
-            Claim::Ignore => {}
-            Claim::Adopt => {
-                if !checked {
-                    can_adopt(api, owner).await?;
-                    checked = true;
-                }
-                let mut refs = refs_without(&obj, owner.uid());
-                refs.push(controller_ref(&owner.value));
-                let patch = json!({"metadata": {
-                    "resourceVersion": obj.resource_version.to_string(),
-                    "ownerReferences": refs,
-                }});
-                match api.patch(merge_patch(&obj, &patch)).await {
-                    Ok(o) => {
-                        tracing::info!(owner = %owner.key(), object = %obj.key(), "adopted");
-                        if let Some(o) = CachedObject::from_wire(&o) {
-                            owned.push(Arc::new(o));
-                        }
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let adopting = match decide(&obj, owner, selector.matches(&obj.labels())) {
+            Claim::Owned => {
+                owned.push(obj);
+                continue;
             }
-            Claim::Release => {
-                let patch = json!({"metadata": {
-                    "resourceVersion": obj.resource_version.to_string(),
-                    "ownerReferences": refs_without(&obj, owner.uid()),
-                }});
-                match api.patch(merge_patch(&obj, &patch)).await {
-                    Ok(_) => {
-                        tracing::info!(owner = %owner.key(), object = %obj.key(), "released")
-                    }
-                    // Gone, or changed meanwhile: the next reconcile looks again.
-                    Err(e) if e.is_not_found() || e.is_conflict() => {}
-                    Err(e) => return Err(e.into()),
-                }
+            Claim::Ignore => continue,
+            Claim::Adopt => true,
+            Claim::Release => false,
+        };
+        if adopting && !checked {
+            can_adopt(api, owner).await?;
+            checked = true;
+        }
+        let mut refs = refs_without(&obj, owner.uid());
+        if adopting {
+            refs.push(controller_ref(&owner.value));
+        }
+        let mut meta = extra(&obj, adopting);
+        meta.insert(
+            "resourceVersion".into(),
+            json!(obj.resource_version.to_string()),
+        );
+        meta.insert("ownerReferences".into(), json!(refs));
+        match api
+            .patch(merge_patch(&obj, &json!({ "metadata": meta })))
+            .await
+        {
+            Ok(o) if adopting => {
+                tracing::info!(owner = %owner.key(), object = %obj.key(), "adopted");
+                owned.extend(CachedObject::from_wire(&o).map(Arc::new));
             }
+            Ok(_) => tracing::info!(owner = %owner.key(), object = %obj.key(), "released"),
+            // Gone, or (a release) changed meanwhile: the next reconcile looks again.
+            Err(e) if e.is_not_found() || (!adopting && e.is_conflict()) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(owned)

@@ -7,20 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use rudder_api::selector::LabelSelector;
 use rudder_client::cache::CachedObject;
-use rudder_client::conn::kind_ref;
-use rudder_client::proto as pb;
 use rudder_client::reflector::ReflectorEvent;
 use rudder_client::workqueue::Key;
 use rudder_client::{Api, ClientError};
-use serde_json::{Value, json};
+use serde_json::{Map, json};
 
 use super::spec::{IndexInfo, JobSpec, pod_for};
 use super::{Ctx, TRACKING_FINALIZER};
+use crate::claim::claim_with;
 use crate::error::Error;
 use crate::podwrite;
-use crate::util::merge_patch;
-use crate::util::owner::{Claim, decide};
-use crate::util::template::controller_ref;
 
 /// Uids of pods whose tracking finalizer the controller removed and whose cached copy may still
 /// show it, per Job (Kubernetes' `finalizerExpectations`). Such a pod was counted already; until
@@ -84,40 +80,6 @@ impl FinalizerRemovals {
     }
 }
 
-fn refs_without(obj: &CachedObject, uid: &str) -> Vec<Value> {
-    obj.value
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .map(|rs| {
-            rs.iter()
-                .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether the Job as stored is the one cached and not being deleted (`canAdopt`).
-async fn can_adopt(api: &dyn Api, job: &CachedObject) -> Result<(), Error> {
-    let fresh = api
-        .get(pb::GetRequest {
-            kind: Some(kind_ref(&job.api_version, &job.kind)),
-            namespace: job.namespace.clone(),
-            name: job.name.clone(),
-        })
-        .await?;
-    let fresh = CachedObject::from_wire(&fresh)
-        .ok_or_else(|| Error::Invalid(format!("Job {} is unreadable", job.key())))?;
-    if fresh.uid() != job.uid() || fresh.is_deleting() {
-        return Err(ClientError::Conflict(format!(
-            "Job {} was deleted or replaced since it was cached",
-            job.key()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 /// Claims the Job's pods among `candidates`: adopts matching orphans (adding the tracking
 /// finalizer unless the Job is finished, so their end is counted), releases owned pods that
 /// stopped matching (dropping the finalizer). Returns the pods the Job controls.
@@ -128,58 +90,20 @@ pub async fn claim(
     candidates: Vec<Arc<CachedObject>>,
     track: bool,
 ) -> Result<Vec<Arc<CachedObject>>, Error> {
-    let mut owned = Vec::new();
-    let mut checked = false;
-    for pod in candidates {
-        let finalizers = |add: bool| {
-            let mut fs: Vec<String> = pod
-                .finalizers()
-                .into_iter()
-                .filter(|f| f != TRACKING_FINALIZER)
-                .collect();
-            if add {
-                fs.push(TRACKING_FINALIZER.into());
-            }
-            fs
-        };
-        let patch = match decide(&pod, job, selector.matches(&pod.labels())) {
-            Claim::Owned => {
-                owned.push(pod);
-                continue;
-            }
-            Claim::Ignore => continue,
-            Claim::Adopt => {
-                if !checked {
-                    can_adopt(api, job).await?;
-                    checked = true;
-                }
-                let mut refs = refs_without(&pod, job.uid());
-                refs.push(controller_ref(&job.value));
-                json!({"metadata": {
-                    "resourceVersion": pod.resource_version.to_string(),
-                    "ownerReferences": refs,
-                    "finalizers": finalizers(track),
-                }})
-            }
-            Claim::Release => json!({"metadata": {
-                "resourceVersion": pod.resource_version.to_string(),
-                "ownerReferences": refs_without(&pod, job.uid()),
-                "finalizers": finalizers(false),
-            }}),
-        };
-        let adopting = pod.controller_ref().is_none();
-        match api.patch(merge_patch(&pod, &patch)).await {
-            Ok(o) if adopting => {
-                tracing::info!(job = %job.key(), pod = %pod.key(), "adopted");
-                owned.extend(CachedObject::from_wire(&o).map(Arc::new));
-            }
-            Ok(_) => tracing::info!(job = %job.key(), pod = %pod.key(), "released"),
-            // Gone, or changed meanwhile: the next reconcile looks again.
-            Err(e) if e.is_not_found() || (!adopting && e.is_conflict()) => {}
-            Err(e) => return Err(e.into()),
+    claim_with(api, job, selector, candidates, |pod, adopting| {
+        let mut fs: Vec<String> = pod
+            .finalizers()
+            .into_iter()
+            .filter(|f| f != TRACKING_FINALIZER)
+            .collect();
+        if adopting && track {
+            fs.push(TRACKING_FINALIZER.into());
         }
-    }
-    Ok(owned)
+        let mut m = Map::new();
+        m.insert("finalizers".into(), json!(fs));
+        m
+    })
+    .await
 }
 
 /// Creates one pod for the Job (an index's, for an indexed Job).
