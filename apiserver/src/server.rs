@@ -108,6 +108,10 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
     Ok(api)
 }
 
+/// Streams a client may reset before the server accepted them, per connection, before the
+/// connection is closed (`ENHANCE_YOUR_CALM`).
+pub const MAX_PENDING_RESET_STREAMS: usize = 1024;
+
 impl Server {
     /// Opens the sled store under `data_dir` and serves on `listener`.
     pub async fn start(config: ServerConfig, listener: TcpListener) -> Result<Server, StartError> {
@@ -144,6 +148,12 @@ impl Server {
         let (tx, rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // h2's rapid-reset guard closes a connection once 20 streams were reset before the
+            // server took them up. One component's connection carries all its watches and
+            // calls, and a component that stops its controllers or loses its lease drops them
+            // all at once; at 20 that closed the connection under the calls still going. The
+            // guard stays, sized to what one component legitimately has in flight.
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
             .layer(AuthLayer::new(Arc::new(Anonymous)))
             .add_service(
                 pb::resources_server::ResourcesServer::new(grpc.clone())

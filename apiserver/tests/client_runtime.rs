@@ -529,3 +529,85 @@ async fn write_helpers_manage_finalizers_and_status() {
         "{gone:?}"
     );
 }
+
+/// A process that abandons many calls at once (a controller-manager losing its lease drops
+/// every watch; a CLI interrupted mid-listing) resets all those streams on its one HTTP/2
+/// connection. The server must not read that as a rapid-reset attack and close the connection
+/// under the calls still going. Driven over a bare channel, which never retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abandoning_hundreds_of_calls_keeps_its_connection() {
+    let s = TestServer::start(&[]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let client = pb::resources_client::ResourcesClient::new(channel);
+    for round in 0..10 {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let mut c = client.clone();
+            set.spawn(async move {
+                if i % 2 == 0 {
+                    let _ = c
+                        .watch(pb::WatchRequest {
+                            kind: Some(rudder_client::conn::kind_ref("v1", "ConfigMap")),
+                            namespace: "default".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                } else {
+                    let _ = c.list(list_req("v1", "Namespace", "")).await;
+                }
+                std::future::pending::<()>().await;
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(round % 3)).await;
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        client
+            .clone()
+            .list(list_req("v1", "Namespace", ""))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the connection was closed: {e:?}"));
+    }
+}
+
+/// A call that meets a connection closed under it (a server restarting, a proxy or load
+/// balancer dropping the connection) is tried again on a fresh connection, even with one
+/// server address. A relay in front of the server cuts the first connection as soon as the
+/// client has sent its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_connection_closed_under_it_is_retried_on_a_new_one() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start(&[]);
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn({
+        let (accepted, server) = (Arc::clone(&accepted), s.addr.clone());
+        async move {
+            while let Ok((mut conn, _)) = relay.accept().await {
+                if accepted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    drop(conn);
+                    continue;
+                }
+                let server = server.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(server).await {
+                        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                    }
+                });
+            }
+        }
+    });
+    let client = Client::new(&[relay_addr.to_string()]).expect("client");
+    let listed = client.list(list_req("v1", "Namespace", "")).await;
+    task.abort();
+    let listed = listed.expect("the call succeeds on the second connection");
+    assert!(!listed.items.is_empty());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "one cut, one good");
+}

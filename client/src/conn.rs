@@ -2,7 +2,9 @@
 //!
 //! [`Client`] holds one lazily connected channel per server address. A call goes to the current
 //! server; if that server is unreachable (`UNAVAILABLE` at the transport level), the call moves on
-//! to the next address, once per address. A write retried this way may already have been applied
+//! to the next address, once per address. A call whose connection is lost under it (closed,
+//! reset, `GOAWAY`: a transport error rather than a server's answer) moves on the same way, and
+//! with a single address is tried once more on a fresh connection. A write retried this way may already have been applied
 //! by the server that dropped the connection: a create then reports `AlreadyExists` and an update
 //! carrying a resourceVersion reports `Conflict`, so a retry is never applied twice silently.
 //!
@@ -34,6 +36,9 @@ use tonic::{Code, Status};
 /// Metadata key the server sets on errors with the Kubernetes reason (`NotFound`, `Conflict`,
 /// `Invalid`, `Expired`, ...).
 pub const REASON_METADATA: &str = "rudder-reason";
+
+/// The pause before a call that met a lost connection is tried again on the same server.
+const LOST_CONNECTION_PAUSE: Duration = Duration::from_millis(50);
 
 /// An API call that failed, classified by the server's reason.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,6 +118,9 @@ impl From<Status> for ClientError {
             (Code::InvalidArgument, _) => ClientError::Invalid(msg),
             (Code::PermissionDenied, _) | (Code::Unauthenticated, _) => ClientError::Forbidden(msg),
             (Code::OutOfRange, _) => ClientError::Expired(msg),
+            (_, "") if is_transport_failure(&s) => {
+                ClientError::Unavailable(format!("connection lost: {}", error_chain(&s)))
+            }
             (Code::ResourceExhausted, _) => ClientError::InsufficientStorage(msg),
             (Code::Unavailable, _) => ClientError::Unavailable(msg),
             _ => ClientError::Other(format!("{:?}: {msg}", s.code())),
@@ -269,8 +277,21 @@ impl Client {
         let start = self.inner.current.load(Ordering::Relaxed);
         let timeout = self.inner.config.request_timeout;
         let mut last = String::new();
-        for i in 0..n {
-            let idx = (start + i) % n;
+        // A lost connection is tried once more on the same server (the channel reconnects),
+        // so a lone server's GOAWAY or reset does not fail the call.
+        let mut attempts = (0..n).map(|i| (start + i) % n).collect::<Vec<_>>();
+        if n == 1 {
+            attempts.push(start);
+        }
+        let mut lost_once = false;
+        for (i, idx) in attempts.into_iter().enumerate() {
+            if i == n {
+                if !lost_once {
+                    break;
+                }
+                // Give the channel a moment to see the connection closed and open a new one.
+                tokio::time::sleep(LOST_CONNECTION_PAUSE).await;
+            }
             let addr = &self.inner.addrs[idx];
             match tokio::time::timeout(timeout, call(self.inner.channels[idx].clone())).await {
                 Ok(Ok(v)) => {
@@ -282,6 +303,13 @@ impl Client {
                 Ok(Err(s)) if is_transport_unavailable(&s) => {
                     tracing::debug!(server = %addr, error = %s, "server unreachable, trying the next");
                     last = s.message().to_string();
+                }
+                Ok(Err(s))
+                    if s.metadata().get(REASON_METADATA).is_none() && is_transport_failure(&s) =>
+                {
+                    last = error_chain(&s);
+                    tracing::debug!(server = %addr, error = %last, "connection lost, trying again");
+                    lost_once = true;
                 }
                 Ok(Err(s)) => return Err(s.into()),
                 Err(_) => {
@@ -492,6 +520,36 @@ impl Client {
 /// as opposed to the server answering `UNAVAILABLE` itself.
 fn is_transport_unavailable(s: &Status) -> bool {
     s.code() == Code::Unavailable && s.metadata().get(REASON_METADATA).is_none()
+}
+
+/// Whether the call failed in this process's transport (connection closed, reset, GOAWAY)
+/// rather than with an answer from a server: tonic then keeps the transport error as the
+/// status' source, which a status decoded from a server's reply never has.
+fn is_transport_failure(s: &Status) -> bool {
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        if e.is::<tonic::transport::Error>() {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+/// The status' message with its sources, for errors that would otherwise read only
+/// "transport error".
+fn error_chain(s: &Status) -> String {
+    let mut msg = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = e.source();
+    }
+    msg
 }
 
 /// A `KindRef` from apiVersion and kind.
