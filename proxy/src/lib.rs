@@ -1,0 +1,13 @@
+//! Rudder's service proxy (kube-proxy's part of `rudder-proxy`): turns Services and their
+//! EndpointSlices into the node's data plane.
+//!
+//! Layout:
+//! - [`services`]: the desired map, Service port → frontends and the endpoints that may take
+//!   new connections, computed from the objects alone (pure).
+//! - [`dataplane`]: the one contract the data planes sit behind (`sync(desired)`, applied as one
+//!   transaction), with the nftables implementation.
+//!
+//! See `docs/proxy.md`.
+
+pub mod dataplane;
+pub mod services;
