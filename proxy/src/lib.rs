@@ -6,8 +6,10 @@
 //!   new connections, computed from the objects alone (pure).
 //! - [`dataplane`]: the one contract the data planes sit behind (`sync(desired)`, applied as one
 //!   transaction), with the nftables implementation.
+//! - [`sync`]: the loop from informers to the data plane.
 //!
 //! See `docs/proxy.md`.
 
 pub mod dataplane;
 pub mod services;
+pub mod sync;

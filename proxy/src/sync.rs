@@ -1,0 +1,141 @@
+//! The sync loop: Services and EndpointSlices from shared informers, the desired map computed
+//! from the caches, and the data plane synced with it.
+//!
+//! Level-triggered, as kube-proxy's `syncProxyRules`: any change marks the map dirty; a sync
+//! recomputes the whole map from the caches and applies it when it differs from the last one
+//! applied, at most once per `min_sync_interval` (bursts of changes, say a rollout, coalesce
+//! into one transaction), and re-applies it every `sync_period` even unchanged, repairing rules
+//! someone else removed. A failed sync is retried after `min_sync_interval`, doubling up to
+//! `sync_period`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rudder_client::Api;
+use rudder_client::cache::Reader;
+use rudder_client::clock::SharedClock;
+use rudder_client::informer::{InformerFactory, Subscription};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::dataplane::DataPlane;
+use crate::services::{Desired, desired};
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name (`internalTrafficPolicy`/`externalTrafficPolicy: Local`).
+    pub node_name: String,
+    /// Least time between two syncs.
+    pub min_sync_interval: Duration,
+    /// Most time between two syncs (a full re-apply).
+    pub sync_period: Duration,
+}
+
+impl Config {
+    pub fn new(node_name: &str) -> Config {
+        Config {
+            node_name: node_name.to_string(),
+            min_sync_interval: Duration::from_millis(100),
+            sync_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the health endpoint and tests read: when the last sync succeeded, and how many.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// Milliseconds since the Unix epoch of the last successful sync (0: none yet).
+    pub last_ok_ms: AtomicI64,
+    pub syncs: AtomicI64,
+    pub failures: AtomicI64,
+}
+
+/// Runs until `cancel`: watches, computes and syncs. Removes nothing on exit (a restarted
+/// proxy takes over the table; `cleanup` is the operator's choice).
+pub async fn run(
+    api: Arc<dyn Api>,
+    clock: SharedClock,
+    cfg: Config,
+    mut plane: Box<dyn DataPlane>,
+    status: Arc<SyncStatus>,
+    cancel: CancellationToken,
+) {
+    let informers = InformerFactory::new(api, Arc::clone(&clock));
+    let services = informers.for_kind("v1", "Service");
+    let slices = informers.for_kind("discovery.k8s.io/v1", "EndpointSlice");
+    let mut subs = [services.subscribe(), slices.subscribe()];
+    let (services, slices) = (services.reader(), slices.reader());
+    informers.start(&cancel);
+    if !informers.wait_for_cache_sync(&cancel).await {
+        return;
+    }
+    let mut last: Option<Desired> = None;
+    let mut backoff = cfg.min_sync_interval;
+    let mut next_full = tokio::time::Instant::now() + cfg.sync_period;
+    loop {
+        let want = compute(&services, &slices, &cfg.node_name);
+        let full = tokio::time::Instant::now() >= next_full;
+        if full || last.as_ref() != Some(&want) {
+            match plane.sync(&want).await {
+                Ok(()) => {
+                    status.syncs.fetch_add(1, Ordering::Relaxed);
+                    status
+                        .last_ok_ms
+                        .store(clock.now().as_millisecond(), Ordering::Relaxed);
+                    tracing::debug!(ports = want.ports.len(), "data plane synced");
+                    last = Some(want);
+                    backoff = cfg.min_sync_interval;
+                    next_full = tokio::time::Instant::now() + cfg.sync_period;
+                }
+                Err(e) => {
+                    status.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "data plane sync failed");
+                    last = None;
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(cfg.sync_period);
+                    continue;
+                }
+            }
+        }
+        // Coalesce: wait at least the interval, then for a change or the full period.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(cfg.min_sync_interval) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = changed(&mut subs) => {}
+            _ = tokio::time::sleep_until(next_full) => {}
+        }
+        drain(&mut subs);
+    }
+}
+
+fn compute(services: &Reader, slices: &Reader, node: &str) -> Desired {
+    let svc = services.list();
+    let sl = slices.list();
+    let svc_values: Vec<&Value> = svc.iter().map(|o| &o.value).collect();
+    let slice_values: Vec<&Value> = sl.iter().map(|o| &o.value).collect();
+    desired(&svc_values, &slice_values, node)
+}
+
+/// Resolves when any subscription has an event (which stays queued for [`drain`]).
+async fn changed(subs: &mut [Subscription; 2]) {
+    let [a, b] = subs;
+    tokio::select! {
+        ev = a.recv() => drop(ev),
+        ev = b.recv() => drop(ev),
+    }
+}
+
+/// Discards queued events: the next sync reads the caches whole.
+fn drain(subs: &mut [Subscription; 2]) {
+    for s in subs.iter_mut() {
+        while s.try_recv().is_some() {}
+    }
+}
