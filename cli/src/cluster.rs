@@ -1,13 +1,14 @@
 //! `rudder up`, `down` and `status`: a local cluster as detached processes under a data dir.
 //!
-//! Components: the API server, the scheduler, the controller-manager, then one node agent per node (`--nodes`,
+//! Components: the API server, the scheduler, the controller-manager, the proxy (one per host: node agents
+//! sharing a host share its kernel, so the proxy runs as the first node), then one node agent per node (`--nodes`,
 //! named `node-1`, `node-2`, ... (`--node-prefix`), with pod CIDRs `10.88.1.0/24`, `10.88.2.0/24`, ... (`--pod-subnet`) on the one
 //! local Docker engine). Layout of the data dir, per component: `<dir>/<component>.pid`,
 //! `<dir>/<component>.addr` (where it listens: the API server's gRPC address, the others' health
 //! address), `<dir>/logs/<component>.log`, the API server's store in `<dir>/apiserver/` and each
 //! node agent's files in `<dir>/node-<i>/`. The processes are started in their own process group
 //! so that a Ctrl-C in the terminal that ran `rudder up` does not stop them. `rudder down` stops
-//! them, dependents first, and removes the containers the node agents ran.
+//! them, dependents first, removes the containers the node agents ran and the proxy's rules.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +42,12 @@ pub struct UpArgs {
     /// Address the controller-manager serves `GET /healthz` on.
     #[arg(long, default_value = "127.0.0.1:10257")]
     pub controller_manager_health_addr: String,
+    /// Address the proxy serves `GET /healthz` on.
+    #[arg(long, default_value = "127.0.0.1:10256")]
+    pub proxy_health_addr: String,
+    /// The nftables table the proxy owns (one per cluster on a host).
+    #[arg(long, default_value = "rudder-proxy")]
+    pub proxy_nft_table: String,
     /// How many node agents (nodes) to run on this machine's Docker engine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub nodes: u8,
@@ -67,11 +74,19 @@ const NODE_AGENT_BIN: &str = "rudder-node-agent";
 /// come after them.
 const CONTROLLER_MANAGER: &str = "controller-manager";
 const CONTROLLER_MANAGER_BIN: &str = "rudder-controller-manager";
-const COMPONENTS: [(&str, &str); 3] = [
+const PROXY: &str = "proxy";
+const PROXY_BIN: &str = "rudder-proxy";
+const COMPONENTS: [(&str, &str); 4] = [
     (APISERVER, APISERVER_BIN),
     (SCHEDULER, SCHEDULER_BIN),
     (CONTROLLER_MANAGER, CONTROLLER_MANAGER_BIN),
+    (PROXY, PROXY_BIN),
 ];
+
+/// Where `up` records the proxy's nftables table (for `down` to remove it).
+fn table_file(dir: &Path) -> PathBuf {
+    dir.join("proxy.table")
+}
 
 /// Where `up` records node agent i's node name (for `down` to find its containers).
 fn node_file(dir: &Path, i: u8) -> PathBuf {
@@ -329,6 +344,28 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.controller_manager_health_addr),
     )
     .await?;
+    let proxy_args = vec![
+        "--server".into(),
+        addr.clone(),
+        "--node-name".into(),
+        format!("{}-1", args.node_prefix),
+        "--cluster-cidr".into(),
+        args.pod_subnet.clone(),
+        "--health-addr".into(),
+        args.proxy_health_addr.clone(),
+        "--nft-table".into(),
+        args.proxy_nft_table.clone(),
+    ];
+    std::fs::write(table_file(&dir), format!("{}\n", args.proxy_nft_table))
+        .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
+    ensure(
+        &dir,
+        PROXY,
+        PROXY_BIN,
+        proxy_args,
+        dial_addr(&args.proxy_health_addr),
+    )
+    .await?;
     let net = subnet_prefix(&args.pod_subnet)?;
     for i in 1..=args.nodes {
         let node = format!("{}-{i}", args.node_prefix);
@@ -462,6 +499,7 @@ async fn wait_exit(pid: i32, within: Duration) -> bool {
 pub async fn down(args: DataDirArgs) -> Result<()> {
     let dir = &args.data_dir;
     let mut any = false;
+    let mut had_proxy = false;
     // Dependents first: the others would only log errors once the API server is gone.
     let all = components(dir);
     for (c, bin) in all.iter().rev() {
@@ -470,6 +508,7 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
             continue;
         };
         any = true;
+        had_proxy |= c == PROXY;
         if !alive(pid) || !is_ours(pid, bin) {
             let _ = std::fs::remove_file(pid_file(dir, c));
             util::outln(&format!("{c} was not running (removed stale pid file)"))?;
@@ -492,10 +531,36 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
         util::outln(&format!("{c} (pid {pid}) stopped"))?;
     }
     remove_node_containers(dir, &all)?;
+    if had_proxy {
+        remove_proxy_rules(dir);
+    }
     if !any {
         util::outln(&format!("nothing is running from {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Removes the stopped proxy's nftables table, so no Service address stays NATed to pods that
+/// are gone. A failure is reported, not fatal: the rest of `down` has happened.
+fn remove_proxy_rules(dir: &Path) {
+    let bin = match find_binary(PROXY_BIN) {
+        Ok(b) => b,
+        Err(e) => return eprintln!("cannot remove the proxy's rules: {e}"),
+    };
+    let table = read_trimmed(&table_file(dir)).unwrap_or_else(|| "rudder-proxy".into());
+    let out = std::process::Command::new(bin)
+        .args(["--cleanup", "--nft-table", &table])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let _ = std::fs::remove_file(table_file(dir));
+        }
+        Ok(o) => eprintln!(
+            "removing the proxy's rules failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("cannot run {PROXY_BIN} --cleanup: {e}"),
+    }
 }
 
 /// Removes the containers the node agents of this cluster ran (they keep running when an agent

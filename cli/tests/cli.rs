@@ -491,6 +491,17 @@ fn config_file_names_the_server() {
     assert!(o.err_line().contains(&bad));
 }
 
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn up_status_down() {
     // Checked first so a missing binary fails with the clear message.
@@ -507,6 +518,12 @@ fn up_status_down() {
         "rudder-controller-manager is not built at {}: run `cargo build -p rudder-controller-manager` first",
         cm.display()
     );
+    let proxy = common::rudder_bin().with_file_name("rudder-proxy");
+    assert!(
+        proxy.is_file(),
+        "rudder-proxy is not built at {}: run `cargo build -p rudder-proxy` first",
+        proxy.display()
+    );
     let agent = common::rudder_bin().with_file_name("rudder-node-agent");
     assert!(
         agent.is_file(),
@@ -518,9 +535,11 @@ fn up_status_down() {
     let listen = format!("127.0.0.1:{port}");
     let health = format!("127.0.0.1:{}", common::free_port());
     let cm_health = format!("127.0.0.1:{}", common::free_port());
+    let proxy_health = format!("127.0.0.1:{}", common::free_port());
     let agent_port = common::free_port().to_string();
     // Its own node names, network and subnet, so that it never touches a local cluster's.
     let prefix = format!("upt{}", std::process::id());
+    let table = format!("rudder-proxy-{prefix}");
     let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
     let up_args = [
         "up",
@@ -532,6 +551,10 @@ fn up_status_down() {
         &health,
         "--controller-manager-health-addr",
         &cm_health,
+        "--proxy-health-addr",
+        &proxy_health,
+        "--proxy-nft-table",
+        &table,
         "--node-agent-health-port",
         &agent_port,
         "--node-prefix",
@@ -585,6 +608,25 @@ fn up_status_down() {
         cm_row.contains(" yes ") && cm_row.contains(" ok ") && cm_row.contains(&cm_health),
         "the controller-manager joins up and status: {text}"
     );
+    let proxy_row = text
+        .lines()
+        .find(|l| l.starts_with("proxy"))
+        .unwrap_or_default();
+    assert!(
+        proxy_row.contains(" yes ")
+            && proxy_row.contains(" ok ")
+            && proxy_row.contains(&proxy_health),
+        "the proxy joins up and status: {text}"
+    );
+    let nft_table = || {
+        std::process::Command::new("nft")
+            .args(["list", "table", "ip", &table])
+            .output()
+            .expect("nft runs")
+    };
+    wait_until("the proxy's first sync", || nft_table().status.success());
+    let rules = String::from_utf8_lossy(&nft_table().stdout).into_owned();
+    assert!(rules.contains("service-ips"), "{rules}");
     assert!(text.contains("objects:"), "{text}");
     let agent_row = text
         .lines()
@@ -606,6 +648,11 @@ fn up_status_down() {
     assert!(!home.path().join("data/scheduler.pid").exists());
     assert!(!home.path().join("data/controller-manager.pid").exists());
     assert!(!home.path().join("data/node-agent-1.pid").exists());
+    assert!(!home.path().join("data/proxy.pid").exists());
+    assert!(
+        !nft_table().status.success(),
+        "down removes the proxy's table"
+    );
     let st = run(&["status", "--data-dir", "data"]);
     assert_eq!(st.code, 3, "{}", st.stdout);
     let o = run(&["get", "ns"]);

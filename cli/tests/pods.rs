@@ -32,6 +32,7 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let listen = format!("127.0.0.1:{}", free_port());
     let (sched, agent) = (free_port().to_string(), free_port().to_string());
     let cm_addr = format!("127.0.0.1:{}", free_port());
+    let proxy_addr = format!("127.0.0.1:{}", free_port());
     let prefix = format!("cpods{}", std::process::id());
     let mut cleanup = rudder_testkit::images::DockerCleanup::new();
     cleanup
@@ -54,6 +55,10 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
             &sched_addr,
             "--controller-manager-health-addr",
             &cm_addr,
+            "--proxy-health-addr",
+            &proxy_addr,
+            "--proxy-nft-table",
+            &format!("rudder-proxy-{prefix}"),
             "--node-agent-health-port",
             &agent,
             "--node-prefix",

@@ -70,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
         table: args.nft_table.clone(),
         cluster_cidr: args.cluster_cidr.as_deref().map(parse_cidr).transpose()?,
     };
+    NftCommand::default().probe().await.map_err(|e| {
+        anyhow::anyhow!(
+            "the nftables data plane needs the nft command and CAP_NET_ADMIN (run as root): {e}"
+        )
+    })?;
     let mut plane = Nft::new(opts, Box::new(NftCommand::default()));
     if args.cleanup {
         plane.cleanup().await.context("removing the rules")?;

@@ -395,6 +395,20 @@ pub struct NftCommand {
     pub netns: Option<String>,
 }
 
+impl NftCommand {
+    /// Whether nft can be run and may change rules here (it needs CAP_NET_ADMIN): a dry run of
+    /// a table creation, which changes nothing.
+    pub async fn probe(&self) -> Result<(), String> {
+        let mut cmd = tokio::process::Command::new("nft");
+        cmd.args(["--check", "add table ip rudder-proxy-probe"]);
+        match cmd.output().await {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("cannot run nft: {e}")),
+        }
+    }
+}
+
 impl NftRunner for NftCommand {
     fn run<'a>(&'a self, script: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
