@@ -52,6 +52,10 @@ struct Args {
     /// before it is refused as too large.
     #[arg(long, default_value_t = 3000)]
     resource_version_wait_ms: u64,
+    /// Where Service cluster IPs come from: an IPv4 CIDR, /8 to /28. Each node keeps the range
+    /// on a local bridge (the node agent's `--service-cidr`, which must be the same).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: rudder_apiserver::service::allocate::ServiceRange,
 }
 
 #[tokio::main]
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
     config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));
     config.api.resource_version_wait = Duration::from_millis(args.resource_version_wait_ms);
+    config.api.service_range = args.service_cluster_ip_range;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

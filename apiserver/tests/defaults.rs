@@ -323,3 +323,81 @@ async fn a_daemon_set_keeps_its_template_generation_annotation() {
         (Some(3), Some("3"))
     );
 }
+
+/// `--service-cluster-ip-range`: allocations come from it and never take its first or last
+/// usable address (the `kubernetes` Service's and the node bridge's); a requested address
+/// outside it is refused naming the range; a malformed range stops the server with the reason.
+#[tokio::test]
+async fn the_service_range_is_the_configured_one() {
+    let s = TestServer::start(&["--service-cluster-ip-range", "10.200.7.0/28"]);
+    let c = &s.client;
+    let svc = |name: &str, spec: serde_json::Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+    let mut seen = std::collections::BTreeSet::new();
+    // A /28 has 16 addresses; 12 are allocatable.
+    for i in 0..12 {
+        let o = json(
+            &create(
+                c,
+                "v1",
+                "Service",
+                "default",
+                svc(&format!("s{i}"), json!({"ports": [{"port": 80}]})),
+            )
+            .await,
+        );
+        let ip: std::net::Ipv4Addr = o["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        let last = ip.octets()[3];
+        assert!((2..=13).contains(&last), "{ip} is allocatable");
+        seen.insert(ip);
+    }
+    assert_eq!(seen.len(), 12);
+    let full = c
+        .create(create_req(
+            "v1",
+            "Service",
+            "default",
+            svc("s12", json!({"ports": [{"port": 80}]})),
+        ))
+        .await
+        .expect_err("the range is full");
+    assert!(
+        full.to_string().contains("10.200.7.0/28 looks full"),
+        "{full}"
+    );
+    let outside = c
+        .create(create_req(
+            "v1",
+            "Service",
+            "default",
+            svc(
+                "x",
+                json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+            ),
+        ))
+        .await
+        .expect_err("outside the range");
+    assert!(
+        outside
+            .to_string()
+            .contains("The range of valid IPs is 10.200.7.0/28"),
+        "{outside}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--service-cluster-ip-range",
+            "10.96.0.1/16",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--service-cluster-ip-range") && err.contains("host bits are set"),
+        "{err}"
+    );
+}

@@ -1,12 +1,16 @@
 //! Service cluster IPs and node ports, allocated by the API server as Kubernetes does.
 //!
 //! A Service of type ClusterIP, NodePort or LoadBalancer gets a virtual IP from the service range
-//! (10.96.0.0/12, `.1` kept for the API's own service), unless it asks for one or is headless
+//! (`--service-cluster-ip-range`, 10.96.0.0/12 by default), unless it asks for one or is headless
 //! (`clusterIP: None`); NodePort and LoadBalancer ports get node ports from 30000–32767. Each
 //! allocation is a *claim* carried in the write command and checked by the state machine, so two
 //! Services can never hold the same IP or port even when created concurrently: the loser of a race
 //! gets a fresh allocation (or, for a value it asked for, a clear error). Values are drawn from the
 //! server's injected randomness ([`crate::clock::Ids`]), so a seeded server allocates the same.
+//! Random allocation skips the range's network and broadcast addresses, the first address (the
+//! API's own `kubernetes` Service in Kubernetes) and the last usable one: each node carries the
+//! range on a local bridge (Rudder's services network) so that a Service address never follows
+//! a default route off the node, and that bridge's own address is the range's last.
 
 use std::net::Ipv4Addr;
 
@@ -17,14 +21,67 @@ use super::Api;
 use crate::error::ApiError;
 use crate::state::ObjKey;
 
-/// The service IP range: 10.96.0.0/12.
-const RANGE_BASE: u32 = u32::from_be_bytes([10, 96, 0, 0]);
-const RANGE_BITS: u32 = 12;
 const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
-fn in_range(ip: Ipv4Addr) -> bool {
-    let v = u32::from(ip);
-    v >> (32 - RANGE_BITS) == RANGE_BASE >> (32 - RANGE_BITS)
+/// The Service IP range, an IPv4 CIDR of /8 to /28.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRange {
+    base: u32,
+    bits: u32,
+}
+
+impl Default for ServiceRange {
+    fn default() -> Self {
+        ServiceRange {
+            base: u32::from_be_bytes([10, 96, 0, 0]),
+            bits: 12,
+        }
+    }
+}
+
+impl std::str::FromStr for ServiceRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, bits) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected an IPv4 CIDR such as 10.96.0.0/12"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
+        let bits: u32 = bits
+            .parse()
+            .ok()
+            .filter(|b| (8..=28).contains(b))
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 8 to 28"))?;
+        let base = u32::from(ip);
+        if base & ((1u32 << (32 - bits)) - 1) != 0 {
+            return Err(format!(
+                "{s:?}: host bits are set (the network is {})",
+                ServiceRange {
+                    base: base >> (32 - bits) << (32 - bits),
+                    bits
+                }
+            ));
+        }
+        Ok(ServiceRange { base, bits })
+    }
+}
+
+impl std::fmt::Display for ServiceRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.bits)
+    }
+}
+
+impl ServiceRange {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) >> (32 - self.bits) == self.base >> (32 - self.bits)
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.bits)
+    }
 }
 
 fn is_service(info: &KindInfo) -> bool {
@@ -114,12 +171,13 @@ impl Api {
                     ApiError::invalid(info, &key.name, format!("spec.clusterIPs[0]: Invalid value: \"{first}\": must be a valid IP address"))
                 })?;
                 let kept = old.is_some_and(|o| cluster_ips(o).first() == Some(first));
-                if !kept && !in_range(parsed) {
+                let range = self.config.service_range;
+                if !kept && !range.contains(parsed) {
                     return Err(ApiError::invalid(
                         info,
                         &key.name,
                         format!(
-                            "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12"
+                            "spec.clusterIPs: Invalid value: [\"{first}\"]: failed to allocate IP {first}: provided IP is not in the valid range. The range of valid IPs is {range}"
                         ),
                     ));
                 }
@@ -222,19 +280,21 @@ impl Api {
     }
 
     fn free_ip(&self, key: &ObjKey) -> Result<String, ApiError> {
-        let size = 1u32 << (32 - RANGE_BITS);
+        let range = self.config.service_range;
+        let size = range.size();
         let state = self.store.snapshot();
         for _ in 0..256 {
-            // Skip the network address and .1 (the API's own service in Kubernetes).
-            let off = self.ids.random_in(2..size - 1);
-            let ip = Ipv4Addr::from(RANGE_BASE + off);
+            // Not the network address, the first (the API's own service in Kubernetes), the
+            // last usable (the node bridge's) nor the broadcast address.
+            let off = self.ids.random_in(2..size - 2);
+            let ip = Ipv4Addr::from(range.base + off);
             if !state.claim_taken(&format!("service-ip/{ip}"), key) {
                 return Ok(ip.to_string());
             }
         }
-        Err(ApiError::Internal(
-            "failed to allocate a service IP: the range 10.96.0.0/12 looks full".into(),
-        ))
+        Err(ApiError::Internal(format!(
+            "failed to allocate a service IP: the range {range} looks full"
+        )))
     }
 
     fn free_node_port(
@@ -308,5 +368,25 @@ mod tests {
         let a = allocation(42).await;
         assert_eq!(a, allocation(42).await);
         assert_ne!(a, allocation(43).await);
+    }
+
+    #[test]
+    fn service_ranges_parse_and_refuse_with_reasons() {
+        use super::ServiceRange;
+        let r: ServiceRange = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(r.to_string(), "10.200.0.0/16");
+        assert!(r.contains("10.200.255.254".parse().unwrap()));
+        assert!(!r.contains("10.201.0.1".parse().unwrap()));
+        assert_eq!(r.size(), 65536);
+        assert_eq!(ServiceRange::default().to_string(), "10.96.0.0/12");
+        let err = |s: &str| s.parse::<ServiceRange>().unwrap_err();
+        assert!(err("10.96.0.0").contains("expected an IPv4 CIDR"));
+        assert!(err("10.96.0.0/30").contains("8 to 28"));
+        assert!(err("10.96.0.x/16").contains("not an IPv4 address"));
+        assert!(
+            err("10.96.0.1/16").contains("the network is 10.96.0.0/16"),
+            "{}",
+            err("10.96.0.1/16")
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! in that version, converted to the kind's storage version and admitted and stored there;
 //! every reply and watch event is converted back to the version asked for ([`convert`]).
 
-mod allocate;
+pub mod allocate;
 mod convert;
 mod create;
 mod delete;
@@ -69,6 +69,8 @@ pub struct ApiConfig {
     /// How long a watch or continue token from a version above the store's waits for the store
     /// to catch up before it is refused as too large (Kubernetes waits ~3 s).
     pub resource_version_wait: Duration,
+    /// Where Service cluster IPs come from (`--service-cluster-ip-range`).
+    pub service_range: allocate::ServiceRange,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +79,7 @@ impl Default for ApiConfig {
             bookmark_interval: Duration::from_secs(10),
             event_ttl: Duration::from_secs(3600),
             resource_version_wait: Duration::from_secs(3),
+            service_range: allocate::ServiceRange::default(),
         }
     }
 }
