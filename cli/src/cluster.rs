@@ -63,6 +63,12 @@ pub struct UpArgs {
     /// Its subnet, a /16: node i gets the i-th /24 in it as its pod CIDR.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub pod_subnet: String,
+    /// The Docker network that keeps Service addresses on this host (created if missing).
+    #[arg(long, default_value = "rudder-services")]
+    pub service_network: String,
+    /// The Service range: the API server allocates from it, the services network covers it.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
 }
 
 const APISERVER: &str = "apiserver";
@@ -307,6 +313,8 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         store.display().to_string(),
         "--listen".into(),
         args.listen.clone(),
+        "--service-cluster-ip-range".into(),
+        args.service_cidr.clone(),
     ];
     let addr = ensure(
         &dir,
@@ -388,6 +396,10 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
             args.pod_network.clone(),
             "--network-subnet".into(),
             args.pod_subnet.clone(),
+            "--service-network".into(),
+            args.service_network.clone(),
+            "--service-cidr".into(),
+            args.service_cidr.clone(),
             "--health-addr".into(),
             health.clone(),
         ];

@@ -563,12 +563,22 @@ fn up_status_down() {
         "rudder-cli-test",
         "--pod-subnet",
         "10.217.0.0/16",
+        "--service-network",
+        "rudder-cli-test-svc",
+        "--service-cidr",
+        "10.219.0.0/16",
     ];
-    // Removes the node's containers and the network even if an assertion fails.
-    let mut _cleanup = rudder_testkit::images::DockerCleanup::new();
-    _cleanup
+    // Stops the cluster and removes the node's containers and the networks even if an
+    // assertion fails.
+    let mut cleanup = rudder_testkit::images::DockerCleanup::new();
+    cleanup
         .label("io.rudder.node", &format!("{prefix}-1"))
-        .network("rudder-cli-test");
+        .network("rudder-cli-test")
+        .network("rudder-cli-test-svc");
+    let _down = common::Down {
+        home: home.path().to_path_buf(),
+        _cleanup: cleanup,
+    };
     let up = run(&up_args);
     let out = up.ok().to_string();
     assert!(
@@ -635,6 +645,34 @@ fn up_status_down() {
     assert!(
         agent_row.contains(" yes ") && agent_row.contains(" ok "),
         "the node agent joins up and status: {text}"
+    );
+    // The Service range sits on a local bridge: a Service address never leaves by the uplink.
+    // (The agent answers health before it has set its networks up.)
+    let inspect = || {
+        let o = std::process::Command::new("docker")
+            .args(["network", "inspect", "rudder-cli-test-svc", "--format"])
+            .arg("{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}")
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    wait_until("the services network", || !inspect().is_empty());
+    assert_eq!(inspect(), "10.219.0.0/16 10.219.255.254");
+    let svc = run_rudder(
+        None,
+        home.path(),
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: probe\nspec:\n  ports:\n  - port: 80\n",
+        ),
+        &[],
+    );
+    let got = run(&["get", "svc", "probe", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(
+        got.ok().starts_with("10.219."),
+        "the API server allocates from --service-cidr: {} {}",
+        got.stdout,
+        svc.stderr
     );
     let nodes = run(&["get", "nodes"]);
     assert!(

@@ -245,3 +245,16 @@ impl Server {
         Running { child, stdout }
     }
 }
+
+/// Runs `rudder down --data-dir data` in `home` when dropped, also when a test fails, so a
+/// local cluster a test brought up never outlives it; then its Docker leftovers go.
+pub struct Down {
+    pub home: PathBuf,
+    pub _cleanup: rudder_testkit::images::DockerCleanup,
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run_rudder(None, &self.home, &["down", "--data-dir", "data"], None, &[]);
+    }
+}

@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use common::{free_port, run_rudder};
 
 /// Stops the cluster, whatever happened; its `cleanup` then removes what the node agent ran.
-struct Down {
-    home: std::path::PathBuf,
-    _cleanup: rudder_testkit::images::DockerCleanup,
-}
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = run_rudder(None, &self.home, &["down", "--data-dir", "data"], None, &[]);
-    }
-}
-
 #[test]
 fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     rudder_testkit::images::require_docker();
@@ -37,8 +26,9 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     let mut cleanup = rudder_testkit::images::DockerCleanup::new();
     cleanup
         .label("io.rudder.node", &format!("{prefix}-1"))
-        .network("rudder-cli-pods");
-    let _down = Down {
+        .network("rudder-cli-pods")
+        .network("rudder-cli-pods-svc");
+    let _down = common::Down {
         home: home.path().to_path_buf(),
         _cleanup: cleanup,
     };
@@ -67,6 +57,10 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
             "rudder-cli-pods",
             "--pod-subnet",
             "10.218.0.0/16",
+            "--service-network",
+            "rudder-cli-pods-svc",
+            "--service-cidr",
+            "10.220.0.0/16",
         ],
         None,
     )

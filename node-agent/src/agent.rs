@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// The engine network pods join and its subnet (which must hold the pod CIDR).
     pub network: String,
     pub network_subnet: String,
+    /// The engine network that carries the Service range on this host (name, subnet), so a
+    /// packet for a Service address stays on the node even when no proxy rule catches it.
+    pub service_network: Option<(String, String)>,
     pub allow_privileged: bool,
     pub relist_period: Duration,
     /// How often running pods' projected volumes are refreshed (ConfigMap updates reach
@@ -226,6 +229,20 @@ pub async fn run(
     let alloc = node::allocatable(&facts, &cfg.node);
     let heartbeat = tokio::spawn(node::heartbeat(
         Arc::clone(&api),
+    if let Some((name, subnet)) = &cfg.service_network {
+        let range = Cidr::parse(subnet)?;
+        // The bridge takes the range's last usable address, which the API server never hands
+        // to a Service.
+        let size = 1u32 << (32 - u32::from(range.prefix));
+        runtime
+            .ensure_network(&NetworkSpec {
+                name: name.clone(),
+                subnet: range.to_string(),
+                gateway: Ipv4Addr::from(u32::from(range.base) + size - 2),
+                ip_range: None,
+            })
+            .await?;
+    }
         Arc::clone(&runtime),
         Arc::clone(&host),
         Arc::clone(&clock),

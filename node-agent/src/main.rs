@@ -49,6 +49,13 @@ struct Args {
     /// That network's subnet; it must hold the pod CIDR. Nodes on one host share it.
     #[arg(long, default_value = "10.88.0.0/16")]
     network_subnet: String,
+    /// The engine network that keeps the Service range on this host, created if missing.
+    #[arg(long, default_value = "rudder-services")]
+    service_network: String,
+    /// The Service range (the API server's --service-cluster-ip-range); "" for no services
+    /// network.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
     /// The node's address (hostIP, InternalIP). Default: the pod network's gateway, which
     /// every pod on this host reaches.
     #[arg(long)]
@@ -136,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
         .address
         .clone()
         .unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(subnet.base) + 1).to_string());
+    if !args.service_cidr.is_empty() {
+        rudder_node_agent::pod::ipam::Cidr::parse(&args.service_cidr).context("--service-cidr")?;
+    }
     let mut node = NodeConfig::new(&node_name, &address);
     node.labels = parse_labels(&args.labels)?;
     node.taints = parse_taints(&args.taints)?;
@@ -163,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
         volume_refresh: Duration::from_secs(args.volume_refresh_seconds.max(1)),
     };
     let cancel = CancellationToken::new();
+        service_network: (!args.service_cidr.is_empty())
+            .then(|| (args.service_network.clone(), args.service_cidr.clone())),
     let listener = tokio::net::TcpListener::bind(&args.health_addr)
         .await
         .with_context(|| format!("cannot listen on --health-addr {}", args.health_addr))?;

@@ -57,6 +57,7 @@ impl Cluster {
             data_dir: dir.path().to_path_buf(),
             network: format!("rudder-test-{n}"),
             network_subnet: format!("10.215.{n}.0/24"),
+            service_network: None,
             allow_privileged: false,
             relist_period: Duration::from_millis(500),
             volume_refresh: Duration::from_secs(2),
