@@ -64,8 +64,12 @@ pub fn generation(obj: &Value) -> i64 {
 }
 
 pub fn finalizers(obj: &Value) -> Vec<String> {
-    metadata(obj)
-        .and_then(|m| m.get("finalizers"))
+    string_list(obj, "/metadata/finalizers")
+}
+
+/// The strings of the JSON array at `pointer`; empty when absent.
+pub fn string_list(obj: &Value, pointer: &str) -> Vec<String> {
+    obj.pointer(pointer)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -73,6 +77,44 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The namespace controller's token in a Namespace's `spec.finalizers` (Kubernetes'
+/// `FinalizerKubernetes`): the namespace stays until that controller has emptied it.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// A Namespace's `spec.finalizers`.
+pub fn spec_finalizers(ns: &Value) -> Vec<String> {
+    string_list(ns, "/spec/finalizers")
+}
+
+/// Sets (`Some`) or removes (`None`) a Namespace's `spec.finalizers`.
+pub fn set_spec_finalizers(ns: &mut Value, finalizers: Option<Value>) {
+    let Some(root) = ns.as_object_mut() else {
+        return;
+    };
+    let spec = root
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !spec.is_object() {
+        *spec = Value::Object(Map::new());
+    }
+    if let Some(spec) = spec.as_object_mut() {
+        match finalizers {
+            Some(f) => spec.insert("finalizers".into(), f),
+            None => spec.remove("finalizers"),
+        };
+    }
+}
+
+/// As Kubernetes at a Namespace's create: [`NAMESPACE_FINALIZER`] is always among its
+/// `spec.finalizers`, after any the client gave.
+pub fn require_namespace_finalizer(ns: &mut Value) {
+    let mut fs = spec_finalizers(ns);
+    if !fs.iter().any(|f| f == NAMESPACE_FINALIZER) {
+        fs.push(NAMESPACE_FINALIZER.into());
+    }
+    set_spec_finalizers(ns, Some(Value::from(fs)));
 }
 
 /// Kubernetes' finalizer for a delete with `propagationPolicy: Orphan`: the garbage collector

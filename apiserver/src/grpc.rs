@@ -74,6 +74,13 @@ impl pb::resources_server::Resources for GrpcApi {
         unary!(self, req, update_status)
     }
 
+    async fn finalize(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Object>, Status> {
+        unary!(self, req, finalize)
+    }
+
     async fn patch(&self, req: Request<pb::PatchRequest>) -> Result<Response<pb::Object>, Status> {
         unary!(self, req, patch)
     }

@@ -279,14 +279,15 @@ async fn namespaces_exist_refuse_and_terminate() {
     assert!(!d.deleted);
     let ns = json(&c.get(get_req("v1", "Namespace", "", "dev")).await.unwrap());
     assert_eq!(ns["status"]["phase"], "Terminating");
-    // Plain content went at once; new content is refused.
+    assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+    // The server deletes nothing in it (the namespace controller does); new content is refused.
     let left = c.list(list_req("v1", "ConfigMap", "dev")).await.unwrap();
     assert_eq!(
         left.items
             .iter()
             .map(|o| o.name.as_str())
             .collect::<Vec<_>>(),
-        vec!["held"]
+        vec!["held", "plain"]
     );
     let e = c
         .create(create_req(
@@ -302,7 +303,23 @@ async fn namespaces_exist_refuse_and_terminate() {
         e.to_string().contains("because it is being terminated"),
         "{e}"
     );
-    // Releasing the last object finishes the namespace.
+    // What the namespace controller does: delete the content, then finalize. The finalized
+    // namespace stays while an object is left, and goes with its removal.
+    for name in ["plain", "held"] {
+        c.delete(delete_req("v1", "ConfigMap", "dev", name))
+            .await
+            .unwrap();
+    }
+    let fin = c
+        .finalize(update_req(
+            "v1",
+            "Namespace",
+            "",
+            &json!({"metadata": {"name": "dev"}, "spec": {"finalizers": []}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(json(&fin)["status"]["phase"], "Terminating");
     c.patch(patch_req(
         "v1",
         "ConfigMap",

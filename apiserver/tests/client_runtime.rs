@@ -229,6 +229,12 @@ impl Api for Counting {
     fn bind(&self, req: pb::BindRequest) -> Fut<'_, pb::Object> {
         Api::bind(&self.inner, req)
     }
+    fn finalize(&self, req: pb::UpdateRequest) -> Fut<'_, pb::Object> {
+        Api::finalize(&self.inner, req)
+    }
+    fn api_resources(&self) -> Fut<'_, pb::DiscoveryResponse> {
+        Api::api_resources(&self.inner)
+    }
 }
 
 /// The server cuts a watcher that stops reading as "too slow"; the reflector must resume from

@@ -69,6 +69,12 @@ impl Api for Cuttable {
     fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
         Box::pin(self.call(Api::bind(&self.inner, req)))
     }
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(self.call(Api::finalize(&self.inner, req)))
+    }
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
+        Box::pin(self.call(Api::api_resources(&self.inner)))
+    }
 }
 
 /// The resourceVersions of every write each leader's work made, in the order made.

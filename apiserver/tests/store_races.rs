@@ -54,8 +54,19 @@ async fn a_create_racing_the_delete_of_an_empty_namespace_never_leaves_an_orphan
         )
         .await
         .unwrap();
-        // The delete sees an empty namespace and removes it directly, while the create commits
-        // in between: the state machine must refuse one of them.
+        // Finalized up front, so the delete sees an empty namespace that nothing holds and
+        // removes it directly, while the create commits in between: the state machine must
+        // refuse one of them.
+        api.finalize(
+            &id,
+            pb::UpdateRequest {
+                kind: kref("Namespace"),
+                json: Bytes::from(json!({"metadata": {"name": ns}}).to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         let creator = {
             let (api, id, ns) = (api.clone(), id.clone(), ns.clone());
             tokio::spawn(async move {

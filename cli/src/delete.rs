@@ -7,8 +7,17 @@
 //! the wait (`0`, the default, waits forever). `--cascade` is kubectl's flag: `background`
 //! (default), `orphan`, `foreground`, or the deprecated `true`/`false`; the server decides
 //! what it supports, and its refusal is printed as any server error.
+//!
+//! A namespace goes only once the controller-manager's namespace controller has deleted what is
+//! in it. While the wait for one lasts longer than [`NAMESPACE_NOTE_AFTER`], and when it times
+//! out, the command says on stderr that the namespace is terminating and what holds it: the
+//! controller's conditions (what remains, finalizers, failures) or, if no controller has
+//! reported, the objects still in it.
 
 use std::time::Duration;
+
+/// How long a namespace may take before the wait says what holds it.
+pub const NAMESPACE_NOTE_AFTER: Duration = Duration::from_secs(5);
 
 use clap::{ArgAction, Args};
 use rudder_client::proto as pb;
@@ -126,8 +135,8 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
                 name: rudder_api::meta::name(&m.object).to_string(),
             });
         }
-        // Namespaces last: deleting one removes what is in it (the API server cascades at
-        // once today), so the files' own objects would otherwise be reported NotFound.
+        // Namespaces last: deleting one removes what is in it (the namespace controller
+        // does, at once), so the files' own objects would otherwise be reported NotFound.
         victims.sort_by_key(|v| v.rtype.group.is_empty() && v.rtype.kind == "Namespace");
     } else {
         if args.args.is_empty() {
@@ -218,7 +227,7 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     if args.wait && !pending.is_empty() {
         let all = async {
             for (v, uid) in &pending {
-                wait_gone(ctx, v, uid).await?;
+                wait_gone_noting(ctx, v, uid).await?;
             }
             Ok::<(), CliError>(())
         };
@@ -230,6 +239,9 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
             // Name the first object still present, as kubectl names the one it gave up on.
             for (v, uid) in &pending {
                 if !is_gone(ctx, v, uid).await? {
+                    if is_namespace(v) {
+                        eprintln!("{}", namespace_state(ctx, kinds, &v.name).await?);
+                    }
                     return Err(CliError::msg(format!(
                         "timed out waiting for the condition on {}/{}",
                         v.rtype.qualified_plural(),
@@ -244,6 +256,95 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+fn is_namespace(v: &Victim) -> bool {
+    v.rtype.group.is_empty() && v.rtype.kind == "Namespace"
+}
+
+/// [`wait_gone`], saying once what holds a namespace that takes long.
+async fn wait_gone_noting(ctx: &Ctx, v: &Victim, uid: &str) -> Result<()> {
+    let wait = wait_gone(ctx, v, uid);
+    if !is_namespace(v) {
+        return wait.await;
+    }
+    tokio::pin!(wait);
+    tokio::select! {
+        r = &mut wait => return r,
+        _ = tokio::time::sleep(NAMESPACE_NOTE_AFTER) => {}
+    }
+    let kinds = ctx.kinds().await?;
+    eprintln!("{}", namespace_state(ctx, kinds, &v.name).await?);
+    wait.await
+}
+
+/// The namespace controller's condition types that name what holds a namespace.
+const HOLDING_CONDITIONS: [&str; 5] = [
+    "NamespaceDeletionDiscoveryFailure",
+    "NamespaceDeletionGroupVersionParsingFailure",
+    "NamespaceDeletionContentFailure",
+    "NamespaceContentRemaining",
+    "NamespaceFinalizersRemaining",
+];
+
+/// One line on a terminating namespace: what its controller reports holds it, or, when no
+/// controller has reported, what is still in it.
+async fn namespace_state(ctx: &Ctx, kinds: &crate::kinds::Kinds, name: &str) -> Result<String> {
+    let client = ctx.client()?;
+    let Ok(ns_type) = kinds.lookup("namespaces") else {
+        return Ok(format!("namespace \"{name}\" is terminating"));
+    };
+    let ns = match util::get_object(client, ns_type, "", name).await {
+        Err(e) if e.is_not_found() => return Ok(format!("namespace \"{name}\" is gone")),
+        r => r?,
+    };
+    let reported: Vec<&Value> = ns
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| HOLDING_CONDITIONS.contains(&c["type"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let holding: Vec<&str> = reported
+        .iter()
+        .filter(|c| c["status"] == "True")
+        .filter_map(|c| c["message"].as_str())
+        .collect();
+    let mut fs = rudder_api::meta::spec_finalizers(&ns);
+    fs.extend(rudder_api::meta::finalizers(&ns));
+    let held_by = if fs.is_empty() {
+        String::new()
+    } else {
+        format!("; finalizers: {}", fs.join(", "))
+    };
+    if !holding.is_empty() {
+        return Ok(format!(
+            "namespace \"{name}\" is terminating: {}{held_by}",
+            holding.join("; ")
+        ));
+    }
+    if !reported.is_empty() {
+        return Ok(format!(
+            "namespace \"{name}\" is terminating: its content is gone{held_by}"
+        ));
+    }
+    let mut left = Vec::new();
+    for t in kinds.all().iter().filter(|t| t.namespaced) {
+        let (objs, _) = util::list_all(client, t, name, "", "", 500).await?;
+        if !objs.is_empty() {
+            left.push(format!("{} ({})", t.qualified_plural(), objs.len()));
+        }
+    }
+    let content = if left.is_empty() {
+        "it is empty".to_string()
+    } else {
+        format!("it still holds {}", left.join(", "))
+    };
+    Ok(format!(
+        "namespace \"{name}\" is terminating, and no namespace controller has reported on it (is rudder-controller-manager running?): {content}{held_by}"
+    ))
 }
 
 /// Whether the object is absent, or replaced by one with another uid.

@@ -345,6 +345,8 @@ fn kind_details(t: &ResourceType, o: &Value, mut s: Section, out: &mut String) -
                 if p.is_empty() { "Active".into() } else { p }
             });
             out.push_str(&s.render());
+            // A terminating namespace's controller says there what holds it.
+            conditions(out, o);
         }
         "ConfigMap" => {
             out.push_str(&s.render());

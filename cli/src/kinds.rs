@@ -4,7 +4,6 @@
 //! server serves them; the built-in registry is only a fallback for servers without discovery.
 //! Names resolve to a kind's preferred version; a manifest may use any served version.
 
-use rudder_api::Registry;
 use rudder_client::{Client, ClientError, proto as pb};
 
 use crate::error::{CliError, Result};
@@ -122,22 +121,7 @@ impl Kinds {
 
     /// The kinds compiled into this binary.
     pub fn builtin() -> Self {
-        let resources: Vec<pb::ApiResource> = Registry::builtin()
-            .served()
-            .map(|k| pb::ApiResource {
-                group: k.group.to_string(),
-                version: k.version.to_string(),
-                kind: k.kind.to_string(),
-                plural: k.plural.to_string(),
-                singular: k.singular.to_string(),
-                short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
-                namespaced: k.namespaced,
-                has_status: k.has_status,
-                preferred: k.is_storage(),
-                storage_version: k.storage_version.to_string(),
-            })
-            .collect();
-        Kinds::from_discovery(&resources)
+        Kinds::from_discovery(&rudder_client::api::builtin_discovery().resources)
     }
 
     /// Asks the server; falls back to the built-in kinds only when the server answers but has

@@ -531,54 +531,21 @@ fn up_status_down() {
         agent.display()
     );
     let home = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let health = format!("127.0.0.1:{}", common::free_port());
-    let cm_health = format!("127.0.0.1:{}", common::free_port());
-    let proxy_health = format!("127.0.0.1:{}", common::free_port());
-    let agent_port = common::free_port().to_string();
-    // Its own node names, network and subnet, so that it never touches a local cluster's.
-    let prefix = format!("upt{}", std::process::id());
-    let table = format!("rudder-proxy-{prefix}");
-    let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
-    let up_args = [
-        "up",
-        "--data-dir",
-        "data",
-        "--listen",
-        &listen,
-        "--scheduler-health-addr",
-        &health,
-        "--controller-manager-health-addr",
-        &cm_health,
-        "--proxy-health-addr",
-        &proxy_health,
-        "--proxy-nft-table",
-        &table,
-        "--node-agent-health-port",
-        &agent_port,
-        "--node-prefix",
-        &prefix,
-        "--pod-network",
-        "rudder-cli-test",
-        "--pod-subnet",
-        "10.217.0.0/16",
-        "--service-network",
-        "rudder-cli-test-svc",
-        "--service-cidr",
-        "10.219.0.0/16",
-    ];
+    let cluster = common::LocalCluster::new("cli-test", 217, 219);
     // Stops the cluster and removes the node's containers and the networks even if an
     // assertion fails.
-    let mut cleanup = rudder_testkit::images::DockerCleanup::new();
-    cleanup
-        .label("io.rudder.node", &format!("{prefix}-1"))
-        .network("rudder-cli-test")
-        .network("rudder-cli-test-svc");
-    let _down = common::Down {
-        home: home.path().to_path_buf(),
-        _cleanup: cleanup,
-    };
+    let _down = cluster.guard(home.path());
+    let (listen, health, cm_health, proxy_health, table, prefix) = (
+        cluster.listen.as_str(),
+        cluster.scheduler_health.as_str(),
+        cluster.controller_manager_health.as_str(),
+        cluster.proxy_health.as_str(),
+        cluster.nft_table.as_str(),
+        cluster.prefix.as_str(),
+    );
+    let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
+    let owned = cluster.up_args();
+    let up_args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let up = run(&up_args);
     let out = up.ok().to_string();
     assert!(
@@ -607,7 +574,7 @@ fn up_status_down() {
         .find(|l| l.starts_with("scheduler"))
         .unwrap_or_default();
     assert!(
-        sched_row.contains(" yes ") && sched_row.contains(" ok ") && sched_row.contains(&health),
+        sched_row.contains(" yes ") && sched_row.contains(" ok ") && sched_row.contains(health),
         "{text}"
     );
     let cm_row = text
@@ -615,7 +582,7 @@ fn up_status_down() {
         .find(|l| l.starts_with("controller-manager"))
         .unwrap_or_default();
     assert!(
-        cm_row.contains(" yes ") && cm_row.contains(" ok ") && cm_row.contains(&cm_health),
+        cm_row.contains(" yes ") && cm_row.contains(" ok ") && cm_row.contains(cm_health),
         "the controller-manager joins up and status: {text}"
     );
     let proxy_row = text
@@ -625,12 +592,12 @@ fn up_status_down() {
     assert!(
         proxy_row.contains(" yes ")
             && proxy_row.contains(" ok ")
-            && proxy_row.contains(&proxy_health),
+            && proxy_row.contains(proxy_health),
         "the proxy joins up and status: {text}"
     );
     let nft_table = || {
         std::process::Command::new("nft")
-            .args(["list", "table", "ip", &table])
+            .args(["list", "table", "ip", table])
             .output()
             .expect("nft runs")
     };
@@ -694,5 +661,5 @@ fn up_status_down() {
     let st = run(&["status", "--data-dir", "data"]);
     assert_eq!(st.code, 3, "{}", st.stdout);
     let o = run(&["get", "ns"]);
-    assert!(o.err_line().contains(&listen));
+    assert!(o.err_line().contains(listen));
 }

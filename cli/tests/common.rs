@@ -27,6 +27,17 @@ pub fn apiserver_bin() -> PathBuf {
     p
 }
 
+/// `rudder-controller-manager`, built into the same target directory; missing is a failure.
+pub fn controller_manager_bin() -> PathBuf {
+    let p = apiserver_bin().with_file_name("rudder-controller-manager");
+    assert!(
+        p.is_file(),
+        "rudder-controller-manager is not built at {}: run `cargo build -p rudder-controller-manager` first",
+        p.display()
+    );
+    p
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -117,6 +128,8 @@ pub fn run_rudder(
 /// A running API server with its own data directory, killed on drop.
 pub struct Server {
     child: Child,
+    /// Components started against it (a controller-manager), killed before it.
+    components: Vec<Child>,
     pub addr: String,
     pub dir: tempfile::TempDir,
 }
@@ -137,7 +150,12 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("rudder-apiserver starts");
-        let s = Server { child, addr, dir };
+        let s = Server {
+            child,
+            components: Vec::new(),
+            addr,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let o = s.run(&["version"]);
@@ -158,6 +176,26 @@ impl Server {
 
     pub fn home(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Starts a controller-manager (every controller, no leader election) against the server,
+    /// for what controllers finish, such as a namespace's deletion. Its log is
+    /// `controller-manager.log` in the server's directory.
+    pub fn start_controller_manager(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("controller-manager.log"))
+            .expect("log file");
+        let child = Command::new(controller_manager_bin())
+            .arg("--server")
+            .arg(&self.addr)
+            .arg("--leader-elect=false")
+            .arg("--health-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("rudder-controller-manager starts");
+        self.components.push(child);
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
@@ -182,6 +220,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        for c in &mut self.components {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -256,5 +298,83 @@ pub struct Down {
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = run_rudder(None, &self.home, &["down", "--data-dir", "data"], None, &[]);
+    }
+}
+
+/// A `rudder up` of its own: unique ports, node names, Docker networks, subnets and nftables
+/// table, so tests running at once (and a developer's own cluster) never meet.
+pub struct LocalCluster {
+    pub prefix: String,
+    pub listen: String,
+    pub scheduler_health: String,
+    pub controller_manager_health: String,
+    pub proxy_health: String,
+    pub nft_table: String,
+    pub agent_port: String,
+    pub pod_network: String,
+    pub pod_subnet: String,
+    pub service_network: String,
+    pub service_cidr: String,
+}
+
+impl LocalCluster {
+    /// `name` names the networks (`rudder-<name>`, `rudder-<name>-svc`); pods get
+    /// `10.<pods>.0.0/16`, Services `10.<services>.0.0/16`.
+    pub fn new(name: &str, pods: u8, services: u8) -> LocalCluster {
+        let addr = || format!("127.0.0.1:{}", free_port());
+        let prefix = format!("{name}{}", std::process::id());
+        LocalCluster {
+            nft_table: format!("rudder-proxy-{prefix}"),
+            prefix,
+            listen: addr(),
+            scheduler_health: addr(),
+            controller_manager_health: addr(),
+            proxy_health: addr(),
+            agent_port: free_port().to_string(),
+            pod_network: format!("rudder-{name}"),
+            pod_subnet: format!("10.{pods}.0.0/16"),
+            service_network: format!("rudder-{name}-svc"),
+            service_cidr: format!("10.{services}.0.0/16"),
+        }
+    }
+
+    /// The arguments of `rudder up` for it.
+    pub fn up_args(&self) -> Vec<String> {
+        let pairs = [
+            ("--listen", &self.listen),
+            ("--scheduler-health-addr", &self.scheduler_health),
+            (
+                "--controller-manager-health-addr",
+                &self.controller_manager_health,
+            ),
+            ("--proxy-health-addr", &self.proxy_health),
+            ("--proxy-nft-table", &self.nft_table),
+            ("--node-agent-health-port", &self.agent_port),
+            ("--node-prefix", &self.prefix),
+            ("--pod-network", &self.pod_network),
+            ("--pod-subnet", &self.pod_subnet),
+            ("--service-network", &self.service_network),
+            ("--service-cidr", &self.service_cidr),
+        ];
+        let mut args = vec!["up".to_string(), "--data-dir".into(), "data".into()];
+        for (flag, value) in pairs {
+            args.push(flag.to_string());
+            args.push(value.clone());
+        }
+        args
+    }
+
+    /// Stops the cluster in `home` when dropped and then removes its node's containers and its
+    /// networks, also when the test fails.
+    pub fn guard(&self, home: &Path) -> Down {
+        let mut cleanup = rudder_testkit::images::DockerCleanup::new();
+        cleanup
+            .label("io.rudder.node", &format!("{}-1", self.prefix))
+            .network(&self.pod_network)
+            .network(&self.service_network);
+        Down {
+            home: home.to_path_buf(),
+            _cleanup: cleanup,
+        }
     }
 }

@@ -361,10 +361,12 @@ fn get_output_formats_sorting_and_label_columns() {
 }
 
 /// `delete -f` of a directory holding a namespace and objects in it: the namespace goes last,
-/// so the objects are reported deleted rather than NotFound (as the README's tour does it).
+/// so the objects are reported deleted rather than NotFound (as the README's tour does it). The
+/// wait for the namespace ends once the controller-manager's namespace controller emptied it.
 #[test]
 fn delete_of_files_deletes_namespaces_last() {
-    let s = Server::start();
+    let mut s = Server::start();
+    s.start_controller_manager();
     let ns = s.file(
         "00-namespace.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: tour\n",
@@ -378,4 +380,83 @@ fn delete_of_files_deletes_namespaces_last() {
         s.run(&["delete", "-f", &ns, "-f", &cm]).ok(),
         "configmap \"web\" deleted\nnamespace \"tour\" deleted\n"
     );
+}
+
+/// Without a controller-manager nothing empties a deleted namespace: the wait says it is
+/// terminating and what is still in it, and `--timeout` ends it naming the namespace.
+#[test]
+fn deleting_a_namespace_without_a_controller_says_what_holds_it() {
+    let s = Server::start();
+    s.run(&["create", "namespace", "stays"]).ok();
+    s.run(&["create", "configmap", "cfg", "-n", "stays"]).ok();
+    let out = s.run(&["delete", "namespace", "stays", "--timeout=7s"]);
+    assert_eq!(out.stdout, "namespace \"stays\" deleted\n");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let note = "namespace \"stays\" is terminating, and no namespace controller has reported on it (is rudder-controller-manager running?): it still holds configmaps (1); finalizers: kubernetes";
+    assert_eq!(
+        lines,
+        [
+            note,
+            note,
+            "error: timed out waiting for the condition on namespaces/stays"
+        ],
+        "{}",
+        out.stderr
+    );
+    assert!(
+        s.run(&["get", "namespace", "stays"])
+            .ok()
+            .contains("Terminating"),
+        "still terminating"
+    );
+}
+
+/// With a controller-manager, a namespace held by a finalizer on its content: the wait names
+/// what the namespace controller reports, and `describe` shows its conditions.
+#[test]
+fn deleting_a_namespace_held_by_a_finalizer_names_it() {
+    let mut s = Server::start();
+    s.start_controller_manager();
+    s.run(&["create", "namespace", "held"]).ok();
+    let cm = s.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  namespace: held\n  finalizers: [example.com/x]\n",
+    );
+    s.run(&["apply", "-f", &cm]).ok();
+    let out = s.run(&["delete", "namespace", "held", "--timeout=7s"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let note = "namespace \"held\" is terminating: Some resources are remaining: configmaps. has 1 resource instances; Some content in the namespace has finalizers remaining: example.com/x in 1 resource instances; finalizers: kubernetes";
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        [
+            note,
+            note,
+            "error: timed out waiting for the condition on namespaces/held"
+        ],
+        "{}",
+        out.stderr
+    );
+    let d = s.run(&["describe", "namespace", "held"]).ok().to_string();
+    assert!(d.contains("Status:") && d.contains("Terminating"), "{d}");
+    assert!(
+        d.contains("NamespaceFinalizersRemaining")
+            && d.contains("SomeFinalizersRemain")
+            && d.contains("example.com/x in 1 resource instances"),
+        "{d}"
+    );
+    s.run(&[
+        "patch",
+        "cm",
+        "keep",
+        "-n",
+        "held",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .ok();
+    s.run(&["wait", "--for=delete", "namespace/held", "--timeout=30s"])
+        .ok();
 }

@@ -18,53 +18,13 @@ fn logs_exec_top_and_port_forward_reach_a_running_pod() {
     common::apiserver_bin();
     let image = rudder_testkit::images::busybox();
     let home = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let (sched, agent) = (free_port().to_string(), free_port().to_string());
-    let cm_addr = format!("127.0.0.1:{}", free_port());
-    let proxy_addr = format!("127.0.0.1:{}", free_port());
-    let prefix = format!("cpods{}", std::process::id());
-    let mut cleanup = rudder_testkit::images::DockerCleanup::new();
-    cleanup
-        .label("io.rudder.node", &format!("{prefix}-1"))
-        .network("rudder-cli-pods")
-        .network("rudder-cli-pods-svc");
-    let _down = common::Down {
-        home: home.path().to_path_buf(),
-        _cleanup: cleanup,
-    };
+    let cluster = common::LocalCluster::new("cli-pods", 218, 220);
+    let _down = cluster.guard(home.path());
+    let prefix = &cluster.prefix;
     let run = |args: &[&str], stdin: Option<&str>| run_rudder(None, home.path(), args, stdin, &[]);
-    let sched_addr = format!("127.0.0.1:{sched}");
-    run(
-        &[
-            "up",
-            "--data-dir",
-            "data",
-            "--listen",
-            &listen,
-            "--scheduler-health-addr",
-            &sched_addr,
-            "--controller-manager-health-addr",
-            &cm_addr,
-            "--proxy-health-addr",
-            &proxy_addr,
-            "--proxy-nft-table",
-            &format!("rudder-proxy-{prefix}"),
-            "--node-agent-health-port",
-            &agent,
-            "--node-prefix",
-            &prefix,
-            "--pod-network",
-            "rudder-cli-pods",
-            "--pod-subnet",
-            "10.218.0.0/16",
-            "--service-network",
-            "rudder-cli-pods-svc",
-            "--service-cidr",
-            "10.220.0.0/16",
-        ],
-        None,
-    )
-    .ok();
+    let args = cluster.up_args();
+    let up: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&up, None).ok();
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo ready to serve; echo page > /index.html; httpd -f -p 8080\"]\n"
     );

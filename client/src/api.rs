@@ -90,6 +90,12 @@ pub trait Api: Send + Sync + 'static {
     /// and the `PodScheduled` condition; `Conflict` if the pod is already bound or being
     /// deleted, or if `uid` is given and differs.
     fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object>;
+    /// Sets a Namespace's `spec.finalizers` (the `namespaces/finalize` subresource); only that
+    /// field of the object is read, a `metadata.resourceVersion` in it is a precondition. A
+    /// terminating namespace left without finalizers and content is removed.
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object>;
+    /// Discovery: every served kind, one entry per served version.
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse>;
 }
 
 impl Api for Client {
@@ -132,6 +138,14 @@ impl Api for Client {
     fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
         Box::pin(Client::bind(self, req))
     }
+
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        Box::pin(Client::finalize(self, req))
+    }
+
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
+        Box::pin(Client::api_resources(self))
+    }
 }
 
 /// Decodes an object's JSON, reporting a server that sent something unparsable.
@@ -142,4 +156,25 @@ pub fn decode_json(obj: &pb::Object) -> Result<serde_json::Value, ClientError> {
             obj.kind, obj.namespace, obj.name
         ))
     })
+}
+
+/// Discovery of the built-in kinds, as the server answers it: every served version of every
+/// kind, the storage version preferred (what the fake serves, and the CLI's fallback).
+pub fn builtin_discovery() -> pb::DiscoveryResponse {
+    let resources = rudder_api::Registry::builtin()
+        .served()
+        .map(|k| pb::ApiResource {
+            group: k.group.to_string(),
+            version: k.version.to_string(),
+            kind: k.kind.to_string(),
+            plural: k.plural.to_string(),
+            singular: k.singular.to_string(),
+            short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
+            namespaced: k.namespaced,
+            has_status: k.has_status,
+            preferred: k.is_storage(),
+            storage_version: k.storage_version.to_string(),
+        })
+        .collect();
+    pb::DiscoveryResponse { resources }
 }

@@ -408,6 +408,15 @@ impl Client {
         .await
     }
 
+    /// Sets a Namespace's `spec.finalizers` (the `namespaces/finalize` subresource).
+    pub async fn finalize(&self, req: pb::UpdateRequest) -> Result<pb::Object, ClientError> {
+        self.with_failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::resources(ch).finalize(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     pub async fn bind(&self, req: pb::BindRequest) -> Result<pb::Object, ClientError> {
         self.with_failover(|ch| {
             let req = req.clone();

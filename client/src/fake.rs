@@ -36,9 +36,11 @@
 //! Namespaces: by default any namespace exists, so tests need not create them. With
 //! [`FakeBuilder::require_namespaces`] the fake bootstraps `default`, `kube-system` and
 //! `kube-public`, `kube-node-lease` as the server does and refuses creates into a missing namespace (`NotFound`).
-//! In either mode a terminating namespace refuses new content (`Forbidden`), and deleting a
-//! namespace deletes its content first, the namespace going once it is empty, as the server
-//! does.
+//! In either mode, as the server: a namespace gets `spec.finalizers: ["kubernetes"]` at create
+//! and keeps it through updates (only `finalize` changes it); deleting one marks it
+//! `Terminating` and touches nothing in it; a terminating namespace refuses new content
+//! (`Forbidden`) and goes once it has no finalizers of either kind and no content. Nobody
+//! deletes the content unless a namespace controller runs against the fake.
 //!
 //! Test controls: [`FakeApi::fail_next`] / [`FakeApi::delay_next`] / [`FakeApi::hang`] inject
 //! faults for every caller; [`FakeApi::client`] gives a per-caller handle whose faults affect
@@ -85,11 +87,14 @@ pub enum Op {
     Patch,
     Delete,
     Bind,
+    Finalize,
+    /// `api_resources`.
+    Discovery,
 }
 
 impl Op {
     /// Every operation, for faults that cut a caller off entirely.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 11] = [
         Op::Get,
         Op::List,
         Op::Watch,
@@ -99,6 +104,8 @@ impl Op {
         Op::Patch,
         Op::Delete,
         Op::Bind,
+        Op::Finalize,
+        Op::Discovery,
     ];
 }
 
@@ -386,8 +393,21 @@ impl FakeApi {
                 Write::UpdateStatus(r) => st.update(r, true),
                 Write::Patch(r) => st.patch(r),
                 Write::Bind(r) => st.bind(r),
+                Write::Finalize(r) => st.finalize(r),
             }
         })
+    }
+
+    /// Discovery from the built-in registry, as the server answers it.
+    pub(crate) fn dispatch_discovery<'a>(
+        &'a self,
+        caller: Option<&'a Faults>,
+    ) -> ApiFuture<'a, pb::DiscoveryResponse> {
+        self.call(
+            Op::Discovery,
+            caller,
+            || Ok(crate::api::builtin_discovery()),
+        )
     }
 
     pub(crate) fn dispatch_delete<'a>(
@@ -406,6 +426,7 @@ pub(crate) enum Write {
     UpdateStatus(pb::UpdateRequest),
     Patch(pb::PatchRequest),
     Bind(pb::BindRequest),
+    Finalize(pb::UpdateRequest),
 }
 
 /// RFC 7386 JSON merge patch.
@@ -466,5 +487,13 @@ impl Api for FakeApi {
 
     fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
         self.dispatch_write(Op::Bind, Write::Bind(req), None)
+    }
+
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        self.dispatch_write(Op::Finalize, Write::Finalize(req), None)
+    }
+
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
+        self.dispatch_discovery(None)
     }
 }

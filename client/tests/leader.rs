@@ -306,6 +306,12 @@ impl Api for Faulty {
     fn bind(&self, req: pb::BindRequest) -> ApiFuture<'_, pb::Object> {
         self.inner.bind(req)
     }
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        self.inner.finalize(req)
+    }
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
+        self.inner.api_resources()
+    }
 }
 
 /// One term of guarded work: when it started and ended (on tokio's paused clock) and the wall

@@ -40,6 +40,8 @@ pub struct Config {
     pub host: String,
     /// `None`: run without election (a single replica).
     pub leader: Option<LeaderConfig>,
+    /// `--max-endpoints-per-slice`: the EndpointSlice controller's slice size.
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             workers: 5,
             host: String::new(),
             leader: None,
+            max_endpoints_per_slice: controllers::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
         }
     }
 }
@@ -78,6 +81,7 @@ pub async fn run(
         informers,
         workers: cfg.workers.max(1),
         host: cfg.host.clone(),
+        max_endpoints_per_slice: cfg.max_endpoints_per_slice,
     };
     match cfg.leader {
         None => runner::run_all(env, &chosen, cancel).await,

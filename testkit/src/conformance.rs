@@ -11,6 +11,7 @@
 //! case name, so each case becomes its own test per backend and a new case cannot be forgotten
 //! by one of them (see `testkit/tests/conformance.rs`).
 
+mod namespaces;
 mod pods;
 mod watch;
 mod writes;
@@ -24,6 +25,7 @@ use rudder_client::proto as pb;
 use rudder_client::{Api, ClientError, WatchEvent, WatchStream};
 use serde_json::{Value, json};
 
+pub use namespaces::*;
 pub use pods::*;
 pub use watch::*;
 pub use writes::*;
@@ -58,7 +60,9 @@ macro_rules! for_each_case {
         $m!(bind_assigns_a_node_once);
         $m!(pod_field_selectors);
         $m!(namespaces_must_exist);
-        $m!(deleting_a_namespace_deletes_its_content_first);
+        $m!(namespaces_carry_the_kubernetes_finalizer);
+        $m!(deleting_a_namespace_marks_it_terminating_and_nothing_else);
+        $m!(a_namespace_goes_once_both_finalizer_lists_and_its_content_are_empty);
         $m!(watch_from_a_version_replays_without_gap_or_duplicate);
         $m!(watch_from_zero_starts_with_the_current_objects);
         $m!(watch_selector_turns_entering_and_leaving_into_added_and_deleted);

@@ -25,6 +25,16 @@ impl Validate for Namespace {
             phase,
             &["Active", "Terminating"],
         );
+        let finalizers = self.spec.as_ref().and_then(|s| s.finalizers.as_ref());
+        for (i, f) in finalizers.into_iter().flatten().enumerate() {
+            if validate_key(f).is_err() {
+                errs.push(FieldError::invalid(
+                    Path::new("spec").child("finalizers").index(i),
+                    f.as_str(),
+                    "name is neither a standard finalizer name nor is it fully qualified",
+                ));
+            }
+        }
         errs
     }
 }
@@ -294,6 +304,17 @@ mod tests {
     use super::*;
     use crate::validation::helpers::validate_json as errs;
     use serde_json::{Value, json};
+
+    #[test]
+    fn namespace_finalizers_are_qualified_names() {
+        let ns = json!({"metadata": {}, "spec": {"finalizers": ["kubernetes", "example.com/x", "no/pe/x"]}});
+        assert_eq!(
+            errs::<Namespace>(ns, None),
+            vec![
+                "spec.finalizers[2]: Invalid value: \"no/pe/x\": name is neither a standard finalizer name nor is it fully qualified"
+            ]
+        );
+    }
 
     #[test]
     fn nodes_and_leases() {

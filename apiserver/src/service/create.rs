@@ -61,6 +61,7 @@ impl Api {
             }
         }
         reset_status_on_create(info.kind, info.has_status, &mut obj);
+        super::namespace::require_finalizer(&info, &mut obj);
 
         let given_name = meta::name(&obj).to_string();
         let generate = meta::str_field(&obj, "generateName").to_string();

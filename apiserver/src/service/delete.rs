@@ -5,9 +5,10 @@
 //! - A pod bound to a node is deleted gracefully: it gets `deletionTimestamp` (now + grace) and
 //!   `deletionGracePeriodSeconds`, and its node agent removes it once the containers stopped. A
 //!   pod not on a node, or deleted with grace period 0, goes at once.
-//! - A namespace is marked `Terminating`; everything in it is deleted (under the same rules), and
-//!   the namespace disappears once it is empty. Until the controller-manager lands, the API server
-//!   finishes namespace deletion itself whenever the last object in it goes.
+//! - A namespace is held by its `spec.finalizers` (the namespace controller's `kubernetes`) as
+//!   by metadata finalizers, and by any content: it gets `deletionTimestamp` and
+//!   `status.phase: Terminating`, and nothing in it is touched here. The namespace controller
+//!   deletes the content and then finalizes it; see [`super::namespace`].
 //! - Propagation: Background (the default) deletes the object and leaves its dependents to the
 //!   garbage collector; Orphan and Foreground add Kubernetes' `orphan` / `foregroundDeletion`
 //!   finalizer, which the garbage collector removes once it has released the dependents (Orphan)
@@ -20,9 +21,9 @@ use rudder_api::registry::KindInfo;
 use rudder_proto as pb;
 use serde_json::{Value, json};
 
-use super::{Api, Identity, SYSTEM_NAMESPACES, UPDATE_RETRIES, dry_run, kind_key};
+use super::{Api, Identity, SYSTEM_NAMESPACES, UPDATE_RETRIES, dry_run, namespace};
 use crate::error::ApiError;
-use crate::state::{Command, Expect, NAMESPACE_KIND, ObjKey};
+use crate::state::{Command, Expect, ObjKey};
 
 impl Api {
     pub async fn delete(
@@ -58,24 +59,8 @@ impl Api {
                 dry_run(&req.options),
             )
             .await?;
-        if !dry_run(&req.options) {
-            if info.kind == "Namespace" && info.group.is_empty() && !res.deleted {
-                self.terminate_namespace(&key.name).await?;
-                // It may be gone now; report what is stored.
-                if let Some(o) = self.store.get(&key) {
-                    return Ok(pb::DeleteResponse {
-                        object: Some(self.to_pb(&info, &key, &o)),
-                        deleted: false,
-                    });
-                }
-                return Ok(pb::DeleteResponse {
-                    object: res.object,
-                    deleted: true,
-                });
-            }
-            if res.deleted {
-                self.after_delete(&key).await;
-            }
+        if !dry_run(&req.options) && res.deleted {
+            self.after_delete(&key).await;
         }
         Ok(res)
     }
@@ -134,9 +119,12 @@ impl Api {
             } else {
                 0
             };
-            let is_ns = info.kind == "Namespace" && info.group.is_empty();
-            let ns_busy = is_ns && self.store.snapshot().namespace_has_content(&key.name);
-            let hold = !finalizers.is_empty() || pod_grace > 0 || ns_busy;
+            let is_ns = namespace::is_namespace(info);
+            // A namespace waits for its controller's token and for its content to go.
+            let ns_held = is_ns
+                && (!meta::spec_finalizers(&obj).is_empty()
+                    || self.store.snapshot().namespace_has_content(&key.name));
+            let hold = !finalizers.is_empty() || pod_grace > 0 || ns_held;
             if hold && old.deleting {
                 // Already terminating: a second delete only reports the state.
                 return Ok(pb::DeleteResponse {
@@ -157,11 +145,12 @@ impl Api {
                     );
                     m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
                 }
-                if is_ns {
-                    // A namespace with content terminates first; it is removed once empty.
-                    if let Some(root) = obj.as_object_mut() {
-                        root.insert("status".into(), json!({"phase": "Terminating"}));
+                if is_ns && let Some(root) = obj.as_object_mut() {
+                    let status = root.entry("status").or_insert_with(|| json!({}));
+                    if !status.is_object() {
+                        *status = json!({});
                     }
+                    status["phase"] = json!("Terminating");
                 }
                 self.put_command(info, key.clone(), Expect::Version(old.rv), obj)?
             } else {
@@ -193,83 +182,5 @@ impl Api {
             }
         }
         Err(ApiError::modified(info, &key.name))
-    }
-
-    /// Deletes everything in a terminating namespace, then the namespace once it is empty.
-    async fn terminate_namespace(&self, ns: &str) -> Result<(), ApiError> {
-        let kinds: Vec<Arc<KindInfo>> = self
-            .registry
-            .kinds()
-            .filter(|k| k.namespaced)
-            .cloned()
-            .collect();
-        for info in kinds {
-            let keys: Vec<ObjKey> = {
-                let snapshot = self.store.snapshot();
-                snapshot
-                    .range(&kind_key(&info), ns, None)
-                    .filter(|(_, o)| !o.deleting)
-                    .map(|((n, name), _)| ObjKey {
-                        kind: kind_key(&info),
-                        namespace: n.clone(),
-                        name: name.clone(),
-                    })
-                    .collect()
-            };
-            for key in keys {
-                match self
-                    .delete_object(&info, &key, ("", 0), None, None, false)
-                    .await
-                {
-                    Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        self.finish_namespace(ns).await;
-        Ok(())
-    }
-
-    /// After an object is gone: if its namespace is terminating and now empty, remove it.
-    pub(crate) async fn after_delete(&self, key: &ObjKey) {
-        if !key.namespace.is_empty() {
-            self.finish_namespace(&key.namespace).await;
-        }
-    }
-
-    async fn finish_namespace(&self, ns: &str) {
-        let ns_key = ObjKey {
-            kind: Arc::from(NAMESPACE_KIND),
-            namespace: String::new(),
-            name: ns.to_string(),
-        };
-        let Some(obj) = self.store.get(&ns_key) else {
-            return;
-        };
-        if !obj.deleting || self.store.snapshot().namespace_has_content(ns) {
-            return;
-        }
-        let Ok(value) = Self::parse_stored(&obj) else {
-            return;
-        };
-        if !meta::finalizers(&value).is_empty() {
-            return;
-        }
-        let Ok(info) = self.registry.by_api_version_kind("v1", "Namespace") else {
-            return;
-        };
-        // Losing a race here is fine: whoever changed the namespace will come back through here.
-        if let Err(e) = self
-            .propose(
-                info,
-                Command::Delete {
-                    key: ns_key,
-                    expect: Expect::Version(obj.rv),
-                },
-            )
-            .await
-        {
-            tracing::debug!(namespace = ns, error = %e, "namespace removal deferred");
-        }
     }
 }

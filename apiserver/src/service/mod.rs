@@ -17,6 +17,7 @@ mod create;
 mod delete;
 mod events;
 mod list;
+mod namespace;
 mod update;
 
 use std::sync::Arc;

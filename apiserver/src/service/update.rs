@@ -9,7 +9,8 @@
 //!   when anything other than metadata and status changes.
 //! - A write that changes nothing is not stored: the stored object is returned as it is, with its
 //!   version unchanged.
-//! - Removing the last finalizer of an object being deleted deletes it.
+//! - Removing the last finalizer of an object being deleted deletes it (a namespace also needs
+//!   its `spec.finalizers` empty and no content; only `finalize` changes those finalizers).
 
 use std::sync::Arc;
 
@@ -80,8 +81,13 @@ impl Api {
         let key = self.key(&info, &ns, &name);
         let client_rv = meta::resource_version(&obj);
         let dry = dry_run(&req.options);
-        self.guaranteed_update(&info, &key, client_rv, status, dry, |_, _| Ok(obj.clone()))
-            .await
+        let info_c = info.clone();
+        self.guaranteed_update(&info, &key, client_rv, status, dry, move |_, old| {
+            let mut new = obj.clone();
+            super::namespace::keep_spec_finalizers(&info_c, old, &mut new);
+            Ok(new)
+        })
+        .await
     }
 
     /// Applies a JSON merge patch or JSON patch to the stored object, then updates as above.
@@ -141,6 +147,7 @@ impl Api {
                 })?,
                 None => json_patch::merge(&mut doc, &patch),
             }
+            super::namespace::keep_spec_finalizers(&info_c, old, &mut doc);
             Ok(doc)
         })
         .await
@@ -258,7 +265,7 @@ impl Api {
             let Some(new_v) = self.prepare_update(&storage, key, &old_v, requested, status)? else {
                 return Ok(self.to_pb(info, key, &old));
             };
-            let cmd = if old.deleting && meta::finalizers(&new_v).is_empty() {
+            let cmd = if old.deleting && self.removable(&storage, key, &new_v) {
                 Command::Delete {
                     key: key.clone(),
                     expect: Expect::Version(old.rv),

@@ -1,6 +1,7 @@
 //! Deletion on the fake, as the server's `service/delete.rs`: preconditions, finalizers,
 //! graceful pod deletion, the Orphan/Foreground propagation finalizers and namespace termination
-//! (content first, the namespace once empty).
+//! (marked `Terminating`; its content is the namespace controller's, and it goes once it has no
+//! finalizers of either kind and no content).
 
 use rudder_api::meta;
 use rudder_proto as pb;
@@ -17,8 +18,7 @@ impl State {
         let propagation = meta::propagation_finalizer(&req.propagation_policy)
             .map_err(ClientError::BadRequest)?;
         let key = (k.key.clone(), k.object_ns(&req.namespace), req.name.clone());
-        let is_ns = k.is("v1", "Namespace");
-        if is_ns && SYSTEM_NAMESPACES.contains(&req.name.as_str()) {
+        if k.is("v1", "Namespace") && SYSTEM_NAMESPACES.contains(&req.name.as_str()) {
             return Err(ClientError::Forbidden(format!(
                 "namespaces \"{}\" is forbidden: this namespace may not be deleted",
                 req.name
@@ -32,17 +32,6 @@ impl State {
             req.grace_period_seconds,
             propagation,
         )?;
-        if is_ns && !res.deleted {
-            self.terminate_namespace(&key.2);
-            // It may be gone now; report what is stored.
-            if let Some(o) = self.objects.get(&key) {
-                return Ok(deleted(o.clone(), false));
-            }
-            return Ok(pb::DeleteResponse {
-                object: res.object,
-                deleted: true,
-            });
-        }
         if res.deleted {
             self.after_delete(&key.1);
         }
@@ -86,13 +75,15 @@ impl State {
             0
         };
         let is_ns = k.is("v1", "Namespace");
-        let ns_busy = is_ns && self.namespace_has_content(&key.2);
+        // A namespace waits for its controller's token and for its content to go.
+        let ns_held =
+            is_ns && (!meta::spec_finalizers(&v).is_empty() || self.namespace_has_content(&key.2));
         if let Some(f) = propagation
             && !meta::is_deleting(&v)
         {
             meta::add_finalizer(&mut v, f);
         }
-        let hold = !meta::finalizers(&v).is_empty() || pod_grace > 0 || ns_busy;
+        let hold = !meta::finalizers(&v).is_empty() || pod_grace > 0 || ns_held;
         if hold && meta::is_deleting(&v) {
             // Already terminating: a second delete only reports the state.
             return Ok(deleted(old, false));
@@ -108,35 +99,17 @@ impl State {
         m.insert("deletionTimestamp".into(), Value::String(format_time(at)));
         m.insert("deletionGracePeriodSeconds".into(), json!(pod_grace));
         if is_ns && let Value::Object(root) = &mut v {
-            root.insert("status".into(), json!({"phase": "Terminating"}));
+            let status = root.entry("status").or_insert_with(|| json!({}));
+            if !status.is_object() {
+                *status = json!({});
+            }
+            status["phase"] = json!("Terminating");
         }
         Ok(deleted(self.commit(key.clone(), v, false), false))
     }
 
     fn namespace_has_content(&self, ns: &str) -> bool {
         self.objects.keys().any(|k| k.1 == ns)
-    }
-
-    /// Deletes everything in a terminating namespace, then the namespace once it is empty.
-    fn terminate_namespace(&mut self, ns: &str) {
-        let keys: Vec<ObjKey> = self
-            .objects
-            .iter()
-            .filter(|(k, o)| k.1 == ns && !parse(&o.json).is_ok_and(|v| meta::is_deleting(&v)))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            let (api_version, kind) = key.0.rsplit_once('/').unwrap_or(("", key.0.as_str()));
-            let kind_ref = Some(pb::KindRef {
-                api_version: api_version.into(),
-                kind: kind.into(),
-            });
-            if let Ok(k) = KindMeta::resolve(&kind_ref) {
-                // A failure here is an object that changed meanwhile; the server skips it too.
-                let _ = self.delete_object(&k, &key, "", 0, None, None);
-            }
-        }
-        self.finish_namespace(ns);
     }
 
     /// After an object is gone: a terminating namespace that is now empty goes too.
@@ -151,11 +124,23 @@ impl State {
         let Some(Ok(v)) = self.objects.get(&key).map(|o| parse(&o.json)) else {
             return;
         };
-        if meta::is_deleting(&v)
-            && meta::finalizers(&v).is_empty()
-            && !self.namespace_has_content(ns)
-        {
+        let ns_kind = Some(pb::KindRef {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+        });
+        let Ok(k) = KindMeta::resolve(&ns_kind) else {
+            return;
+        };
+        if meta::is_deleting(&v) && self.removable(&k, &key, &v) {
             self.commit(key, v, true);
         }
+    }
+
+    /// Whether an object being deleted may now be removed: no finalizers left, and for a
+    /// namespace no `spec.finalizers` and no content either.
+    pub(super) fn removable(&self, k: &KindMeta, key: &ObjKey, v: &Value) -> bool {
+        meta::finalizers(v).is_empty()
+            && (!k.is("v1", "Namespace")
+                || (meta::spec_finalizers(v).is_empty() && !self.namespace_has_content(&key.2)))
     }
 }

@@ -273,4 +273,14 @@ impl Api for FakeClient {
         let f = Some(&self.faults);
         self.fake.dispatch_write(Op::Bind, Write::Bind(req), f)
     }
+
+    fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
+        let f = Some(&self.faults);
+        self.fake
+            .dispatch_write(Op::Finalize, Write::Finalize(req), f)
+    }
+
+    fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
+        self.fake.dispatch_discovery(Some(&self.faults))
+    }
 }

@@ -345,6 +345,9 @@ impl State {
             }
         }
         reset_status_on_create(&k, &mut v);
+        if k.is("v1", "Namespace") {
+            meta::require_namespace_finalizer(&mut v);
+        }
         let given = meta::name(&v).to_string();
         let generate = meta::str_field(&v, "generateName").to_string();
         if given.is_empty() && generate.is_empty() {
@@ -400,7 +403,45 @@ impl State {
         let ns = k.body_ns(&obj, &req.namespace)?;
         let key = (k.key.clone(), ns, name);
         let client_rv = meta::resource_version(&obj);
-        self.guaranteed_update(&k, key, client_rv, status, |_| Ok(obj))
+        let is_ns = k.is("v1", "Namespace");
+        self.guaranteed_update(&k, key, client_rv, status, |old| {
+            let mut new = obj;
+            if is_ns {
+                keep_spec_finalizers(old, &mut new);
+            }
+            Ok(new)
+        })
+    }
+
+    /// A namespace's `spec.finalizers` from the request's object, nothing else (the server's
+    /// `finalize`).
+    pub fn finalize(&mut self, req: pb::UpdateRequest) -> Result<pb::Object, ClientError> {
+        let kind = req.kind.clone().or_else(|| {
+            Some(pb::KindRef {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+            })
+        });
+        let k = KindMeta::resolve(&kind)?;
+        let body = k.parse_body(&req.json)?;
+        let name = meta::name(&body).to_string();
+        if !k.is("v1", "Namespace") {
+            return Err(ClientError::NotFound(format!(
+                "{}/finalize \"{name}\" not found",
+                k.plural
+            )));
+        }
+        if name.is_empty() {
+            return Err(ClientError::Invalid("metadata.name: Required value".into()));
+        }
+        let wanted = body.pointer("/spec/finalizers").cloned();
+        let key = (k.key.clone(), String::new(), name);
+        let client_rv = meta::resource_version(&body);
+        self.guaranteed_update(&k, key, client_rv, false, |old| {
+            let mut new = old.clone();
+            meta::set_spec_finalizers(&mut new, wanted);
+            Ok(new)
+        })
     }
 
     pub fn patch(&mut self, req: pb::PatchRequest) -> Result<pb::Object, ClientError> {
@@ -424,9 +465,13 @@ impl State {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        let is_ns = k.is("v1", "Namespace");
         self.guaranteed_update(&k, key, client_rv, req.status, |old| {
             let mut doc = old.clone();
             merge_patch(&mut doc, &patch);
+            if is_ns {
+                keep_spec_finalizers(old, &mut doc);
+            }
             Ok(doc)
         })
     }
@@ -455,7 +500,7 @@ impl State {
         let Some(new_v) = prepare_update(k, &key, &old_v, requested, status)? else {
             return Ok(old);
         };
-        if meta::is_deleting(&old_v) && meta::finalizers(&new_v).is_empty() {
+        if meta::is_deleting(&old_v) && self.removable(k, &key, &new_v) {
             // As the server: the object goes as it was stored, finalizers and all.
             let gone = self.commit(key.clone(), old_v, true);
             self.after_delete(&key.1);
@@ -577,6 +622,11 @@ fn prepare_update(
         return Ok(None);
     }
     Ok(Some(new))
+}
+
+/// On an update or patch `spec.finalizers` stays as stored.
+fn keep_spec_finalizers(old: &Value, new: &mut Value) {
+    meta::set_spec_finalizers(new, old.pointer("/spec/finalizers").cloned());
 }
 
 /// Status is not the client's to set on create, except on Nodes, whose agent reports it.

@@ -4,9 +4,13 @@ pub mod configrollout;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod job;
+pub mod namespace;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
 
@@ -25,5 +29,9 @@ pub fn all() -> Vec<Descriptor> {
         ttlafterfinished::DESCRIPTOR,
         cronjob::DESCRIPTOR,
         garbagecollector::DESCRIPTOR,
+        namespace::DESCRIPTOR,
+        serviceaccount::DESCRIPTOR,
+        endpointslice::DESCRIPTOR,
+        endpoints::DESCRIPTOR,
     ]
 }

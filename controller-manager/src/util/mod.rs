@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod cron;
+pub mod endpoints;
 pub mod hash;
 pub mod intervals;
 pub mod intstr;

@@ -17,6 +17,7 @@
 
 mod errors;
 mod exec;
+mod hairpin;
 mod io;
 mod pause;
 mod spec;
@@ -305,7 +306,28 @@ impl DockerRuntime {
         if let Some(content) = spec::resolv_conf(spec) {
             self.write_resolv_conf(&created.id, &content).await;
         }
+        self.enable_hairpin(&created.id).await;
         Ok(created.id)
+    }
+
+    /// Lets the pod reach itself through a Service (see [`hairpin`]); a failure is logged, the
+    /// pod runs on.
+    async fn enable_hairpin(&self, sandbox_id: &str) {
+        let pid = match self.inspect_raw(sandbox_id).await {
+            Ok(r) => r.state.and_then(|s| s.pid).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(sandbox = sandbox_id, error = %e, "cannot inspect the sandbox for hairpin mode");
+                return;
+            }
+        };
+        match hairpin::enable(pid) {
+            Ok(port) => tracing::debug!(sandbox = sandbox_id, port, "hairpin mode on"),
+            Err(e) => tracing::warn!(
+                sandbox = sandbox_id,
+                error = %e,
+                "cannot turn hairpin mode on; the pod cannot reach itself through a Service"
+            ),
+        }
     }
 
     /// Rewrites the sandbox's resolv.conf in place (its containers bind-mount the same file).
