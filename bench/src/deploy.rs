@@ -11,14 +11,12 @@
 //! so a controller that stops shows as a count, not a hang.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use rudder_client::clock::RealClock;
+use rudder_client::Client;
 use rudder_client::proto as pb;
-use rudder_client::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::measure::{CpuProbe, CpuUse, closed_loop};
@@ -218,41 +216,10 @@ async fn scenario(
     apiserver_bin: &Path,
     a: &DeployArgs,
 ) -> anyhow::Result<DeployFigures> {
-    let c = Client::new(std::slice::from_ref(&server.addr))?;
-    {
-        let first = c.clone();
-        procs::wait_ready(server, Duration::from_secs(20), move || {
-            let c = first.clone();
-            async move {
-                c.health().await?;
-                Ok(())
-            }
-        })
-        .await?;
-    }
-    let names: Vec<String> = (1..=a.nodes).map(|i| format!("sim-{i:03}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let api: Arc<dyn Api> = Arc::new(c.clone());
-    let _sim = rudder_testkit::NodeSim::start(api, RealClock::shared(), &refs)
-        .await
-        .context("registering simulated nodes")?;
-    let sched = procs::Component::start(
-        "rudder-scheduler",
-        &apiserver_bin.with_file_name("rudder-scheduler"),
-        &server.addr,
-        &["--leader-elect", "false"],
-    )?;
-    let cm = procs::Component::start(
-        "rudder-controller-manager",
-        &apiserver_bin.with_file_name("rudder-controller-manager"),
-        &server.addr,
-        &[
-            "--leader-elect",
-            "false",
-            "--controllers",
-            "replicaset,deployment",
-        ],
-    )?;
+    let cluster =
+        procs::sim_cluster(server, apiserver_bin, a.nodes, "replicaset,deployment").await?;
+    let c = cluster.client.clone();
+    let (sched, cm) = (&cluster.scheduler, &cluster.controllers);
     let deadline = Duration::from_secs(a.deadline);
     // Warm-up: a one-replica Deployment all the way to available, so every component listed
     // and runs before anything is timed.

@@ -12,8 +12,11 @@
 //! - [`sched`]: the `scheduler` subcommand, pods bound per second by the real scheduler.
 //! - [`pods`]: the `pods` subcommand, pod start latency through the node agent beside the
 //!   engine alone.
+//! - [`endpoints`]: the `endpoints` subcommand, a pod's readiness change to its EndpointSlice
+//!   beside the change reaching a pod watcher.
 
 pub mod deploy;
+pub mod endpoints;
 pub mod etcd;
 pub mod measure;
 pub mod pod;
@@ -105,6 +108,9 @@ pub enum Scenario {
     /// One Deployment of N replicas on simulated nodes with the real controller-manager: time to
     /// all created and all available, pod creations per second, beside N pods created directly.
     Deployment(deploy::DeployArgs),
+    /// S Services on simulated nodes with the real controller-manager: a pod's readiness change
+    /// to its EndpointSlice, p50/p99, beside the change reaching a pod watcher.
+    Endpoints(endpoints::EndpointsArgs),
 }
 
 /// How much work each phase does.
@@ -229,6 +235,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if let Some(Scenario::Deployment(a)) = &args.command {
         eprintln!("rudder-bench: deployment scenario ({})", bin.display());
         let f = deploy::run(&bin, a).await?;
+        println!("{}", f.render());
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::Endpoints(a)) = &args.command {
+        eprintln!("rudder-bench: endpoints scenario ({})", bin.display());
+        let f = endpoints::run(&bin, a).await?;
         println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }

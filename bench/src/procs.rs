@@ -265,3 +265,68 @@ impl Drop for Component {
         let _ = &self.dir;
     }
 }
+
+// === The simulated cluster of the controller scenarios ===
+
+/// A client of a ready API server, simulated nodes in this process, and the release scheduler
+/// and controller-manager as child processes (no leader election), as the Deployment and
+/// endpoints scenarios run them. Everything stops when it drops.
+pub struct SimCluster {
+    pub client: rudder_client::Client,
+    pub api: std::sync::Arc<dyn rudder_client::Api>,
+    pub sim: rudder_testkit::NodeSim,
+    pub scheduler: Component,
+    pub controllers: Component,
+}
+
+/// Waits for `server`, registers `nodes` simulated nodes (`sim-001`, ...) and starts the
+/// scheduler and a controller-manager running `controllers` (a `--controllers` list), both
+/// next to `apiserver_bin`.
+pub async fn sim_cluster(
+    server: &mut ServerProc,
+    apiserver_bin: &Path,
+    nodes: u64,
+    controllers: &str,
+) -> anyhow::Result<SimCluster> {
+    let client = rudder_client::Client::new(std::slice::from_ref(&server.addr))?;
+    {
+        let first = client.clone();
+        wait_ready(server, Duration::from_secs(20), move || {
+            let c = first.clone();
+            async move {
+                c.health().await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let names: Vec<String> = (1..=nodes).map(|i| format!("sim-{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let api: std::sync::Arc<dyn rudder_client::Api> = std::sync::Arc::new(client.clone());
+    let sim = rudder_testkit::NodeSim::start(
+        std::sync::Arc::clone(&api),
+        rudder_client::clock::RealClock::shared(),
+        &refs,
+    )
+    .await
+    .context("registering simulated nodes")?;
+    let scheduler = Component::start(
+        "rudder-scheduler",
+        &apiserver_bin.with_file_name("rudder-scheduler"),
+        &server.addr,
+        &["--leader-elect", "false"],
+    )?;
+    let controllers = Component::start(
+        "rudder-controller-manager",
+        &apiserver_bin.with_file_name("rudder-controller-manager"),
+        &server.addr,
+        &["--leader-elect", "false", "--controllers", controllers],
+    )?;
+    Ok(SimCluster {
+        client,
+        api,
+        sim,
+        scheduler,
+        controllers,
+    })
+}

@@ -53,6 +53,9 @@ struct Args {
     /// Seconds between attempts to acquire or renew.
     #[arg(long, default_value_t = 2)]
     leader_elect_retry_period: u64,
+    /// Most endpoints the EndpointSlice controller puts in one slice (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    max_endpoints_per_slice: u16,
 }
 
 #[tokio::main]
@@ -64,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = Config {
         controllers: args.controllers.clone(),
         workers: args.concurrent_syncs,
+        max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
         ..Config::default()
     };
     cfg.host = rudder_client::health::hostname();

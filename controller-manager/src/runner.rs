@@ -29,6 +29,8 @@ pub struct Env {
     pub workers: usize,
     /// Reported as the Events' source host.
     pub host: String,
+    /// Most endpoints in one EndpointSlice.
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Env {

@@ -13,7 +13,8 @@
 //! ([`fate_by_image`]) reads the first container's image name: `...crash...`,
 //! `...notready...`, `...succeed...`, `...fail...`, anything else Ready. Status writes are merge
 //! patches of the status subresource, as the node agent writes them. The simulator works on the
-//! real API server and on the client's fake alike (it only uses the `Api` trait).
+//! real API server and on the client's fake alike (it only uses the `Api` trait). A test turns
+//! a running pod Ready or not with [`NodeSim::set_ready`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -321,19 +322,76 @@ impl Shared {
     }
 
     async fn patch(&self, pod: &CachedObject, status: Value) {
-        let req = pb::PatchRequest {
-            kind: Some(kind_ref("v1", "Pod")),
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            patch_type: pb::PatchType::Merge as i32,
-            patch: Bytes::from(json!({"status": status}).to_string()),
-            status: true,
-            options: None,
-        };
+        let req = pod_status_patch(&pod.namespace, &pod.name, &status);
         if let Err(e) = self.api.patch(req).await
             && !e.is_not_found()
         {
             tracing::warn!(pod = %pod.key(), error = %e, "node simulator: status write failed");
         }
+    }
+}
+
+// === Readiness by hand ===
+
+impl NodeSim {
+    /// Turns a running pod Ready or not, as a readiness probe that starts passing or failing
+    /// would: its `Ready` and `ContainersReady` conditions (with a fresh transition time when
+    /// they change) and its containers' `ready` flags. The simulator never flips them back by
+    /// itself. Reads the pod from the server, so it works right after the pod changed.
+    pub async fn set_ready(
+        &self,
+        namespace: &str,
+        name: &str,
+        ready: bool,
+    ) -> Result<(), rudder_client::ClientError> {
+        let api = self.shared.api.as_ref();
+        let got = api
+            .get(pb::GetRequest {
+                kind: Some(kind_ref("v1", "Pod")),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .await?;
+        let pod = CachedObject::from_wire(&got).ok_or_else(|| {
+            rudder_client::ClientError::Other(format!("pod {namespace}/{name} is unreadable"))
+        })?;
+        let now = format!("{:.0}", self.shared.clock.now());
+        let flag = if ready { "True" } else { "False" };
+        let list = |p: &str| {
+            pod.value
+                .pointer(p)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut conditions = list("/status/conditions");
+        for c in conditions.iter_mut() {
+            let ty = c.get("type").and_then(Value::as_str).unwrap_or("");
+            if (ty == "Ready" || ty == "ContainersReady") && c["status"] != flag {
+                c["status"] = json!(flag);
+                c["lastTransitionTime"] = json!(now);
+            }
+        }
+        let mut containers = list("/status/containerStatuses");
+        for c in containers.iter_mut() {
+            c["ready"] = json!(ready);
+        }
+        let status = json!({"conditions": conditions, "containerStatuses": containers});
+        api.patch(pod_status_patch(namespace, name, &status))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A merge patch of a pod's status subresource, as the node agent writes it.
+fn pod_status_patch(namespace: &str, name: &str, status: &Value) -> pb::PatchRequest {
+    pb::PatchRequest {
+        kind: Some(kind_ref("v1", "Pod")),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        patch_type: pb::PatchType::Merge as i32,
+        patch: Bytes::from(json!({ "status": status }).to_string()),
+        status: true,
+        options: None,
     }
 }

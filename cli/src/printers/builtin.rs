@@ -45,6 +45,8 @@ static TABLE: &[(&str, &str, &KindPrinter)] = &[
     ("", "Secret", &SECRET),
     ("", "Event", &EVENT),
     ("networking.k8s.io", "Ingress", &INGRESS),
+    ("", "Endpoints", &ENDPOINTS),
+    ("discovery.k8s.io", "EndpointSlice", &ENDPOINT_SLICE),
     ("coordination.k8s.io", "Lease", &LEASE),
     ("", "PersistentVolumeClaim", &PVC),
     ("", "PersistentVolume", &PV),
@@ -461,6 +463,87 @@ static INGRESS: KindPrinter = KindPrinter {
     ]),
 };
 
+/// kubectl's endpoint lists: the first three, then ` + N more...`.
+fn first_three(list: Vec<String>) -> String {
+    if list.len() > 3 {
+        format!("{} + {} more...", list[..3].join(","), list.len() - 3)
+    } else {
+        list.join(",")
+    }
+}
+
+/// `ip:port`, bracketed for IPv6.
+fn host_port(ip: &str, port: i64) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+static ENDPOINTS: KindPrinter = KindPrinter {
+    name_column: true,
+    columns: Cow::Borrowed(&[col("ENDPOINTS", |o, _| endpoints_cell(o)), AGE]),
+};
+
+/// ENDPOINTS of core/v1 Endpoints: `ip:port` for each ready address and port of every subset
+/// (the bare IP in a subset without ports); `<none>` without subsets.
+fn endpoints_cell(o: &Value) -> String {
+    let subsets = arr(o, "subsets");
+    if subsets.is_empty() {
+        return "<none>".into();
+    }
+    let mut list = Vec::new();
+    for ss in subsets {
+        let ips: Vec<String> = arr(ss, "addresses")
+            .iter()
+            .map(|a| str_at(a, "ip"))
+            .collect();
+        let ports = arr(ss, "ports");
+        if ports.is_empty() {
+            list.extend(ips);
+            continue;
+        }
+        for p in ports {
+            list.extend(ips.iter().map(|ip| host_port(ip, int_at(p, "port"))));
+        }
+    }
+    first_three(list)
+}
+
+static ENDPOINT_SLICE: KindPrinter = KindPrinter {
+    name_column: true,
+    columns: Cow::Borrowed(&[
+        col("ADDRESSTYPE", |o, _| str_at(o, "addressType")),
+        col("PORTS", |o, _| {
+            let ports = arr(o, "ports")
+                .iter()
+                .map(|p| match at(p, "port") {
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => match at(p, "name") {
+                        Some(Value::String(n)) => n.clone(),
+                        _ => "*".into(),
+                    },
+                })
+                .collect();
+            or_unset(first_three(ports))
+        }),
+        col("ENDPOINTS", |o, _| {
+            let addrs = arr(o, "endpoints")
+                .iter()
+                .flat_map(|e| arr(e, "addresses"))
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect();
+            or_unset(first_three(addrs))
+        }),
+        AGE,
+    ]),
+};
+
+fn or_unset(x: String) -> String {
+    if x.is_empty() { "<unset>".into() } else { x }
+}
+
 // === Cluster ===
 
 static NODE: KindPrinter = KindPrinter {
@@ -608,3 +691,68 @@ static PV: KindPrinter = KindPrinter {
         AGE,
     ]),
 };
+
+#[cfg(test)]
+mod endpoint_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn row(kind: &str, o: &Value) -> Vec<String> {
+        let group = if kind == "EndpointSlice" {
+            "discovery.k8s.io"
+        } else {
+            ""
+        };
+        let now: Timestamp = "2024-01-01T00:10:00Z".parse().unwrap();
+        lookup(group, kind)
+            .expect("a printer")
+            .columns
+            .iter()
+            .map(|c| match &c.cell {
+                super::super::Cell::Fn(f) => f(o, now),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_as_kubectl_prints_them() {
+        let meta = json!({"name": "web", "creationTimestamp": "2024-01-01T00:00:00Z"});
+        let ep = json!({"metadata": meta, "subsets": [
+            {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "notReadyAddresses": [{"ip": "10.0.0.9"}],
+             "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]},
+            {"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 80}]}]});
+        assert_eq!(
+            row("Endpoints", &ep),
+            vec!["10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 2 more...", "10m"]
+        );
+        let headless = json!({"metadata": meta, "subsets": [{"addresses": [{"ip": "10.0.0.1"}]}]});
+        assert_eq!(row("Endpoints", &headless)[0], "10.0.0.1");
+        assert_eq!(row("Endpoints", &json!({"metadata": meta}))[0], "<none>");
+        let v6 = json!({"metadata": meta, "subsets": [{"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 80}]}]});
+        assert_eq!(row("Endpoints", &v6)[0], "[fd00::1]:80");
+    }
+
+    #[test]
+    fn endpoint_slices_as_kubectl_prints_them() {
+        let meta = json!({"name": "web-abc", "creationTimestamp": "2024-01-01T00:00:00Z"});
+        let slice = json!({"metadata": meta, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "grpc"}, {}, {"port": 1}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]});
+        assert_eq!(
+            row("EndpointSlice", &slice),
+            vec![
+                "IPv4",
+                "8080,grpc,* + 1 more...",
+                "10.0.0.1,10.0.0.2",
+                "10m"
+            ]
+        );
+        let empty = json!({"metadata": meta, "addressType": "IPv4", "ports": [], "endpoints": []});
+        assert_eq!(
+            row("EndpointSlice", &empty),
+            vec!["IPv4", "<unset>", "<unset>", "10m"]
+        );
+    }
+}

@@ -60,6 +60,7 @@ impl Harness {
             informers,
             workers,
             host: String::new(),
+            max_endpoints_per_slice: 100,
         };
         tokio::spawn((DESCRIPTOR.run)(env, self.stop.clone()));
     }
