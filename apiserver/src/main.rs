@@ -52,6 +52,12 @@ struct Args {
     /// before it is refused as too large.
     #[arg(long, default_value_t = 3000)]
     resource_version_wait_ms: u64,
+    /// tolerationSeconds of the not-ready:NoExecute toleration added to every pod without one.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod without one.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// Where Service cluster IPs come from: an IPv4 CIDR, /8 to /28. Each node keeps the range
     /// on a local bridge (the node agent's `--service-cidr`, which must be the same).
     #[arg(long, default_value = "10.96.0.0/12")]
@@ -77,6 +83,9 @@ async fn main() -> anyhow::Result<()> {
     config.api.bookmark_interval = Duration::from_millis(args.bookmark_interval_ms.max(1));
     config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));
     config.api.resource_version_wait = Duration::from_millis(args.resource_version_wait_ms);
+    config.api.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
+    config.api.default_unreachable_toleration_seconds =
+        args.default_unreachable_toleration_seconds;
     config.api.service_range = args.service_cluster_ip_range;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -111,7 +111,7 @@ fn pod_spec() -> Value {
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]})
 }
 
-fn ready(p: &Value) -> bool {
+pub(crate) fn ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|cs| {

@@ -12,6 +12,8 @@
 //! - [`sched`]: the `scheduler` subcommand, pods bound per second by the real scheduler.
 //! - [`pods`]: the `pods` subcommand, pod start latency through the node agent beside the
 //!   engine alone.
+//! - [`nodeloss`]: the `node-loss` subcommand, a lost node's replicas available elsewhere
+//!   beside the configured grace period + tolerationSeconds.
 //! - [`endpoints`]: the `endpoints` subcommand, a pod's readiness change to its EndpointSlice
 //!   beside the change reaching a pod watcher.
 
@@ -19,6 +21,7 @@ pub mod deploy;
 pub mod endpoints;
 pub mod etcd;
 pub mod measure;
+pub mod nodeloss;
 pub mod pod;
 pub mod pods;
 pub mod procs;
@@ -108,6 +111,9 @@ pub enum Scenario {
     /// One Deployment of N replicas on simulated nodes with the real controller-manager: time to
     /// all created and all available, pod creations per second, beside N pods created directly.
     Deployment(deploy::DeployArgs),
+    /// A Deployment over simulated nodes, one node stops heartbeating: time until every replica
+    /// is available elsewhere, beside the configured floor (grace period + tolerationSeconds).
+    NodeLoss(nodeloss::NodeLossArgs),
     /// S Services on simulated nodes with the real controller-manager: a pod's readiness change
     /// to its EndpointSlice, p50/p99, beside the change reaching a pod watcher.
     Endpoints(endpoints::EndpointsArgs),
@@ -241,6 +247,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if let Some(Scenario::Endpoints(a)) = &args.command {
         eprintln!("rudder-bench: endpoints scenario ({})", bin.display());
         let f = endpoints::run(&bin, a).await?;
+        println!("{}", f.render());
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::NodeLoss(a)) = &args.command {
+        eprintln!("rudder-bench: node-loss scenario ({})", bin.display());
+        let f = nodeloss::run(&bin, a).await?;
         println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }

@@ -288,6 +288,17 @@ pub async fn sim_cluster(
     nodes: u64,
     controllers: &str,
 ) -> anyhow::Result<SimCluster> {
+    sim_cluster_with(server, apiserver_bin, nodes, controllers, &[]).await
+}
+
+/// [`sim_cluster`] with more flags for the controller-manager.
+pub async fn sim_cluster_with(
+    server: &mut ServerProc,
+    apiserver_bin: &Path,
+    nodes: u64,
+    controllers: &str,
+    controller_flags: &[&str],
+) -> anyhow::Result<SimCluster> {
     let client = rudder_client::Client::new(std::slice::from_ref(&server.addr))?;
     {
         let first = client.clone();
@@ -316,11 +327,13 @@ pub async fn sim_cluster(
         &server.addr,
         &["--leader-elect", "false"],
     )?;
+    let mut flags = vec!["--leader-elect", "false", "--controllers", controllers];
+    flags.extend_from_slice(controller_flags);
     let controllers = Component::start(
         "rudder-controller-manager",
         &apiserver_bin.with_file_name("rudder-controller-manager"),
         &server.addr,
-        &["--leader-elect", "false", "--controllers", controllers],
+        &flags,
     )?;
     Ok(SimCluster {
         client,

@@ -42,6 +42,8 @@ pub struct Config {
     pub leader: Option<LeaderConfig>,
     /// `--max-endpoints-per-slice`: the EndpointSlice controller's slice size.
     pub max_endpoints_per_slice: usize,
+    /// The node controllers' settings (grace periods, eviction rates, pod GC, IPAM).
+    pub nodes: controllers::nodelifecycle::NodeControllers,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             host: String::new(),
             leader: None,
             max_endpoints_per_slice: controllers::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+            nodes: Default::default(),
         }
     }
 }
@@ -82,6 +85,7 @@ pub async fn run(
         workers: cfg.workers.max(1),
         host: cfg.host.clone(),
         max_endpoints_per_slice: cfg.max_endpoints_per_slice,
+        nodes: cfg.nodes.clone(),
     };
     match cfg.leader {
         None => runner::run_all(env, &chosen, cancel).await,

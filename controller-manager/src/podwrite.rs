@@ -42,6 +42,19 @@ pub async fn create(
     }
 }
 
+/// The deletion of `pod` with its uid as precondition; `grace`: a grace period in seconds
+/// other than the pod's own (0 forces it).
+pub fn delete_request(pod: &CachedObject, grace: Option<i64>) -> pb::DeleteRequest {
+    pb::DeleteRequest {
+        kind: Some(kind_ref("v1", "Pod")),
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        precondition_uid: pod.uid().to_string(),
+        grace_period_seconds: grace,
+        ..Default::default()
+    }
+}
+
 /// Deletes `pod` for `owner`; a pod already gone is fine.
 pub async fn delete(
     api: &dyn Api,
@@ -49,14 +62,7 @@ pub async fn delete(
     owner: &Value,
     pod: &CachedObject,
 ) -> Result<(), ClientError> {
-    let req = pb::DeleteRequest {
-        kind: Some(kind_ref("v1", "Pod")),
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        precondition_uid: pod.uid().to_string(),
-        ..Default::default()
-    };
-    match api.delete(req).await {
+    match api.delete(delete_request(pod, None)).await {
         Ok(_) => {
             events.normal(
                 owner,

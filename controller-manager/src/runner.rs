@@ -31,6 +31,8 @@ pub struct Env {
     pub host: String,
     /// Most endpoints in one EndpointSlice.
     pub max_endpoints_per_slice: usize,
+    /// Settings of the node controllers (lifecycle, pod GC, IPAM).
+    pub nodes: crate::controllers::nodelifecycle::NodeControllers,
 }
 
 impl Env {

@@ -207,7 +207,10 @@ pub async fn run(
         path: pods_dir.display().to_string(),
         source,
     })?;
-    let pod_cidr = node::register(&*api, &cfg.node, &facts).await?;
+    let pod_cidr = match node::register(&*api, &cfg.node, &facts).await? {
+        Some(c) => c,
+        None => node::wait_for_pod_cidr(&*api, &cfg.node, &clock).await?,
+    };
     let cidr = Cidr::parse(&pod_cidr)?;
     let net = Cidr::parse(&cfg.network_subnet)?;
     if !net.covers(&cidr) {
@@ -226,9 +229,6 @@ pub async fn run(
             ip_range: Some(engine_range.to_string()),
         })
         .await?;
-    let alloc = node::allocatable(&facts, &cfg.node);
-    let heartbeat = tokio::spawn(node::heartbeat(
-        Arc::clone(&api),
     if let Some((name, subnet)) = &cfg.service_network {
         let range = Cidr::parse(subnet)?;
         // The bridge takes the range's last usable address, which the API server never hands
@@ -243,6 +243,9 @@ pub async fn run(
             })
             .await?;
     }
+    let alloc = node::allocatable(&facts, &cfg.node);
+    let heartbeat = tokio::spawn(node::heartbeat(
+        Arc::clone(&api),
         Arc::clone(&runtime),
         Arc::clone(&host),
         Arc::clone(&clock),

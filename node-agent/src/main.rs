@@ -40,7 +40,8 @@ struct Args {
     /// Where pod volumes and container files live.
     #[arg(long, default_value = "/var/lib/rudder/node-agent")]
     data_dir: PathBuf,
-    /// The node's pod range, e.g. 10.88.1.0/24 (default: the Node's spec.podCIDR).
+    /// The node's pod range, e.g. 10.88.1.0/24 (default: the Node's spec.podCIDR, waiting for
+    /// the controller-manager's node IPAM to set it).
     #[arg(long)]
     pod_cidr: Option<String>,
     /// The engine network pods join, created if missing.
@@ -84,6 +85,10 @@ struct Args {
     /// Seconds between heartbeat Lease renewals.
     #[arg(long, default_value_t = 10)]
     lease_renew_seconds: u64,
+    /// Without --pod-cidr: seconds to wait for the controller-manager's node IPAM to set the
+    /// Node's spec.podCIDR.
+    #[arg(long, default_value_t = 120)]
+    pod_cidr_wait_seconds: u64,
     /// Where `GET /healthz` answers.
     #[arg(long, default_value = "127.0.0.1:10248")]
     health_addr: String,
@@ -154,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
     node.reserved_memory = quantity("--reserved-memory", &args.reserved_memory, false)?;
     node.max_pods = args.max_pods;
     node.lease_renew = Duration::from_secs(args.lease_renew_seconds.max(1));
+    node.pod_cidr_wait = Duration::from_secs(args.pod_cidr_wait_seconds);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
     let clock = RealClock::shared();
@@ -168,13 +174,13 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         network: args.network.clone(),
         network_subnet: subnet.to_string(),
+        service_network: (!args.service_cidr.is_empty())
+            .then(|| (args.service_network.clone(), args.service_cidr.clone())),
         allow_privileged: args.allow_privileged,
         relist_period: Duration::from_secs(args.relist_seconds.max(1)),
         volume_refresh: Duration::from_secs(args.volume_refresh_seconds.max(1)),
     };
     let cancel = CancellationToken::new();
-        service_network: (!args.service_cidr.is_empty())
-            .then(|| (args.service_network.clone(), args.service_cidr.clone())),
     let listener = tokio::net::TcpListener::bind(&args.health_addr)
         .await
         .with_context(|| format!("cannot listen on --health-addr {}", args.health_addr))?;

@@ -4,7 +4,13 @@
 //! renews `kube-node-lease/<node>` every `lease_renew` (the heartbeat the node lifecycle
 //! controller watches), and writes the Node's status when a condition changes or every
 //! `status_report` at the latest. Ready follows the container engine: when it stops answering
-//! the node turns NotReady with the engine's error, and Ready again when it returns.
+//! the node turns NotReady with the engine's error, and Ready again when it returns. The
+//! status is also rewritten when the Node's conditions on the server differ from what the
+//! agent last wrote (the node lifecycle controller set them Unknown while the agent was cut
+//! off), so a node that comes back is Ready again at once.
+//!
+//! A node without `--pod-cidr` and without `spec.podCIDR` waits (up to `pod_cidr_wait`) for
+//! the controller-manager's node IPAM to assign one ([`wait_for_pod_cidr`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +48,8 @@ pub struct NodeConfig {
     pub lease_duration_seconds: i64,
     pub status_check: Duration,
     pub status_report: Duration,
+    /// How long to wait for node IPAM to set `spec.podCIDR` when none is given.
+    pub pod_cidr_wait: Duration,
 }
 
 impl NodeConfig {
@@ -59,6 +67,7 @@ impl NodeConfig {
             lease_duration_seconds: 40,
             status_check: Duration::from_secs(10),
             status_report: Duration::from_secs(300),
+            pod_cidr_wait: Duration::from_secs(120),
         }
     }
 }
@@ -67,8 +76,10 @@ impl NodeConfig {
 pub enum NodeError {
     #[error("registering node {node}: {source}")]
     Register { node: String, source: ClientError },
-    #[error("node {0} has no pod CIDR: pass --pod-cidr or set spec.podCIDR on the Node")]
-    NoPodCidr(String),
+    #[error(
+        "node {node} got no pod CIDR within {waited:?}: pass --pod-cidr, set spec.podCIDR on the Node, or run the controller-manager with --allocate-node-cidrs --cluster-cidr"
+    )]
+    NoPodCidr { node: String, waited: Duration },
     #[error("node {node} has pod CIDR {stored}, not {flag} as --pod-cidr says")]
     PodCidrMismatch {
         node: String,
@@ -109,12 +120,13 @@ fn node_ref() -> pb::KindRef {
     kind_ref("v1", "Node")
 }
 
-/// Creates the Node or merges our labels into the existing one; returns the pod CIDR to use.
+/// Creates the Node or merges our labels into the existing one; returns the pod CIDR to use,
+/// `None` when neither the flag nor the Node has one yet.
 pub async fn register(
     api: &dyn Api,
     cfg: &NodeConfig,
     facts: &HostFacts,
-) -> Result<String, NodeError> {
+) -> Result<Option<String>, NodeError> {
     let err = |source| NodeError::Register {
         node: cfg.name.clone(),
         source,
@@ -191,7 +203,58 @@ pub async fn register(
             stored.or_else(|| cfg.pod_cidr.clone())
         }
     };
-    cidr.ok_or_else(|| NodeError::NoPodCidr(cfg.name.clone()))
+    Ok(cidr)
+}
+
+/// How often [`wait_for_pod_cidr`] looks at the Node.
+pub const POD_CIDR_POLL: Duration = Duration::from_secs(1);
+
+/// Waits until the Node's `spec.podCIDR` is set (by the controller-manager's node IPAM), up to
+/// `cfg.pod_cidr_wait`, reading the Node every [`POD_CIDR_POLL`].
+pub async fn wait_for_pod_cidr(
+    api: &dyn Api,
+    cfg: &NodeConfig,
+    clock: &SharedClock,
+) -> Result<String, NodeError> {
+    tracing::info!(
+        node = %cfg.name,
+        timeout = ?cfg.pod_cidr_wait,
+        "no --pod-cidr and no spec.podCIDR yet: waiting for the controller-manager's node IPAM to assign one"
+    );
+    let deadline = clock.instant() + cfg.pod_cidr_wait;
+    loop {
+        let get = pb::GetRequest {
+            kind: Some(node_ref()),
+            namespace: String::new(),
+            name: cfg.name.clone(),
+        };
+        match api.get(get).await {
+            Ok(o) => {
+                let cidr = rudder_client::api::decode_json(&o)
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/spec/podCIDR")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .filter(|c| !c.is_empty());
+                if let Some(c) = cidr {
+                    tracing::info!(node = %cfg.name, cidr = %c, "node IPAM assigned the pod CIDR");
+                    return Ok(c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %cfg.name, error = %e, "reading the Node for its pod CIDR failed")
+            }
+        }
+        if clock.instant() >= deadline {
+            return Err(NodeError::NoPodCidr {
+                node: cfg.name.clone(),
+                waited: cfg.pod_cidr_wait,
+            });
+        }
+        tokio::time::sleep(POD_CIDR_POLL).await;
+    }
 }
 
 /// The four conditions from one host sample and the engine's health.
@@ -375,9 +438,12 @@ pub async fn heartbeat(
                 .map(|(v, _)| v.clone())
                 .unwrap_or(Value::Null);
             let st = status(&cfg, &facts, &engine, &sample, &old, clock.now());
-            let changed = last_written
+            let mut changed = last_written
                 .as_ref()
                 .is_none_or(|(v, at)| essence(v) != essence(&st) || now >= *at + cfg.status_report);
+            if !changed {
+                changed = server_conditions_differ(&*api, &cfg.name, &st).await;
+            }
             if changed {
                 match write_status(&*api, &cfg.name, &st).await {
                     Ok(()) => last_written = Some((st, now)),
@@ -393,6 +459,47 @@ pub async fn heartbeat(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+/// The conditions' type, status and reason.
+fn condition_states(status: &Value) -> Vec<(String, String, String)> {
+    let s = |c: &Value, f: &str| c.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut v: Vec<_> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| (s(c, "type"), s(c, "status"), s(c, "reason")))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Whether the Node's conditions on the server are not the ones in `status` (someone else,
+/// the node lifecycle controller, changed them). A failed read is no reason to write.
+async fn server_conditions_differ(api: &dyn Api, node: &str, status: &Value) -> bool {
+    let get = pb::GetRequest {
+        kind: Some(node_ref()),
+        namespace: String::new(),
+        name: node.to_string(),
+    };
+    match api
+        .get(get)
+        .await
+        .map(|o| rudder_client::api::decode_json(&o))
+    {
+        Ok(Ok(v)) => {
+            let ours = condition_states(status);
+            let server: Vec<_> = condition_states(v.get("status").unwrap_or(&Value::Null))
+                .into_iter()
+                .filter(|(ty, _, _)| ours.iter().any(|(t, _, _)| t == ty))
+                .collect();
+            server != ours
+        }
+        _ => false,
     }
 }
 
@@ -465,5 +572,140 @@ pub async fn renew_lease(
             api.create(req).await.map(|_| ())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rudder_client::clock::ManualClock;
+    use rudder_client::fake::FakeApi;
+
+    use super::*;
+    use crate::host::{FakeHost, test_facts};
+    use crate::runtime::fake::FakeRuntime;
+
+    fn node_status(api: &FakeApi, name: &str) -> Value {
+        api.get_json(&node_ref(), "", name)
+            .map(|n| n["status"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    async fn set_pod_cidr(api: &FakeApi, name: &str, cidr: &str) {
+        api.patch(pb::PatchRequest {
+            kind: Some(node_ref()),
+            name: name.into(),
+            patch_type: pb::PatchType::Merge as i32,
+            patch: json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+                .to_string()
+                .into(),
+            ..Default::default()
+        })
+        .await
+        .expect("patch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_pod_cidr_the_agent_waits_for_node_ipam() {
+        let clock: SharedClock = ManualClock::shared(1);
+        let api = FakeApi::builder().clock(Arc::clone(&clock)).build();
+        let cfg = NodeConfig::new("n1", "192.0.2.1");
+        assert_eq!(
+            register(api.as_ref(), &cfg, &test_facts())
+                .await
+                .expect("registers"),
+            None
+        );
+        let assigner = {
+            let api = Arc::clone(&api);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                set_pod_cidr(&api, "n1", "10.88.3.0/24").await;
+            })
+        };
+        let t0 = clock.instant();
+        let cidr = wait_for_pod_cidr(api.as_ref(), &cfg, &clock)
+            .await
+            .expect("assigned");
+        assert_eq!(cidr, "10.88.3.0/24");
+        assert!(clock.instant() - t0 >= Duration::from_secs(5));
+        assigner.await.expect("assigner");
+        assert_eq!(
+            register(api.as_ref(), &cfg, &test_facts())
+                .await
+                .expect("again"),
+            Some("10.88.3.0/24".into()),
+            "a restarted agent finds it on the Node"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_pod_cidr_gives_up_with_a_clear_error() {
+        let clock: SharedClock = ManualClock::shared(1);
+        let api = FakeApi::builder().clock(Arc::clone(&clock)).build();
+        let mut cfg = NodeConfig::new("n1", "192.0.2.1");
+        cfg.pod_cidr_wait = Duration::from_secs(30);
+        register(api.as_ref(), &cfg, &test_facts())
+            .await
+            .expect("registers");
+        let err = wait_for_pod_cidr(api.as_ref(), &cfg, &clock)
+            .await
+            .expect_err("times out");
+        assert!(matches!(err, NodeError::NoPodCidr { .. }));
+        assert!(err.to_string().contains("--allocate-node-cidrs"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conditions_someone_else_changed_are_reported_again_at_once() {
+        let clock: SharedClock = ManualClock::shared(1);
+        let api = FakeApi::builder().clock(Arc::clone(&clock)).build();
+        let mut cfg = NodeConfig::new("n1", "192.0.2.1");
+        cfg.pod_cidr = Some("10.88.1.0/24".into());
+        register(api.as_ref(), &cfg, &test_facts())
+            .await
+            .expect("registers");
+        let cancel = CancellationToken::new();
+        let beat = tokio::spawn(heartbeat(
+            api.clone(),
+            Arc::new(FakeRuntime::new(Arc::clone(&clock))),
+            Arc::new(FakeHost::new()),
+            Arc::clone(&clock),
+            cfg.clone(),
+            test_facts(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ready = |s: &Value| {
+            s["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"].clone())
+        };
+        assert_eq!(ready(&node_status(&api, "n1")), Some(json!("True")));
+        // The node lifecycle controller marks the node Unknown while the agent was cut off.
+        let mut unknown = node_status(&api, "n1");
+        for c in unknown["conditions"].as_array_mut().expect("conditions") {
+            c["status"] = json!("Unknown");
+            c["reason"] = json!("NodeStatusUnknown");
+        }
+        api.patch(pb::PatchRequest {
+            kind: Some(node_ref()),
+            name: "n1".into(),
+            patch_type: pb::PatchType::Merge as i32,
+            patch: json!({"status": {"conditions": unknown["conditions"]}})
+                .to_string()
+                .into(),
+            status: true,
+            ..Default::default()
+        })
+        .await
+        .expect("patch");
+        tokio::time::sleep(cfg.status_check + Duration::from_secs(1)).await;
+        assert_eq!(
+            ready(&node_status(&api, "n1")),
+            Some(json!("True")),
+            "rewritten at the next check, not after status_report"
+        );
+        cancel.cancel();
+        beat.await.expect("heartbeat");
     }
 }

@@ -9,6 +9,13 @@
 //!   does after stopping its containers;
 //! - a pod whose node it stopped ([`NodeSim::stop_node`]) is left as it is, as on a dead node.
 //!
+//! Each live node renews its heartbeat Lease `kube-node-lease/<node>` every
+//! [`LEASE_RENEW_INTERVAL`] (or [`NodeSim::set_lease_interval`]) on the simulator's clock, as
+//! the node agent does, so the node
+//! lifecycle controller keeps it Ready; a stopped node's Lease goes stale. [`NodeSim::resume_node`]
+//! brings a stopped node back: it reports Ready again, renews its Lease, reports its pods'
+//! status afresh and confirms the deletions that waited.
+//!
 //! The fate of a pod comes from the function given to [`NodeSim::start_with`]; the default
 //! ([`fate_by_image`]) reads the first container's image name: `...crash...`,
 //! `...notready...`, `...succeed...`, `...fail...`, anything else Ready. Status writes are merge
@@ -62,6 +69,10 @@ pub fn fate_by_image(pod: &Value) -> Fate {
 
 type FateFn = Arc<dyn Fn(&Value) -> Fate + Send + Sync>;
 
+/// How often a live node renews its Lease (the node agent's default is 10 s; the node
+/// lifecycle controller's grace period is 40 s).
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);
+
 struct Shared {
     api: Arc<dyn Api>,
     clock: SharedClock,
@@ -70,12 +81,15 @@ struct Shared {
     live: Mutex<BTreeSet<String>>,
     /// Pod uid → restarts so far, for crash loops.
     restarts: Mutex<HashMap<String, i64>>,
+    lease_every: Mutex<Duration>,
+    lease_changed: tokio::sync::Notify,
     index: HashMap<String, usize>,
 }
 
 /// Simulated nodes; stops on drop.
 pub struct NodeSim {
     shared: Arc<Shared>,
+    pods: rudder_client::cache::Reader,
     cancel: CancellationToken,
 }
 
@@ -98,7 +112,12 @@ pub fn node_json(name: &str) -> Value {
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
         "status": {
             "capacity": capacity, "allocatable": capacity,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated node"}],
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "simulated node"},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", "message": "simulated node"},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", "message": "simulated node"},
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated node"},
+            ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
         },
     })
@@ -132,17 +151,7 @@ impl NodeSim {
                 Err(e) => return Err(e),
             }
             // A create may drop the status (the status subresource owns it): write it apart.
-            let status = node_json(n)["status"].clone();
-            api.patch(pb::PatchRequest {
-                kind: Some(kind_ref("v1", "Node")),
-                namespace: String::new(),
-                name: n.to_string(),
-                patch_type: pb::PatchType::Merge as i32,
-                patch: Bytes::from(json!({ "status": status }).to_string()),
-                status: true,
-                options: None,
-            })
-            .await?;
+            report_ready(api.as_ref(), &clock, n).await?;
         }
         let shared = Arc::new(Shared {
             api: Arc::clone(&api),
@@ -150,6 +159,8 @@ impl NodeSim {
             fate,
             live: Mutex::new(nodes.iter().map(|n| n.to_string()).collect()),
             restarts: Mutex::new(HashMap::new()),
+            lease_every: Mutex::new(LEASE_RENEW_INTERVAL),
+            lease_changed: tokio::sync::Notify::new(),
             index: nodes
                 .iter()
                 .enumerate()
@@ -180,6 +191,24 @@ impl NodeSim {
                 }
             }
         });
+        // Heartbeats: every live node's Lease, on the simulator's clock.
+        let (s, c) = (Arc::clone(&shared), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                let live: Vec<String> = lock(&s.live).iter().cloned().collect();
+                for n in live {
+                    if let Err(e) = renew_lease(s.api.as_ref(), &n, s.clock.now()).await {
+                        tracing::warn!(node = %n, error = %e, "node simulator: lease renewal failed");
+                    }
+                }
+                let every = *lock(&s.lease_every);
+                tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.lease_changed.notified() => {}
+                }
+            }
+        });
         // Crash loops restart on a timer, as the node agent's back-off would.
         let (s, c) = (Arc::clone(&shared), cancel.clone());
         let pods_reader = pods.reader();
@@ -196,13 +225,109 @@ impl NodeSim {
                 }
             }
         });
-        Ok(NodeSim { shared, cancel })
+        Ok(NodeSim {
+            shared,
+            pods: pods.reader(),
+            cancel,
+        })
     }
 
-    /// Stops acting for `node`, as if it died: its pods keep their last status and deletions
-    /// are not confirmed.
+    /// Renews Leases every `every` from now on (tests with a short node grace period need
+    /// renewals well within it).
+    pub fn set_lease_interval(&self, every: Duration) {
+        *lock(&self.shared.lease_every) = every;
+        self.shared.lease_changed.notify_one();
+    }
+
+    /// Stops acting for `node`, as if it died: its Lease is no longer renewed, its pods keep
+    /// their last status and deletions are not confirmed.
     pub fn stop_node(&self, node: &str) {
         lock(&self.shared.live).remove(node);
+    }
+
+    /// Brings a stopped node back, as a node agent that restarts: the node reports Ready,
+    /// renews its Lease, reports its pods' status afresh and confirms pending deletions.
+    pub async fn resume_node(&self, node: &str) -> Result<(), rudder_client::ClientError> {
+        lock(&self.shared.live).insert(node.to_string());
+        report_ready(self.shared.api.as_ref(), &self.shared.clock, node).await?;
+        renew_lease(self.shared.api.as_ref(), node, self.shared.clock.now()).await?;
+        let mine = self
+            .pods
+            .by_index(rudder_client::cache::INDEX_NODE_NAME, node);
+        for p in mine {
+            if p.is_deleting() {
+                self.shared.act(&p).await;
+            } else {
+                let status = self.shared.first_status(&p);
+                self.shared.patch(&p, status).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the node's Ready status (every condition healthy, a fresh heartbeat).
+async fn report_ready(
+    api: &dyn Api,
+    clock: &SharedClock,
+    node: &str,
+) -> Result<(), rudder_client::ClientError> {
+    let mut status = node_json(node)["status"].clone();
+    let now = format!("{:.0}", clock.now());
+    if let Some(conds) = status["conditions"].as_array_mut() {
+        for c in conds {
+            c["lastHeartbeatTime"] = json!(now);
+            c["lastTransitionTime"] = json!(now);
+        }
+    }
+    api.patch(pb::PatchRequest {
+        kind: Some(kind_ref("v1", "Node")),
+        namespace: String::new(),
+        name: node.to_string(),
+        patch_type: pb::PatchType::Merge as i32,
+        patch: Bytes::from(json!({ "status": status }).to_string()),
+        status: true,
+        options: None,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Renews (or creates) the node's Lease `kube-node-lease/<node>`, as the node agent does.
+pub async fn renew_lease(
+    api: &dyn Api,
+    node: &str,
+    now: jiff::Timestamp,
+) -> Result<(), rudder_client::ClientError> {
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": 40,
+        "renewTime": format!("{now:.6}")});
+    let kind = kind_ref("coordination.k8s.io/v1", "Lease");
+    let req = pb::PatchRequest {
+        kind: Some(kind.clone()),
+        namespace: "kube-node-lease".into(),
+        name: node.to_string(),
+        patch_type: pb::PatchType::Merge as i32,
+        patch: Bytes::from(json!({ "spec": spec }).to_string()),
+        status: false,
+        options: None,
+    };
+    match api.patch(req).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": spec});
+            let req = pb::CreateRequest {
+                kind: Some(kind),
+                namespace: "kube-node-lease".into(),
+                json: Bytes::from(lease.to_string()),
+                options: None,
+            };
+            match api.create(req).await {
+                Ok(_) | Err(rudder_client::ClientError::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -44,6 +44,7 @@ pub struct TestServerBuilder {
     seed: Option<u64>,
     /// Tests write little; a nearly full disk on a build machine must not refuse their writes.
     min_free_bytes: u64,
+    default_toleration_seconds: Option<i64>,
 }
 
 impl TestServerBuilder {
@@ -83,6 +84,14 @@ impl TestServerBuilder {
         self
     }
 
+    /// The `tolerationSeconds` of the not-ready and unreachable tolerations every pod gets
+    /// (`--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`;
+    /// 300 by default).
+    pub fn default_toleration_seconds(mut self, seconds: i64) -> Self {
+        self.default_toleration_seconds = Some(seconds);
+        self
+    }
+
     /// Starts the server. Must run inside a tokio runtime, which then drives the server.
     pub async fn start(self) -> Result<TestServer, TestkitError> {
         let dir = tempfile::Builder::new().prefix("rudder-test-").tempdir()?;
@@ -99,6 +108,10 @@ impl TestServerBuilder {
         }
         if let Some(c) = self.clock {
             config.clock = c;
+        }
+        if let Some(s) = self.default_toleration_seconds {
+            config.api.default_not_ready_toleration_seconds = s;
+            config.api.default_unreachable_toleration_seconds = s;
         }
         if let Some(seed) = self.seed {
             config.ids = Arc::new(Ids::seeded(seed));
@@ -138,6 +151,7 @@ impl TestServer {
             clock: None,
             seed: None,
             min_free_bytes: 1024 * 1024,
+            default_toleration_seconds: None,
         }
     }
 

@@ -97,6 +97,9 @@ impl Api {
                     name: ns,
                 });
             }
+            if info.group.is_empty() && info.kind == "Pod" {
+                default_toleration_seconds(&mut candidate, &self.config);
+            }
             let mut admitted = self.admit(&info, &name, candidate, None)?;
             {
                 let uid = self.ids.uid();
@@ -202,5 +205,105 @@ fn generate_job_selector(job: &mut Value, uid: &str, name: &str) {
         ("job-name", name),
     ] {
         labels.insert(k.into(), Value::String(v.into()));
+    }
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that tolerates neither
+/// `node.kubernetes.io/not-ready:NoExecute` nor `node.kubernetes.io/unreachable:NoExecute`
+/// (a toleration with that key or none, and that effect or none) gets one for each, with the
+/// configured `tolerationSeconds` (300 by default), so that its pods leave a lost node five
+/// minutes after it was tainted rather than at once.
+fn default_toleration_seconds(pod: &mut Value, cfg: &super::ApiConfig) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if tolerations.is_null() {
+        *tolerations = json!([]);
+    }
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    let tolerates = |key: &str| {
+        list.iter().any(|t| {
+            let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("");
+            (field("key") == key || field("key").is_empty())
+                && (field("effect") == "NoExecute" || field("effect").is_empty())
+        })
+    };
+    let missing: Vec<(&str, i64)> = [
+        ("node.kubernetes.io/not-ready", cfg.default_not_ready_toleration_seconds),
+        ("node.kubernetes.io/unreachable", cfg.default_unreachable_toleration_seconds),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !tolerates(k))
+    .collect();
+    for (key, seconds) in missing {
+        list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+            "tolerationSeconds": seconds}));
+    }
+    if list.is_empty() {
+        spec.remove("tolerations");
+    }
+}
+
+#[cfg(test)]
+mod toleration_tests {
+    use super::*;
+
+    fn keys(pod: &Value) -> Vec<(String, i64)> {
+        pod["spec"]["tolerations"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        (
+                            t["key"].as_str().unwrap_or("").to_string(),
+                            t["tolerationSeconds"].as_i64().unwrap_or(-1),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pods_get_both_tolerations_unless_they_have_their_own() {
+        let cfg = super::super::ApiConfig {
+            default_unreachable_toleration_seconds: 60,
+            ..Default::default()
+        };
+        let mut plain = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut plain, &cfg);
+        assert_eq!(
+            keys(&plain),
+            [
+                ("node.kubernetes.io/not-ready".to_string(), 300),
+                ("node.kubernetes.io/unreachable".to_string(), 60)
+            ]
+        );
+        assert_eq!(plain["spec"]["tolerations"][0]["operator"], "Exists");
+        assert_eq!(plain["spec"]["tolerations"][0]["effect"], "NoExecute");
+
+        let mut own = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        default_toleration_seconds(&mut own, &cfg);
+        assert_eq!(
+            keys(&own),
+            [
+                ("node.kubernetes.io/unreachable".to_string(), 5),
+                ("node.kubernetes.io/not-ready".to_string(), 300)
+            ],
+            "its own unreachable toleration stays, not-ready is added"
+        );
+
+        let mut everything = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut everything, &cfg);
+        assert_eq!(keys(&everything).len(), 1, "tolerates every taint already");
+
+        let mut no_schedule = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}});
+        default_toleration_seconds(&mut no_schedule, &cfg);
+        assert_eq!(keys(&no_schedule).len(), 3, "a NoSchedule toleration does not count");
     }
 }

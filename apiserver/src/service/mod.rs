@@ -70,6 +70,12 @@ pub struct ApiConfig {
     /// How long a watch or continue token from a version above the store's waits for the store
     /// to catch up before it is refused as too large (Kubernetes waits ~3 s).
     pub resource_version_wait: Duration,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute` toleration every pod
+    /// without one gets (`--default-not-ready-toleration-seconds`).
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for `node.kubernetes.io/unreachable:NoExecute`
+    /// (`--default-unreachable-toleration-seconds`).
+    pub default_unreachable_toleration_seconds: i64,
     /// Where Service cluster IPs come from (`--service-cluster-ip-range`).
     pub service_range: allocate::ServiceRange,
 }
@@ -80,6 +86,8 @@ impl Default for ApiConfig {
             bookmark_interval: Duration::from_secs(10),
             event_ttl: Duration::from_secs(3600),
             resource_version_wait: Duration::from_secs(3),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
             service_range: allocate::ServiceRange::default(),
         }
     }

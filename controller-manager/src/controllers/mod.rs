@@ -9,9 +9,13 @@ pub mod endpointslice;
 pub mod garbagecollector;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod taintmanager;
 pub mod ttlafterfinished;
 
 use crate::runner::Descriptor;
@@ -31,6 +35,10 @@ pub fn all() -> Vec<Descriptor> {
         garbagecollector::DESCRIPTOR,
         namespace::DESCRIPTOR,
         serviceaccount::DESCRIPTOR,
+        nodelifecycle::DESCRIPTOR,
+        taintmanager::DESCRIPTOR,
+        podgc::DESCRIPTOR,
+        nodeipam::DESCRIPTOR,
         endpointslice::DESCRIPTOR,
         endpoints::DESCRIPTOR,
     ]

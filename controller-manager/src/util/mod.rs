@@ -1,7 +1,8 @@
 //! Pure helpers the controllers share, each tested here once rather than copied per controller:
 //! pod readiness and availability ([`pods`]), the deletion ranking ([`rank`]), int-or-percent
 //! arithmetic ([`intstr`]), the pod-template hash ([`hash`]), owner-reference decisions
-//! ([`owner`]), pods made from templates ([`template`]) and slow-start batches ([`batch`]).
+//! ([`owner`]), pods made from templates ([`template`]), slow-start batches ([`batch`]) and
+//! taint toleration ([`taints`]).
 
 pub mod batch;
 pub mod cron;
@@ -13,6 +14,7 @@ pub mod owner;
 pub mod pods;
 pub mod rank;
 pub mod revision;
+pub mod taints;
 pub mod template;
 
 use bytes::Bytes;

@@ -48,6 +48,11 @@ impl Cluster {
 
     pub async fn without_controllers(nodes: usize) -> Cluster {
         let server = TestServer::start().await.expect("server starts");
+        Self::on_server(server, nodes).await
+    }
+
+    /// The scheduler and `nodes` simulated nodes on a server the test configured.
+    pub async fn on_server(server: TestServer, nodes: usize) -> Cluster {
         let api = server.api();
         let names: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -11,6 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::util::str_at;
+use crate::util::taints::tolerates;
 
 /// Tolerations every daemon pod gets, as (key, effect); `network-unavailable` only with
 /// `hostNetwork`.
@@ -169,23 +170,6 @@ fn fits_affinity(spec: &Value, node: &Value) -> bool {
         .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array);
     selector_ok && required.is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)))
-}
-
-/// Kubernetes' `ToleratesTaint`.
-fn tolerates(t: &Value, taint: &Value) -> bool {
-    let effect = str_at(t, "/effect");
-    if !effect.is_empty() && effect != str_at(taint, "/effect") {
-        return false;
-    }
-    let key = str_at(t, "/key");
-    if !key.is_empty() && key != str_at(taint, "/key") {
-        return false;
-    }
-    match str_at(t, "/operator") {
-        "Exists" => true,
-        "" | "Equal" => str_at(t, "/value") == str_at(taint, "/value"),
-        _ => false,
-    }
 }
 
 /// Whether the node has a taint with one of `effects` that no toleration tolerates.

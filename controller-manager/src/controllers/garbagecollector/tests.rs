@@ -61,6 +61,7 @@ impl Harness {
             workers,
             host: String::new(),
             max_endpoints_per_slice: 100,
+            nodes: Default::default(),
         };
         tokio::spawn((DESCRIPTOR.run)(env, self.stop.clone()));
     }
