@@ -352,7 +352,12 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.controller_manager_health_addr),
     )
     .await?;
+    // Cluster DNS on the node's address on the pod network (its gateway), which is also the
+    // node agents' default --cluster-dns for their pods.
+    let net = subnet_prefix(&args.pod_subnet)?;
     let proxy_args = vec![
+        "--dns-addr".into(),
+        format!("{net}0.1:53"),
         "--server".into(),
         addr.clone(),
         "--node-name".into(),
@@ -374,7 +379,6 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.proxy_health_addr),
     )
     .await?;
-    let net = subnet_prefix(&args.pod_subnet)?;
     for i in 1..=args.nodes {
         let node = format!("{}-{i}", args.node_prefix);
         std::fs::write(node_file(&dir, i), format!("{node}\n"))

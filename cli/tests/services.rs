@@ -1,7 +1,7 @@
 //! Services end to end: `rudder up` (API server, controllers, the proxy, a node agent on the
 //! real Docker engine), a pod serving HTTP, and a NodePort Service in front of it; the host
 //! reaches the pod through the cluster IP and through the node port, the pod reaches itself
-//! through its Service (hairpin), and a Service without
+//! through its Service (hairpin) and by its DNS name, and a Service without
 //! endpoints refuses at once. Needs Docker, root and nftables (fails loudly without them). Its
 //! own node names, networks, subnets and nftables table; everything is removed when it ends,
 //! also on failure. Traffic goes only to the networks it created.
@@ -54,14 +54,14 @@ fn a_cluster_ip_and_a_node_port_reach_the_pod_through_the_proxy() {
     let up: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&up, None).ok();
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo served by $(hostname) > /index.html; httpd -f -p 8080\"]\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: backend\n  labels: {{app: web}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo served by $(hostname) > /index.html; httpd -f -p 8080\"]\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
     );
     run(&["apply", "-f", "-"], Some(&pod)).ok();
     run(
         &[
             "wait",
             "pod",
-            "web",
+            "backend",
             "--for=condition=Ready",
             "--timeout",
             "60s",
@@ -70,7 +70,7 @@ fn a_cluster_ip_and_a_node_port_reach_the_pod_through_the_proxy() {
     )
     .ok();
     let pod_ip = run(
-        &["get", "pod", "web", "-o", "jsonpath={.status.podIP}"],
+        &["get", "pod", "backend", "-o", "jsonpath={.status.podIP}"],
         None,
     )
     .ok()
@@ -107,18 +107,18 @@ fn a_cluster_ip_and_a_node_port_reach_the_pod_through_the_proxy() {
     .trim()
     .to_string();
 
-    let body = eventually_get(&format!("{cluster_ip}:80"), "served by web");
+    let body = eventually_get(&format!("{cluster_ip}:80"), "served by backend");
     assert!(body.contains(" 200 OK"), "{body}");
     // The node's address on the pod network (its gateway) with the node port.
-    eventually_get(&format!("10.221.0.1:{node_port}"), "served by web");
+    eventually_get(&format!("10.221.0.1:{node_port}"), "served by backend");
 
     // From inside a pod (the packet enters the host from the pod network): the pod reaches
     // itself through its own Service, which only works with the hairpin masquerade.
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {cluster_ip} 80");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = run(&["exec", "web", "--", "sh", "-c", &script], None);
-        if out.stdout.contains("served by web") {
+        let out = run(&["exec", "backend", "--", "sh", "-c", &script], None);
+        if out.stdout.contains("served by backend") {
             break;
         }
         assert!(
@@ -129,6 +129,58 @@ fn a_cluster_ip_and_a_node_port_reach_the_pod_through_the_proxy() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Cluster DNS: the pod's resolver is its node's, with the namespace's search paths.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run(
+            &[
+                "exec",
+                "backend",
+                "--",
+                "nslookup",
+                "web.default.svc.cluster.local",
+            ],
+            None,
+        );
+        if out.stdout.contains(&cluster_ip) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web.default.svc.cluster.local does not resolve to {cluster_ip}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let by_name = run(
+        &[
+            "exec",
+            "backend",
+            "--",
+            "sh",
+            "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc web 80",
+        ],
+        None,
+    );
+    assert!(
+        by_name.stdout.contains("served by backend"),
+        "the short name through the search path: {} {}",
+        by_name.stdout,
+        by_name.stderr
+    );
+    let resolv = run(&["exec", "backend", "--", "cat", "/etc/resolv.conf"], None);
+    assert!(
+        resolv.ok().contains("nameserver 10.221.0.1")
+            && resolv
+                .stdout
+                .contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+            && resolv.stdout.contains("options ndots:5"),
+        "{}",
+        resolv.stdout
+    );
 
     let empty_ip = run(
         &["get", "svc", "empty", "-o", "jsonpath={.spec.clusterIP}"],

@@ -49,6 +49,10 @@ pub struct AgentConfig {
     /// The engine network that carries the Service range on this host (name, subnet), so a
     /// packet for a Service address stays on the node even when no proxy rule catches it.
     pub service_network: Option<(String, String)>,
+    /// The DNS server `ClusterFirst` pods use (the proxy's on this node), if any.
+    pub cluster_dns: Option<String>,
+    /// The cluster DNS domain (search paths).
+    pub cluster_domain: String,
     pub allow_privileged: bool,
     pub relist_period: Duration,
     /// How often running pods' projected volumes are refreshed (ConfigMap updates reach
@@ -288,6 +292,8 @@ pub async fn run(
         node_name: cfg.node.name.clone(),
         host_ip: cfg.node.address.clone(),
         network: cfg.network.clone(),
+        cluster_dns: cfg.cluster_dns.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
         ipam: Mutex::new({
             let mut ipam = Ipam::new(cidr, gateway);
             ipam.exclude(engine_range);

@@ -57,6 +57,13 @@ struct Args {
     /// network.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// The DNS server `ClusterFirst` pods use; default: the node's address (where the proxy
+    /// serves cluster DNS); "" for none (pods then use the engine's resolver).
+    #[arg(long)]
+    cluster_dns: Option<String>,
+    /// The cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// The node's address (hostIP, InternalIP). Default: the pod network's gateway, which
     /// every pod on this host reaches.
     #[arg(long)]
@@ -174,6 +181,12 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         network: args.network.clone(),
         network_subnet: subnet.to_string(),
+        cluster_dns: match args.cluster_dns.as_deref() {
+            None => Some(address.clone()),
+            Some("") => None,
+            Some(s) => Some(s.to_string()),
+        },
+        cluster_domain: args.cluster_domain.clone(),
         service_network: (!args.service_cidr.is_empty())
             .then(|| (args.service_network.clone(), args.service_cidr.clone())),
         allow_privileged: args.allow_privileged,

@@ -11,5 +11,6 @@
 //! See `docs/proxy.md`.
 
 pub mod dataplane;
+pub mod dns;
 pub mod services;
 pub mod sync;

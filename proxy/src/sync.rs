@@ -6,7 +6,7 @@
 //! applied, at most once per `min_sync_interval` (bursts of changes, say a rollout, coalesce
 //! into one transaction), and re-applies it every `sync_period` even unchanged, repairing rules
 //! someone else removed. A failed sync is retried after `min_sync_interval`, doubling up to
-//! `sync_period`.
+//! `sync_period`. The DNS zone is rebuilt from the same caches on every pass.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -20,6 +20,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::DataPlane;
+use crate::dns::server::SharedZone;
+use crate::dns::zone::Zone;
 use crate::services::{Desired, desired};
 
 /// How the proxy runs.
@@ -31,6 +33,8 @@ pub struct Config {
     pub min_sync_interval: Duration,
     /// Most time between two syncs (a full re-apply).
     pub sync_period: Duration,
+    /// The cluster DNS domain.
+    pub cluster_domain: String,
 }
 
 impl Config {
@@ -39,6 +43,7 @@ impl Config {
             node_name: node_name.to_string(),
             min_sync_interval: Duration::from_millis(100),
             sync_period: Duration::from_secs(30),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }
@@ -59,6 +64,7 @@ pub async fn run(
     clock: SharedClock,
     cfg: Config,
     mut plane: Box<dyn DataPlane>,
+    zone: Option<SharedZone>,
     status: Arc<SyncStatus>,
     cancel: CancellationToken,
 ) {
@@ -75,7 +81,13 @@ pub async fn run(
     let mut backoff = cfg.min_sync_interval;
     let mut next_full = tokio::time::Instant::now() + cfg.sync_period;
     loop {
-        let want = compute(&services, &slices, &cfg.node_name);
+        let (want, fresh) = compute(&services, &slices, &cfg, zone.is_some());
+        if let (Some(zone), Some(fresh)) = (&zone, fresh) {
+            let mut z = zone.write().unwrap_or_else(|p| p.into_inner());
+            if **z != fresh {
+                *z = Arc::new(fresh);
+            }
+        }
         let full = tokio::time::Instant::now() >= next_full;
         if full || last.as_ref() != Some(&want) {
             match plane.sync(&want).await {
@@ -116,12 +128,14 @@ pub async fn run(
     }
 }
 
-fn compute(services: &Reader, slices: &Reader, node: &str) -> Desired {
+/// The desired map and, when DNS is served, the zone, from one reading of the caches.
+fn compute(services: &Reader, slices: &Reader, cfg: &Config, dns: bool) -> (Desired, Option<Zone>) {
     let svc = services.list();
     let sl = slices.list();
     let svc_values: Vec<&Value> = svc.iter().map(|o| &o.value).collect();
     let slice_values: Vec<&Value> = sl.iter().map(|o| &o.value).collect();
-    desired(&svc_values, &slice_values, node)
+    let zone = dns.then(|| Zone::build(&cfg.cluster_domain, &svc_values, &slice_values));
+    (desired(&svc_values, &slice_values, &cfg.node_name), zone)
 }
 
 /// Resolves when any subscription has an event (which stays queued for [`drain`]).

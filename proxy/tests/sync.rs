@@ -112,6 +112,7 @@ async fn the_data_plane_follows_services_and_slices_and_retries_failures() {
         RealClock::shared(),
         cfg,
         Box::new(rec.clone()),
+        None,
         Arc::clone(&status),
         cancel.clone(),
     ));

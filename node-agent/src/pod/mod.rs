@@ -47,6 +47,9 @@ pub struct PodContext {
     pub host_ip: String,
     /// The engine network pods join.
     pub network: String,
+    /// The DNS server of `ClusterFirst` pods, and the cluster domain for their search paths.
+    pub cluster_dns: Option<String>,
+    pub cluster_domain: String,
     pub ipam: Mutex<ipam::Ipam>,
     /// Whether `securityContext.privileged: true` is allowed.
     pub allow_privileged: bool,

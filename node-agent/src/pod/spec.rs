@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use rudder_api::k8s_openapi::api::core::v1::{Container, Pod};
+use rudder_api::k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use rudder_api::resources::{container_limits, container_requests};
 
 use super::PodContext;
@@ -84,23 +84,11 @@ pub fn sandbox_spec(ctx: &PodContext, pod: &Pod, uid: &str, ip: Ipv4Addr) -> San
             });
         }
     }
-    let (mut dns_servers, mut dns_search, mut dns_options) = (vec![], vec![], vec![]);
-    if let Some(cfg) = &spec.dns_config {
-        dns_servers = cfg.nameservers.clone().unwrap_or_default();
-        dns_search = cfg.searches.clone().unwrap_or_default();
-        dns_options = cfg
-            .options
-            .iter()
-            .flatten()
-            .filter_map(|o| {
-                let name = o.name.clone()?;
-                Some(match &o.value {
-                    Some(v) => format!("{name}:{v}"),
-                    None => name,
-                })
-            })
-            .collect();
-    }
+    let cluster_dns = ctx
+        .cluster_dns
+        .as_deref()
+        .map(|server| (server, ctx.cluster_domain.as_str()));
+    let (dns_servers, dns_search, dns_options) = dns(cluster_dns, &spec, &ns);
     SandboxSpec {
         owner: owner(ctx, pod, uid),
         hostname: host,
@@ -112,6 +100,59 @@ pub fn sandbox_spec(ctx: &PodContext, pod: &Pod, uid: &str, ip: Ipv4Addr) -> San
         dns_search,
         dns_options,
     }
+}
+
+/// The pod's resolver settings by its `dnsPolicy`, as kubelet sets them:
+/// - `ClusterFirst` (the default): the cluster DNS server, the search paths
+///   `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`, so a Service's short name
+///   resolves within the pod's namespace; for a host-network pod it means `Default`.
+/// - `ClusterFirstWithHostNet`: the same, also for host-network pods.
+/// - `Default`: the node's own resolution (nothing here: the engine's resolver forwards to the
+///   host's servers).
+/// - `None`: only what `dnsConfig` gives.
+///
+/// Then `dnsConfig` adds its nameservers and searches (duplicates dropped) and its options,
+/// which replace options of the same name. With no cluster DNS configured, `ClusterFirst`
+/// falls back to `Default`.
+fn dns(
+    cluster_dns: Option<(&str, &str)>,
+    spec: &PodSpec,
+    ns: &str,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let host_network = spec.host_network == Some(true);
+    let cluster = match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    };
+    let (mut servers, mut search, mut options) = (vec![], vec![], vec![]);
+    if let (true, Some((server, domain))) = (cluster, cluster_dns) {
+        let d = domain.trim_end_matches('.');
+        servers.push(server.to_string());
+        search = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.to_string()];
+        options.push("ndots:5".to_string());
+    }
+    if let Some(cfg) = &spec.dns_config {
+        for s in cfg.nameservers.iter().flatten() {
+            if !servers.contains(s) {
+                servers.push(s.clone());
+            }
+        }
+        for s in cfg.searches.iter().flatten() {
+            if !search.contains(s) {
+                search.push(s.clone());
+            }
+        }
+        for o in cfg.options.iter().flatten() {
+            let Some(name) = o.name.clone() else { continue };
+            options.retain(|have: &String| have.split(':').next() != Some(name.as_str()));
+            options.push(match &o.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name,
+            });
+        }
+    }
+    (servers, search, options)
 }
 
 /// Where a container instance's termination message lands on the node.
@@ -249,6 +290,61 @@ mod tests {
                 cpu_shares: Some(2),
                 ..Resources::default()
             }
+        );
+    }
+
+    #[test]
+    fn dns_follows_the_policy_then_dns_config() {
+        let spec = |v: serde_json::Value| -> PodSpec {
+            let mut v = v;
+            v["containers"] = json!([]);
+            serde_json::from_value(v).expect("spec")
+        };
+        let cluster = Some(("10.88.0.1", "cluster.local"));
+        let (servers, search, options) = dns(cluster, &spec(json!({})), "shop");
+        assert_eq!(servers, ["10.88.0.1"]);
+        assert_eq!(
+            search,
+            [
+                "shop.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
+        );
+        assert_eq!(options, ["ndots:5"]);
+        let host = spec(json!({"hostNetwork": true}));
+        assert!(
+            dns(cluster, &host, "shop").0.is_empty(),
+            "ClusterFirst on the host network is Default"
+        );
+        let with_host = spec(json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}));
+        assert_eq!(dns(cluster, &with_host, "shop").0, ["10.88.0.1"]);
+        assert!(
+            dns(cluster, &spec(json!({"dnsPolicy": "Default"})), "shop")
+                .0
+                .is_empty()
+        );
+        assert!(
+            dns(None, &spec(json!({})), "shop").0.is_empty(),
+            "no cluster DNS: Default"
+        );
+        let merged = spec(
+            json!({"dnsConfig": {"nameservers": ["192.0.2.53", "10.88.0.1"],
+            "searches": ["corp.example"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}),
+        );
+        let (servers, search, options) = dns(cluster, &merged, "shop");
+        assert_eq!(servers, ["10.88.0.1", "192.0.2.53"]);
+        assert_eq!(search.last().map(String::as_str), Some("corp.example"));
+        assert_eq!(
+            options,
+            ["ndots:2", "edns0"],
+            "an option replaces the one of its name"
+        );
+        let none = spec(json!({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.53"]}}));
+        let (servers, search, options) = dns(cluster, &none, "shop");
+        assert_eq!(
+            (servers, search.len(), options.len()),
+            (vec!["192.0.2.53".to_string()], 0, 0)
         );
     }
 

@@ -58,6 +58,8 @@ impl Cluster {
             network: format!("rudder-test-{n}"),
             network_subnet: format!("10.215.{n}.0/24"),
             service_network: None,
+            cluster_dns: None,
+            cluster_domain: "cluster.local".into(),
             allow_privileged: false,
             relist_period: Duration::from_millis(500),
             volume_refresh: Duration::from_secs(2),

@@ -43,6 +43,8 @@ pub fn config(dir: &std::path::Path) -> AgentConfig {
         network: "rudder".into(),
         network_subnet: "10.88.0.0/16".into(),
         service_network: Some(("rudder-services".into(), "10.96.0.0/12".into())),
+        cluster_dns: None,
+        cluster_domain: "cluster.local".into(),
         allow_privileged: false,
         relist_period: Duration::from_secs(1),
         volume_refresh: Duration::from_secs(30),
