@@ -209,3 +209,106 @@ fn a_cluster_ip_and_a_node_port_reach_the_pod_through_the_proxy() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `rudder get ... -o jsonpath=...`, trimmed.
+fn jsonpath(home: &std::path::Path, args: &[&str]) -> String {
+    run_rudder(None, home, args, None, &[])
+        .ok()
+        .trim()
+        .to_string()
+}
+
+/// The real chain: a Deployment of three replicas behind a Service, the controller-manager's
+/// EndpointSlices, the proxy's rules. From the host, connections through the cluster IP reach
+/// all three; a replica that turns unready gets no new connections, and comes back when ready.
+#[test]
+fn connections_spread_over_ready_replicas_and_skip_an_unready_one() {
+    rudder_testkit::images::require_docker();
+    common::apiserver_bin();
+    let image = rudder_testkit::images::busybox();
+    let home = tempfile::tempdir().unwrap();
+    let cluster = common::LocalCluster::new("cli-spread", 223, 224);
+    let _down = cluster.guard(home.path());
+    let run = |args: &[&str], stdin: Option<&str>| run_rudder(None, home.path(), args, stdin, &[]);
+    let args = cluster.up_args();
+    let up: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&up, None).ok();
+    let objects = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: {image}\n        command: [\"sh\", \"-c\", \"hostname > /index.html; touch /ready; httpd -f -p 8080 -h /\"]\n        readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1, failureThreshold: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {{app: web}}\n  ports:\n  - {{port: 80, targetPort: 8080}}\n"
+    );
+    run(&["apply", "-f", "-"], Some(&objects)).ok();
+    run(
+        &["rollout", "status", "deploy/web", "--timeout", "90s"],
+        None,
+    )
+    .ok();
+    let pods: Vec<String> = jsonpath(
+        home.path(),
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let ip = jsonpath(
+        home.path(),
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    let vip = format!("{ip}:80");
+    // Who answers `n` connections (the body is the pod's hostname, its name).
+    let answers = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .filter_map(|_| get(&vip).ok())
+            .filter_map(|r| r.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = answers(30);
+        if seen.len() == 3 {
+            assert_eq!(
+                seen,
+                pods.iter().cloned().collect(),
+                "only the replicas answer"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all replicas answered: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One turns unready: its endpoint goes, and no new connection reaches it.
+    let gone = &pods[0];
+    run(&["exec", gone, "--", "rm", "/ready"], None).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = answers(30);
+        if !seen.contains(gone) && seen.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{gone} still answers after turning unready: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for _ in 0..3 {
+        assert!(!answers(20).contains(gone), "{gone} answered while unready");
+    }
+    // Ready again: back in rotation.
+    run(&["exec", gone, "--", "touch", "/ready"], None).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(30).contains(gone) {
+        assert!(Instant::now() < deadline, "{gone} never came back");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
