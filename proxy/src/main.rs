@@ -10,10 +10,19 @@ use rudder_client::clock::RealClock;
 use rudder_client::{Api, Client};
 use rudder_proxy::dataplane::DataPlane;
 use rudder_proxy::dataplane::nft::{Nft, NftCommand, NftOptions};
+use rudder_proxy::dataplane::userspace::Userspace;
 use rudder_proxy::dns::server::{DnsConfig, SharedZone, upstreams_from_resolv_conf};
 use rudder_proxy::dns::zone::Zone;
 use rudder_proxy::sync::{Config, SyncStatus};
 use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// The kernel NATs each connection (nftables).
+    Nftables,
+    /// nftables redirects to listeners in this process, which copy the bytes.
+    Userspace,
+}
 
 #[derive(Parser)]
 #[command(name = "rudder-proxy", version, about = "Rudder's service proxy")]
@@ -32,6 +41,9 @@ struct Args {
     /// The pod range: cluster-IP traffic from outside it is masqueraded.
     #[arg(long)]
     cluster_cidr: Option<String>,
+    /// The data plane.
+    #[arg(long, value_enum, default_value_t = Mode::Nftables)]
+    proxy_mode: Mode,
     /// The nftables table the proxy owns.
     #[arg(long, default_value = "rudder-proxy")]
     nft_table: String,
@@ -107,7 +119,13 @@ async fn main() -> anyhow::Result<()> {
             "the nftables data plane needs the nft command and CAP_NET_ADMIN (run as root): {e}"
         )
     })?;
-    let mut plane = Nft::new(opts, Box::new(NftCommand::default()));
+    let mut plane: Box<dyn DataPlane> = match args.proxy_mode {
+        Mode::Nftables => Box::new(Nft::new(opts, Box::new(NftCommand::default()))),
+        Mode::Userspace => Box::new(Userspace::new(
+            &args.nft_table,
+            Box::new(NftCommand::default()),
+        )),
+    };
     if args.cleanup {
         plane.cleanup().await.context("removing the rules")?;
         return Ok(());
@@ -154,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         api,
         RealClock::shared(),
         cfg,
-        Box::new(plane),
+        plane,
         zone,
         Arc::new(SyncStatus::default()),
         cancel.clone(),

@@ -329,3 +329,40 @@ async fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
         assert_eq!(net.get(&vip).as_ref(), Ok(&first));
     }
 }
+
+/// The userspace plane's redirect table is accepted by the kernel as one transaction (its
+/// listeners live in this process's namespace, so the forwarding itself is tested in-process).
+#[tokio::test]
+async fn the_userspace_redirect_rules_apply() {
+    let net = Net::new();
+    let mut dp = rudder_proxy::dataplane::userspace::Userspace::new(
+        "rudder-proxy-us",
+        Box::new(NftCommand {
+            netns: Some(net.node.clone()),
+        }),
+    );
+    let a = net.ip(2);
+    let mut d = service(&net, &[&a], Some(30080));
+    d.ports.push(service(&net, &[], None).ports.remove(0));
+    d.ports[1].service = "default/empty".into();
+    d.ports[1].cluster_ips = vec![format!("10.251.{}.11", net.subnet).parse().unwrap()];
+    dp.sync(&d).await.expect("the kernel takes the table");
+    dp.sync(&d).await.expect("and a second sync");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.node,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "rudder-proxy-us",
+        ])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(rules.contains("redirect to :"), "{rules}");
+    assert!(rules.contains("reject"), "{rules}");
+    dp.cleanup().await.expect("cleanup");
+}

@@ -2,9 +2,13 @@
 //! as the desired map says, in one transaction, so no connection ever sees half a sync.
 //!
 //! - [`nft`]: the kernel data plane, an nftables table rewritten per sync (kube-proxy's
-//!   `nftables` mode).
+//!   `nftables` mode), the default.
+//! - [`userspace`]: listeners in the proxy that copy each connection, reached through nftables
+//!   redirects (kube-proxy's old `userspace` mode), for comparison and where NAT to pods is not
+//!   wanted.
 
 pub mod nft;
+pub mod userspace;
 
 use futures::future::BoxFuture;
 
