@@ -232,7 +232,24 @@ async fn deleting_a_namespace_leaves_nothing_behind() {
     let stuck = c.get("v1", "Pod", ns, "stuck").await.expect("unconfirmed");
     assert!(stuck["metadata"]["deletionTimestamp"].is_string());
 
-    c.sim.resume_node("node-2").await.expect("node back");
+    // What an administrator does for pods on a dead node: force their deletion.
+    for p in c.list("v1", "Pod", ns).await {
+        let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let r = c
+            .api
+            .delete(pb::DeleteRequest {
+                kind: Some(kind_ref("v1", "Pod")),
+                namespace: ns.into(),
+                name,
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            r.is_ok() || r.as_ref().is_err_and(ClientError::is_not_found),
+            "{r:?}"
+        );
+    }
     wait_namespace_gone(&c, ns).await;
     let left = everything_in(&c, ns).await;
     assert!(left.is_empty(), "left behind: {left:?}");
