@@ -377,8 +377,9 @@ async fn scenario(
             },
         ))
     };
-    // The watches start from the list's version; give them a moment to be established.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watches start from the list's version; give them, and the Endpoints controller
+    // finishing its own objects, a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let flips = a.flips.min(a.services);
     let interval = Duration::from_secs_f64(1.0 / a.rate as f64);

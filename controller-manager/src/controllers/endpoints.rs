@@ -43,8 +43,8 @@ use super::endpointslice::tracker::Tracker;
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::endpoints::{
-    LABEL_HEADLESS, find_port, hostname_for, is_ip_set, pod_ips, pod_mapper, selected_pods,
-    should_be_in_endpoints,
+    LABEL_HEADLESS, add_indexes, find_port, hostname_for, is_ip_set, pod_ips, pod_mapper,
+    selected_pods, should_be_in_endpoints,
 };
 use crate::util::pods::is_ready;
 use crate::util::str_at;
@@ -314,6 +314,7 @@ async fn run(env: Env, cancel: CancellationToken) {
     let services = env.informers.for_kind("v1", "Service");
     let pods = env.informers.for_kind("v1", "Pod");
     let endpoints = env.informers.for_kind("v1", "Endpoints");
+    add_indexes(&services, &pods);
     let (events, events_task) = env.recorder("endpoint");
     let tracker = Arc::new(Tracker::new(Arc::clone(&env.clock)));
     let ctx = Arc::new(Ctx {

@@ -6,13 +6,19 @@
 //!
 //! Also [`pod_mapper`], which sends a pod's events to the Services that select it (before and
 //! after the change), skipping pod updates that cannot change an endpoint.
+//!
+//! Both directions go through indexes ([`add_indexes`]): pods by each of their labels, Services
+//! by each pair of their selectors, so finding a Service's pods or a pod's Services costs the
+//! matches, not a scan of the namespace (with a thousand Services, a scan per event was the
+//! controllers' whole CPU time).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rudder_client::cache::{CachedObject, INDEX_NAMESPACE, Reader};
+use rudder_client::cache::{CachedObject, IndexFn, Reader};
 use rudder_client::controller::Mapper;
+use rudder_client::informer::Informer;
 use rudder_client::reflector::ReflectorEvent;
 use rudder_client::workqueue::Key;
 use serde_json::Value;
@@ -29,11 +35,55 @@ pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 /// The node label an endpoint's zone comes from.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
+/// Index of pods by label: `namespace/key=value` for each of their labels.
+pub const INDEX_POD_LABEL: &str = "endpoints.pod-label";
+/// Index of Services by selector: `namespace/key=value` for each pair of their selector.
+pub const INDEX_SERVICE_SELECTOR: &str = "endpoints.service-selector";
+
+/// An index value: `namespace/key=value` (a key holds no `=`, a namespace no `/`).
+fn pair(namespace: &str, key: &str, value: &str) -> String {
+    format!("{namespace}/{key}={value}")
+}
+
+/// `metadata.labels` of an object's JSON.
+pub fn labels_of(v: &Value) -> Option<&Value> {
+    v.get("metadata")?.get("labels")
+}
+
+/// The pods' label index.
+pub fn pod_label_index() -> IndexFn {
+    Arc::new(|o: &CachedObject| {
+        labels_of(&o.value)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| pair(&o.namespace, k, v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// The Services' selector index.
+pub fn service_selector_index() -> IndexFn {
+    Arc::new(|o: &CachedObject| {
+        service_selector(&o.value)
+            .map(|s| s.iter().map(|(k, v)| pair(&o.namespace, k, v)).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Adds both indexes to the shared informers (each controller asks; the first adds them).
+pub fn add_indexes(services: &Informer, pods: &Informer) {
+    services.ensure_index(INDEX_SERVICE_SELECTOR, service_selector_index());
+    pods.ensure_index(INDEX_POD_LABEL, pod_label_index());
+}
+
 /// A Service's selector, or `None` when it has none: such a Service's endpoints are written by
 /// hand and no controller touches them. An empty map counts as none, as in Kubernetes (whose
 /// storage does not keep an empty map apart from a missing one).
 pub fn service_selector(svc: &Value) -> Option<BTreeMap<String, String>> {
-    let m = svc.pointer("/spec/selector")?.as_object()?;
+    let m = svc.get("spec")?.get("selector")?.as_object()?;
     if m.is_empty() {
         return None;
     }
@@ -153,17 +203,20 @@ pub fn find_port(pod: &Value, svc_port: &Value) -> Option<i32> {
         .and_then(|n| i32::try_from(n).ok())
 }
 
-/// The pods whose endpoints `svc` gets, from the pods of its namespace: `None` when the
-/// controllers leave its endpoints alone (an ExternalName Service, or one without a selector).
+/// The pods whose endpoints `svc` gets (from `pods`, which has [`INDEX_POD_LABEL`]): `None`
+/// when the controllers leave its endpoints alone (an ExternalName Service, or one without a
+/// selector).
 pub fn selected_pods(svc: &Value, pods: &Reader) -> Option<Vec<Arc<CachedObject>>> {
     if !gets_endpoints(svc) {
         return None;
     }
     let selector = service_selector(svc)?;
+    let (k, v) = selector.iter().next()?;
+    let namespace = rudder_api::meta::namespace(svc);
     Some(
-        pods.by_index(INDEX_NAMESPACE, rudder_api::meta::namespace(svc))
+        pods.by_index(INDEX_POD_LABEL, &pair(namespace, k, v))
             .into_iter()
-            .filter(|p| selects(&selector, p.value.pointer("/metadata/labels")))
+            .filter(|p| selects(&selector, labels_of(&p.value)))
             .collect(),
     )
 }
@@ -182,29 +235,47 @@ type View<'a> = (
     Option<&'a Value>,
 );
 
+/// The field at `path` (without the allocations of a JSON pointer: this runs per pod event).
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
 fn endpoint_view(pod: &Value) -> View<'_> {
+    let s = |path: &[&str]| at(pod, path).and_then(Value::as_str).unwrap_or("");
     (
-        pod.pointer("/status/podIPs"),
-        str_at(pod, "/status/podIP"),
+        at(pod, &["status", "podIPs"]),
+        s(&["status", "podIP"]),
         is_ready(pod),
-        phase(pod),
-        pod.pointer("/metadata/deletionTimestamp").is_some(),
-        str_at(pod, "/spec/nodeName"),
-        str_at(pod, "/spec/hostname"),
-        str_at(pod, "/spec/subdomain"),
-        pod.pointer("/metadata/labels"),
+        s(&["status", "phase"]),
+        at(pod, &["metadata", "deletionTimestamp"]).is_some(),
+        s(&["spec", "nodeName"]),
+        s(&["spec", "hostname"]),
+        s(&["spec", "subdomain"]),
+        labels_of(pod),
     )
 }
 
-/// The keys of the Services in `pod`'s namespace whose selectors match it.
+/// The keys of the Services in `pod`'s namespace whose selectors match it (from `services`,
+/// which has [`INDEX_SERVICE_SELECTOR`]).
 pub fn services_selecting(services: &Reader, pod: &CachedObject) -> Vec<Key> {
-    let labels = pod.value.pointer("/metadata/labels");
-    services
-        .by_index(INDEX_NAMESPACE, &pod.namespace)
-        .into_iter()
+    let labels = labels_of(&pod.value);
+    let Some(m) = labels.and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<Key> = m
+        .iter()
+        .flat_map(|(k, v)| {
+            services.by_index(
+                INDEX_SERVICE_SELECTOR,
+                &pair(&pod.namespace, k, v.as_str().unwrap_or("")),
+            )
+        })
         .filter(|s| service_selector(&s.value).is_some_and(|sel| selects(&sel, labels)))
         .map(|s| s.key())
-        .collect()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Maps pod events to the Services selecting the pod, old labels and new; a relist to every
@@ -268,9 +339,9 @@ mod tests {
         assert_eq!(service_selector(&svc(json!({}))), None, "empty is none");
         let sel = service_selector(&svc(json!({"app": "web"}))).unwrap();
         let p = pod(json!({}));
-        assert!(selects(&sel, p.pointer("/metadata/labels")));
+        assert!(selects(&sel, labels_of(&p)));
         let other = service_selector(&svc(json!({"app": "web", "tier": "fe"}))).unwrap();
-        assert!(!selects(&other, p.pointer("/metadata/labels")));
+        assert!(!selects(&other, labels_of(&p)));
         assert!(!selects(&sel, None));
     }
 
@@ -369,6 +440,9 @@ mod tests {
     #[test]
     fn pod_events_reach_the_services_selecting_the_pod() {
         let (mut store, services) = Store::new();
+        services
+            .add_index(INDEX_SERVICE_SELECTOR, service_selector_index())
+            .expect("index");
         for (name, sel) in [
             ("web", json!({"app": "web"})),
             ("api", json!({"app": "api"})),

@@ -52,7 +52,8 @@ use self::tracker::Tracker;
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
 use crate::util::endpoints::{
-    LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_ZONE, pod_mapper, selected_pods, services_selecting,
+    LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_ZONE, add_indexes, labels_of, pod_mapper,
+    selected_pods, services_selecting,
 };
 
 pub const DESCRIPTOR: Descriptor = Descriptor {
@@ -83,18 +84,14 @@ pub struct Ctx {
 
 /// The key of the Service a slice is labelled for.
 fn service_key(slice: &CachedObject) -> Option<Key> {
-    let name = slice
-        .value
-        .pointer("/metadata/labels")
+    let name = labels_of(&slice.value)
         .and_then(|l| l.get(LABEL_SERVICE_NAME))
         .and_then(Value::as_str)?;
     Some(format!("{}/{name}", slice.namespace))
 }
 
 fn managed(slice: &CachedObject) -> bool {
-    slice
-        .value
-        .pointer("/metadata/labels")
+    labels_of(&slice.value)
         .and_then(|l| l.get(LABEL_MANAGED_BY))
         .and_then(Value::as_str)
         == Some(MANAGED_BY)
@@ -105,6 +102,7 @@ async fn run(env: Env, cancel: CancellationToken) {
     let pods = env.informers.for_kind("v1", "Pod");
     let nodes = env.informers.for_kind("v1", "Node");
     let slices = env.informers.for_kind(SLICE_API_VERSION, SLICE_KIND);
+    add_indexes(&services, &pods);
     slices.ensure_index(
         INDEX_SERVICE,
         Arc::new(|o: &CachedObject| service_key(o).into_iter().collect()),

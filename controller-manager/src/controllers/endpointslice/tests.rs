@@ -14,6 +14,7 @@ use rudder_client::proto as pb;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::util::endpoints::{INDEX_POD_LABEL, pod_label_index};
 
 struct Caches {
     services: Store,
@@ -33,6 +34,9 @@ fn pod(name: &str, ip: &str, ready: bool) -> Arc<CachedObject> {
 fn setup(fake: &Arc<FakeApi>, clock: SharedClock) -> (Caches, Arc<Ctx>) {
     let (mut services, services_r) = Store::new();
     let (mut pods, pods_r) = Store::new();
+    pods_r
+        .add_index(INDEX_POD_LABEL, pod_label_index())
+        .expect("index");
     let (mut nodes, nodes_r) = Store::new();
     let (slices, slices_r) = Store::new();
     slices_r
