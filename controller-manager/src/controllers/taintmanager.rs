@@ -5,7 +5,8 @@
 //! - a taint that none of the pod's tolerations tolerates: the pod is deleted at once;
 //! - otherwise each taint is matched by the first toleration that tolerates it; a matching
 //!   toleration with `tolerationSeconds` lets the pod stay that many seconds after the taint's
-//!   `timeAdded` (the earliest such deadline wins; zero or less is at once); tolerations
+//!   `timeAdded` (the earliest such deadline wins; zero or less is at once; `timeAdded` has
+//!   whole seconds, so the end of its second counts, see [`time_added`]); tolerations
 //!   without seconds tolerate for ever, and a pod only tolerated so stays.
 //!
 //! An eviction writes the pod's DisruptionTarget condition (reason DeletionByTaintManager),
@@ -73,12 +74,27 @@ pub fn verdict(pod: &Value, node_taints: &[Value], added: impl Fn(&Value) -> Tim
         let Some(secs) = tol.get("tolerationSeconds").and_then(Value::as_i64) else {
             continue;
         };
+        if secs <= 0 {
+            return Verdict::Now;
+        }
         let at = added(taint)
-            .checked_add(jiff::SignedDuration::from_secs(secs.max(0)))
+            .checked_add(jiff::SignedDuration::from_secs(secs))
             .unwrap_or(Timestamp::MAX);
         until = Some(until.map_or(at, |u| u.min(at)));
     }
     until.map_or(Verdict::Never, Verdict::At)
+}
+
+/// When a taint was added, from its `timeAdded`. That has whole seconds, and the taint may have
+/// been added any time within that second: the end of the second is taken, so a pod is never
+/// evicted before its `tolerationSeconds` have passed (at most a second after).
+pub fn time_added(taint: &Value) -> Option<Timestamp> {
+    let t = parse_time(taint.get("timeAdded"))?;
+    if t.subsec_nanosecond() == 0 {
+        t.checked_add(jiff::SignedDuration::from_secs(1)).ok()
+    } else {
+        Some(t)
+    }
 }
 
 /// A taint's identity for the first-seen table.
@@ -171,7 +187,7 @@ fn node_mapper(pods: Reader) -> Mapper {
 impl Ctx {
     /// When `taint` on `node` was added: its timeAdded, else when first seen here.
     fn added(&self, node: &str, taint: &Value, now: Timestamp) -> Timestamp {
-        if let Some(t) = parse_time(taint.get("timeAdded")) {
+        if let Some(t) = time_added(taint) {
             return t;
         }
         let id = (

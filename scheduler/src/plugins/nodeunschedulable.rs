@@ -5,9 +5,9 @@
 //! condition is Unknown or missing, `memory-pressure`, `disk-pressure`, `pid-pressure`, all
 //! NoSchedule), such as DaemonSet pods with their automatic tolerations.
 //!
-//! Kubernetes' node lifecycle controller adds those taints from the conditions
-//! (TaintNodesByCondition); Rudder has no such controller yet, so the conditions are read here
-//! and turned into the same taints.
+//! The node lifecycle controller adds those taints from the conditions (TaintNodesByCondition);
+//! the conditions are read here as well, so a node is judged the same in the moment between a
+//! condition change and its taint.
 
 use rudder_api::k8s_openapi::api::core::v1::{Node, Taint, Toleration};
 

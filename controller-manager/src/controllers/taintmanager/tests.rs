@@ -18,7 +18,7 @@ fn unreachable(added: &str) -> Value {
 }
 
 fn by_time_added(t: &Value) -> Timestamp {
-    parse_time(t.get("timeAdded")).unwrap_or(at(0))
+    time_added(t).unwrap_or(at(0))
 }
 
 #[test]
@@ -45,12 +45,22 @@ fn toleration_seconds_count_from_time_added() {
     );
     assert_eq!(
         verdict(&p, &[unreachable("2025-01-01T00:01:00Z")], by_time_added),
-        Verdict::At(at(360))
+        Verdict::At(at(361)),
+        "from the end of the second the taint was added in"
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            &[unreachable("2025-01-01T00:01:00.250Z")],
+            by_time_added
+        ),
+        Verdict::At(Timestamp::from_millisecond((1_735_689_600 + 360) * 1000 + 250).unwrap()),
+        "a finer timeAdded is taken as it is"
     );
     let zero = pod(json!([{"operator": "Exists", "tolerationSeconds": -5}]));
     assert_eq!(
         verdict(&zero, &[unreachable(T0)], by_time_added),
-        Verdict::At(at(0))
+        Verdict::Now
     );
 }
 
@@ -63,14 +73,14 @@ fn the_earliest_deadline_wins_and_for_ever_stays() {
     let p = pod(json!([
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 100},
         {"key": "example.com/drain", "operator": "Exists", "tolerationSeconds": 30}]));
-    assert_eq!(verdict(&p, &both, by_time_added), Verdict::At(at(30)));
+    assert_eq!(verdict(&p, &both, by_time_added), Verdict::At(at(31)));
     let forever = pod(json!([{"operator": "Exists"}]));
     assert_eq!(verdict(&forever, &both, by_time_added), Verdict::Never);
     // A for-ever toleration of one taint does not cancel another's seconds.
     let mixed = pod(json!([
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
         {"key": "example.com/drain", "operator": "Exists", "tolerationSeconds": 30}]));
-    assert_eq!(verdict(&mixed, &both, by_time_added), Verdict::At(at(30)));
+    assert_eq!(verdict(&mixed, &both, by_time_added), Verdict::At(at(31)));
 }
 
 // === The controller on the fake ===
@@ -129,8 +139,9 @@ async fn pods_go_at_once_after_their_toleration_or_never() {
     );
     settle(57).await;
     assert!(!evicted(&h, "brief").await, "still within its 60 s");
-    settle(3).await;
-    assert!(evicted(&h, "brief").await, "60 s after the taint was added");
+    // timeAdded has whole seconds: the end of its second counts.
+    settle(4).await;
+    assert!(evicted(&h, "brief").await, "60 to 61 s after the taint was added");
     settle(600).await;
     assert!(!evicted(&h, "forever").await, "tolerates for ever");
     assert!(!evicted(&h, "elsewhere").await, "on an untainted node");
