@@ -291,13 +291,21 @@ async fn back_off_limit_failure_policy_and_deadline_fail_jobs() {
         .collect();
     let gap = finished[0].duration_since(finished[1]).as_secs().abs();
     assert!(gap >= 9, "replaced after {gap} s, not after the back-off");
-    let events: Vec<Value> = c.list("v1", "Event", NS).await;
-    assert!(
-        events.iter().any(
-            |e| e["reason"] == "BackoffLimitExceeded" && e["involvedObject"]["name"] == "flaky"
-        ),
-        "no BackoffLimitExceeded event"
-    );
+    // Events are sent after the status write, asynchronously: wait for it.
+    c.wait_for("the BackoffLimitExceeded event", || async {
+        let events: Vec<Value> = c.list("v1", "Event", NS).await;
+        if events.iter().any(|e| {
+            e["reason"] == "BackoffLimitExceeded" && e["involvedObject"]["name"] == "flaky"
+        }) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} events, none BackoffLimitExceeded",
+                events.len()
+            ))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
