@@ -84,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
     config.api.event_ttl = Duration::from_secs(args.event_ttl_seconds.max(1));
     config.api.resource_version_wait = Duration::from_millis(args.resource_version_wait_ms);
     config.api.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
-    config.api.default_unreachable_toleration_seconds =
-        args.default_unreachable_toleration_seconds;
+    config.api.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
     config.api.service_range = args.service_cluster_ip_range;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

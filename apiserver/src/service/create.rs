@@ -232,15 +232,23 @@ fn default_toleration_seconds(pod: &mut Value, cfg: &super::ApiConfig) {
         })
     };
     let missing: Vec<(&str, i64)> = [
-        ("node.kubernetes.io/not-ready", cfg.default_not_ready_toleration_seconds),
-        ("node.kubernetes.io/unreachable", cfg.default_unreachable_toleration_seconds),
+        (
+            "node.kubernetes.io/not-ready",
+            cfg.default_not_ready_toleration_seconds,
+        ),
+        (
+            "node.kubernetes.io/unreachable",
+            cfg.default_unreachable_toleration_seconds,
+        ),
     ]
     .into_iter()
     .filter(|(k, _)| !tolerates(k))
     .collect();
     for (key, seconds) in missing {
-        list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute",
-            "tolerationSeconds": seconds}));
+        list.push(
+            json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+            "tolerationSeconds": seconds}),
+        );
     }
     if list.is_empty() {
         spec.remove("tolerations");
@@ -304,6 +312,10 @@ mod toleration_tests {
         let mut no_schedule = json!({"spec": {"tolerations": [
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}});
         default_toleration_seconds(&mut no_schedule, &cfg);
-        assert_eq!(keys(&no_schedule).len(), 3, "a NoSchedule toleration does not count");
+        assert_eq!(
+            keys(&no_schedule).len(),
+            3,
+            "a NoSchedule toleration does not count"
+        );
     }
 }

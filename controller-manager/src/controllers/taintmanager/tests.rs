@@ -141,7 +141,10 @@ async fn pods_go_at_once_after_their_toleration_or_never() {
     assert!(!evicted(&h, "brief").await, "still within its 60 s");
     // timeAdded has whole seconds: the end of its second counts.
     settle(4).await;
-    assert!(evicted(&h, "brief").await, "60 to 61 s after the taint was added");
+    assert!(
+        evicted(&h, "brief").await,
+        "60 to 61 s after the taint was added"
+    );
     settle(600).await;
     assert!(!evicted(&h, "forever").await, "tolerates for ever");
     assert!(!evicted(&h, "elsewhere").await, "on an untainted node");
