@@ -10,12 +10,14 @@
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
 //!   [`streams`] (logs/exec/port-forward through the API server), [`top`].
+//! - [`cordon`]: cordon and uncordon nodes.
 //! - [`rollout`], [`scale`] and [`set`]: the workload commands (rollout status/history/undo/
 //!   pause/resume/restart, scale, set image/env/resources).
 
 pub mod apply;
 pub mod cluster;
 pub mod config;
+pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
@@ -110,6 +112,10 @@ pub enum Command {
     Top(top::TopArgs),
     /// Manage the rollout of deployments, daemon sets and stateful sets.
     Rollout(rollout::RolloutArgs),
+    /// Mark nodes unschedulable.
+    Cordon(cordon::CordonArgs),
+    /// Mark nodes schedulable again.
+    Uncordon(cordon::CordonArgs),
     /// Set a new size for a deployment, replica set, stateful set or replication controller.
     Scale(scale::ScaleArgs),
     /// Set images, environment variables or resources of pod templates.
@@ -222,6 +228,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::PortForward(a) => streams::port_forward(&ctx, a).await.map(|_| 0),
         Command::Top(a) => top::run(&ctx, a).await.map(|_| 0),
         Command::Rollout(a) => rollout::run(&ctx, a).await.map(|_| 0),
+        Command::Cordon(a) => cordon::run(&ctx, a, true).await.map(|_| 0),
+        Command::Uncordon(a) => cordon::run(&ctx, a, false).await.map(|_| 0),
         Command::Scale(a) => scale::run(&ctx, a).await.map(|_| 0),
         Command::Set(a) => set::run(&ctx, a).await.map(|_| 0),
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),

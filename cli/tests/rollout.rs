@@ -823,3 +823,49 @@ fn set_image_env_and_resources() {
     );
     assert_eq!(rv(), before);
 }
+
+#[test]
+fn cordon_and_uncordon_mark_nodes_and_say_when_there_was_nothing_to_do() {
+    let s = Server::start();
+    for n in ["n1", "n2"] {
+        apply(
+            &s,
+            &format!("{n}.yaml"),
+            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {n}\n  labels: {{pool: a}}\n"),
+        );
+    }
+    ok(&s, "cordon n1", "node/n1 cordoned\n");
+    assert_eq!(json(&s, "get node n1")["spec"]["unschedulable"], true);
+    ok(&s, "cordon n1", "node/n1 already cordoned\n");
+    ok(
+        &s,
+        "cordon -l pool=a",
+        "node/n1 already cordoned\nnode/n2 cordoned\n",
+    );
+    ok(
+        &s,
+        "uncordon n1 --dry-run",
+        "node/n1 uncordoned (dry run)\n",
+    );
+    assert_eq!(
+        json(&s, "get node n1")["spec"]["unschedulable"],
+        true,
+        "a dry run writes nothing"
+    );
+    ok(
+        &s,
+        "uncordon n1 n2",
+        "node/n1 uncordoned\nnode/n2 uncordoned\n",
+    );
+    assert!(
+        json(&s, "get node n1")["spec"]
+            .get("unschedulable")
+            .is_none()
+    );
+    ok(&s, "uncordon n2", "node/n2 already uncordoned\n");
+    fails_all(
+        &s,
+        "cordon => error: USAGE: cordon NODE [flags]: name a node, or select nodes with -l
+         cordon nope => Error from server (NotFound): nodes \"nope\" not found",
+    );
+}
