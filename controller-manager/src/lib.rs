@@ -44,6 +44,8 @@ pub struct Config {
     pub max_endpoints_per_slice: usize,
     /// The node controllers' settings (grace periods, eviction rates, pod GC, IPAM).
     pub nodes: controllers::nodelifecycle::NodeControllers,
+    /// `--load-balancer-pool`: addresses for LoadBalancer Services (`None`: none are given).
+    pub load_balancer_pool: Option<controllers::loadbalancer::Pool>,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             leader: None,
             max_endpoints_per_slice: controllers::endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
             nodes: Default::default(),
+            load_balancer_pool: None,
         }
     }
 }
@@ -86,6 +89,7 @@ pub async fn run(
         host: cfg.host.clone(),
         max_endpoints_per_slice: cfg.max_endpoints_per_slice,
         nodes: cfg.nodes.clone(),
+        load_balancer_pool: cfg.load_balancer_pool,
     };
     match cfg.leader {
         None => runner::run_all(env, &chosen, cancel).await,

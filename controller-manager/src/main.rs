@@ -90,6 +90,10 @@ struct Args {
     /// Most endpoints the EndpointSlice controller puts in one slice (1 to 1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
+    /// Addresses for Services of type LoadBalancer (a CIDR; addresses routed to the nodes);
+    /// without it no LoadBalancer Service gets an address.
+    #[arg(long)]
+    load_balancer_pool: Option<rudder_controller_manager::controllers::loadbalancer::Pool>,
 }
 
 #[tokio::main]
@@ -102,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         controllers: args.controllers.clone(),
         workers: args.concurrent_syncs,
         max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
+        load_balancer_pool: args.load_balancer_pool,
         ..Config::default()
     };
     cfg.host = rudder_client::health::hostname();

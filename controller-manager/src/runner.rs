@@ -33,6 +33,8 @@ pub struct Env {
     pub max_endpoints_per_slice: usize,
     /// Settings of the node controllers (lifecycle, pod GC, IPAM).
     pub nodes: crate::controllers::nodelifecycle::NodeControllers,
+    /// Where LoadBalancer Services' addresses come from; `None`: the controller is off.
+    pub load_balancer_pool: Option<crate::controllers::loadbalancer::Pool>,
 }
 
 impl Env {

@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod job;
+pub mod loadbalancer;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -41,5 +42,6 @@ pub fn all() -> Vec<Descriptor> {
         nodeipam::DESCRIPTOR,
         endpointslice::DESCRIPTOR,
         endpoints::DESCRIPTOR,
+        loadbalancer::DESCRIPTOR,
     ]
 }

@@ -62,6 +62,7 @@ impl Harness {
             host: String::new(),
             max_endpoints_per_slice: 100,
             nodes: Default::default(),
+            load_balancer_pool: None,
         };
         tokio::spawn((DESCRIPTOR.run)(env, self.stop.clone()));
     }
