@@ -146,7 +146,12 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !wants_address(&svc) {
         lock().remove(&key);
         if ours && str_at(&svc.value, "/spec/loadBalancerClass").is_empty() {
-            write::patch_status(ctx.api.as_ref(), &svc, json!({"loadBalancer": {"ingress": null}})).await?;
+            write::patch_status(
+                ctx.api.as_ref(),
+                &svc,
+                json!({"loadBalancer": {"ingress": null}}),
+            )
+            .await?;
         }
         return Ok(Action::AwaitChange);
     }
