@@ -302,7 +302,7 @@ fn port16(p: u64) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 

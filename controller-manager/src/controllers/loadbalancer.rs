@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, policy};
 use crate::runner::{Descriptor, Env};
+use crate::util::str_at;
 
 /// How often a Service waiting for an address looks again.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -122,10 +123,6 @@ fn ingress_ips(svc: &Value) -> Vec<Ipv4Addr> {
         .flatten()
         .filter_map(|i| i.get("ip")?.as_str()?.parse().ok())
         .collect()
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Whether this controller serves the Service.

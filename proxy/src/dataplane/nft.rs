@@ -74,13 +74,7 @@ pub fn render(
     let mut s = String::new();
     let mut now = Installed::default();
     let w = &mut s;
-    // `add` then `delete` in one transaction: removes any table a previous run left, and does
-    // not fail when there is none.
-    let _ = writeln!(w, "add table ip {t}");
-    if prev.is_none() {
-        let _ = writeln!(w, "delete table ip {t}");
-        let _ = writeln!(w, "add table ip {t}");
-    }
+    w.push_str(&table_header(t, prev.is_none()));
     let base = [
         (
             "nat-prerouting",
@@ -317,6 +311,21 @@ pub fn render(
     (s, now)
 }
 
+/// The start of a sync's script: the table, made afresh on a first sync (`add` then `delete`
+/// in one transaction removes any table a previous run left and does not fail without one).
+pub(super) fn table_header(t: &str, fresh: bool) -> String {
+    if fresh {
+        format!("add table ip {t}\ndelete table ip {t}\nadd table ip {t}\n")
+    } else {
+        format!("add table ip {t}\n")
+    }
+}
+
+/// A script removing the table, whether or not it exists.
+pub(super) fn delete_table(t: &str) -> String {
+    format!("add table ip {t}\ndelete table ip {t}\n")
+}
+
 /// Affinity first (a client seen recently goes back to its endpoint), then a random pick.
 fn pick(w: &mut String, t: &str, chain: &str, base: &str, p: &ServicePort, backends: &[Backend]) {
     if p.affinity.is_some() {
@@ -491,7 +500,7 @@ impl DataPlane for Nft {
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), DataPlaneError>> {
         Box::pin(async move {
             let t = &self.opts.table;
-            let script = format!("add table ip {t}\ndelete table ip {t}\n");
+            let script = delete_table(t);
             self.installed = None;
             self.runner
                 .run(&script)

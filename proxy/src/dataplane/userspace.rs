@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::nft::NftRunner;
+use super::nft::{NftRunner, delete_table, table_header};
 use super::{DataPlane, DataPlaneError};
 use crate::services::{Backend, Desired, Protocol, ServicePort};
 
@@ -204,10 +204,7 @@ async fn serve(
 fn render(table: &str, first: bool, desired: &Desired, ports: &BTreeMap<String, u16>) -> String {
     let t = table;
     let mut s = String::new();
-    let _ = writeln!(s, "add table ip {t}");
-    if first {
-        let _ = writeln!(s, "delete table ip {t}\nadd table ip {t}");
-    }
+    s.push_str(&table_header(t, first));
     for (name, hook) in [
         (
             "nat-prerouting",
@@ -316,7 +313,7 @@ impl DataPlane for Userspace {
             let t = &self.table;
             self.first = true;
             self.runner
-                .run(&format!("add table ip {t}\ndelete table ip {t}\n"))
+                .run(&delete_table(t))
                 .await
                 .map_err(|reason| DataPlaneError::Apply {
                     plane: "userspace (nftables redirects)",

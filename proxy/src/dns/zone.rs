@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use crate::services::SERVICE_NAME_LABEL;
+use crate::services::{SERVICE_NAME_LABEL, str_at};
 
 /// One SRV record's data.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -247,10 +247,6 @@ fn add_srv(
 
 fn dashed(ip: Ipv4Addr) -> String {
     ip.to_string().replace('.', "-")
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 #[cfg(test)]
