@@ -98,14 +98,30 @@ impl SledStorage {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("store"))
             // Durability comes from our explicit flush before acknowledging; sled's own periodic
             // flush would only add fsyncs.
             .flush_every_ms(None)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| StorageError::Io(format!("opening {}: {e}", dir.display())))?;
+            .cache_capacity(64 * 1024 * 1024);
+        // A store this process just closed keeps its file lock until sled's background threads
+        // let go of it; wait a little for that, not for another process holding it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled reports the lock only in its message (kind Other).
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(StorageError::Io(format!("opening {}: {e}", dir.display())));
+                }
+            }
+        };
         let store = dir.join("store");
         let log = std::fs::File::open(store.join("db")).map_err(|e| {
             StorageError::Io(format!("opening {}: {e}", store.join("db").display()))
