@@ -7,10 +7,12 @@
 //! - [`dataplane`]: the one contract the data planes sit behind (`sync(desired)`, applied as one
 //!   transaction), with the nftables implementation.
 //! - [`sync`]: the loop from informers to the data plane.
+//! - [`ingress`]: Ingress, an HTTP and HTTPS entry point routing by host and path.
 //!
 //! See `docs/proxy.md`.
 
 pub mod dataplane;
 pub mod dns;
+pub mod ingress;
 pub mod services;
 pub mod sync;
