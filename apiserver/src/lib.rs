@@ -3,8 +3,9 @@
 //! Layout, from the disk up:
 //! - [`storage`]: the key-value engine trait, sled behind it, and an in-memory fake.
 //! - [`state`]: the deterministic state machine that applies write commands.
-//! - [`wal`]: the local log, the durable record of every write.
-//! - [`store`]: the state machine behind the log seam ([`store::Log`], which Raft will replace):
+//! - [`raft`]: the durable segmented log (the record of every write today, Raft's log next), over
+//!   a file-system seam with a crash-simulating fake.
+//! - [`store`]: the state machine behind the log seam ([`store::Log`]):
 //!   group commit, checkpoints into the engine, the watch hub and the read path.
 //! - [`service`]: the API's semantics (create/get/list/update/status/patch/delete/watch/bind) as
 //!   plain async functions, with Kubernetes' rules for metadata, concurrency, finalizers and
@@ -18,12 +19,12 @@ pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod grpc;
+pub mod raft;
 pub mod relay;
 pub mod server;
 pub mod service;
 pub mod state;
 pub mod storage;
 pub mod store;
-pub mod wal;
 
 pub use server::{Server, ServerConfig};

@@ -18,9 +18,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::Shared;
+use super::log::Entry;
 use crate::state::{ObjIndex, ObjKey, State, StoredObject};
 use crate::storage::{Op, Storage, StorageError};
-use crate::wal::Entry;
 
 pub(super) const META_APPLIED: &[u8] = b"m/applied";
 const OBJECT_PREFIX: &[u8] = b"o/";
@@ -276,11 +276,31 @@ pub(super) fn checkpoint<S: Storage>(
 }
 
 /// Brings the engine up to date with records logged after its last checkpoint (start-up).
-pub(super) fn replay<S: Storage>(storage: &S, logged: Vec<Entry>) -> Result<(), StorageError> {
+/// `span` is the first and last index the log holds: it must reach back to the engine's applied
+/// index and no less far forward, or acknowledged writes would be missing (or versions reused).
+pub(super) fn replay<S: Storage>(
+    storage: &S,
+    logged: Vec<Entry>,
+    span: Option<(u64, u64)>,
+) -> Result<(), StorageError> {
     let applied = match storage.get(META_APPLIED)? {
         Some(v) => decode_index(&v)?,
         None => 0,
     };
+    if let Some((first, last)) = span {
+        if first > applied + 1 {
+            return Err(StorageError::Corrupt(format!(
+                "the log starts at index {first} but the engine holds only up to {applied}: entries {} to {} are missing",
+                applied + 1,
+                first - 1
+            )));
+        }
+        if last < applied {
+            return Err(StorageError::Corrupt(format!(
+                "the log ends at index {last} but the engine holds up to {applied}: the log lost acknowledged entries"
+            )));
+        }
+    }
     let mut missing: Vec<Entry> = logged.into_iter().filter(|e| e.index > applied).collect();
     if !missing.is_empty() {
         tracing::info!(

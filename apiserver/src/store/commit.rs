@@ -11,10 +11,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::checkpoint::object_key;
-use super::log::Log;
+use super::log::{AppendError, Entry, Log};
 use super::{Proposal, Shared, StoreError};
 use crate::state::{Event, EventType, Overlay, State};
-use crate::wal::Entry;
 
 /// The single writer: batches proposals, evaluates them in log order, persists the batch with one
 /// append, then publishes and replies.
@@ -70,11 +69,23 @@ pub(super) fn writer<L: Log>(
 
         if !entries.is_empty() {
             if let Err(e) = log.append(&entries) {
-                let reason = format!(
-                    "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server"
-                );
-                tracing::error!(%reason, "storage failure");
-                shared.fail(reason.clone());
+                let reason = match e {
+                    // Nothing written (space): the next batch may go in.
+                    AppendError::Refused(r) => r,
+                    AppendError::Unknown(r) => match log.recover() {
+                        Ok(()) => format!(
+                            "the write failed in the log ({r}); the log was cut back to its last acknowledged entry, so nothing of it is stored; retry"
+                        ),
+                        Err(e) => {
+                            let reason = format!(
+                                "the store stopped accepting writes after a storage failure ({r}; cutting the log back failed: {e}); the outcome of the last writes is unknown; repair the disk, then restart the API server"
+                            );
+                            shared.fail(reason.clone());
+                            reason
+                        }
+                    },
+                };
+                tracing::error!(%reason, "log append failed");
                 for p in batch {
                     let _ = p
                         .reply

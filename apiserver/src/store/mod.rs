@@ -13,13 +13,17 @@
 //!   the window fails with "expired"; events are published to watchers in log order under the
 //!   same lock that appends them to the history, so a watcher starting from the history and then
 //!   following the live feed sees no gap and no duplicate.
-//! - If the disk is short of space, writes are refused before anything is written. If an append
-//!   or a checkpoint fails, the store stops accepting writes until restart: the outcome of that
-//!   batch is unknown, and guessing would risk acknowledging lost writes.
+//! - If the disk is short of space (below the margin, counting the batch itself), writes are
+//!   refused before anything is written, and accepted again once space returns. If an append
+//!   fails part-way, its batch is answered as failed with an unknown outcome and the log is cut
+//!   back to its last acknowledged entry; only if that fails too, or a checkpoint fails, does
+//!   the store stop accepting writes until restart (guessing would risk acknowledging lost
+//!   writes).
 //!
 //! Layout, along the seams the Raft issue needs:
 //! - [`log`]: the one seam Raft replaces ("append these durably, say when committed, in order");
-//!   today the local [`crate::wal::Wal`].
+//!   today the local [`crate::raft::RaftLog`] (term 1).
+//! - [`legacy`]: a log directory of the earlier format, migrated once into the engine.
 //! - [`commit`]: the writer thread (group commit) in front of the state machine.
 //! - [`checkpoint`]: the engine (sled) brought up to date from the log in the background; replay
 //!   and loading at start-up.
@@ -30,6 +34,7 @@
 mod checkpoint;
 mod commit;
 mod hub;
+mod legacy;
 pub mod log;
 mod read;
 mod stats;
@@ -43,13 +48,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use self::checkpoint::Indexer;
 use self::hub::Hub;
 pub use self::hub::{Backlog, Expired};
-pub use self::log::Log;
+pub use self::log::{AppendError, Entry, Log};
 pub use self::read::{ListPage, ListQuery};
 use self::stats::Counters;
 pub use self::stats::StoreStats;
+use crate::raft::{Disk, LogOptions, RaftLog, RealDisk};
 use crate::state::{ApplyError, Command, Event, ObjKey, State, StoredObject};
 use crate::storage::{Storage, StorageError, free_bytes};
-use crate::wal::Wal;
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]
@@ -215,9 +220,34 @@ impl Store {
         config: StoreConfig,
         indexer: &Indexer,
     ) -> Result<Store, StorageError> {
-        let (wal, logged) = Wal::open(log_dir)?;
-        checkpoint::replay(&storage, logged)?;
-        Self::open_with_log(storage, wal, config, indexer)
+        Self::open_on(storage, Arc::new(RealDisk), log_dir, config, indexer)
+    }
+
+    /// [`Store::open`] with the log on `disk` (a fake in tests).
+    ///
+    /// Start-up writes nothing to the log (beyond cutting a torn tail off), so a store on a full
+    /// disk opens and serves reads; its writes are refused until space returns.
+    pub fn open_on<S: Storage>(
+        storage: S,
+        disk: Arc<dyn Disk>,
+        log_dir: &std::path::Path,
+        config: StoreConfig,
+        indexer: &Indexer,
+    ) -> Result<Store, StorageError> {
+        legacy::migrate(&*disk, log_dir, &storage)?;
+        let opts = LogOptions {
+            min_free_bytes: config.min_free_bytes,
+            ..LogOptions::default()
+        };
+        let log = RaftLog::open(disk, log_dir, opts)?;
+        let logged = log
+            .read_all()?
+            .into_iter()
+            .map(log::decode_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let span = log.first_index().zip(log.last().map(|(index, _)| index));
+        checkpoint::replay(&storage, logged, span)?;
+        Self::open_with_log(storage, log, config, indexer)
     }
 
     /// Opens the store over `storage` (already up to date with `log`) and appends to `log`.

@@ -5,15 +5,19 @@ use bytes::Bytes;
 
 use super::checkpoint::{checkpoint, object_key};
 use super::*;
+use crate::raft::{RaftLog, RealDisk};
 use crate::state::ObjIndex;
 use crate::storage::SledStorage;
-use crate::wal::Entry;
 
 fn no_index(_: &ObjKey, v: &serde_json::Value) -> ObjIndex {
     ObjIndex {
         labels: rudder_api::meta::labels(v).into_iter().collect(),
         ..Default::default()
     }
+}
+
+fn open_log(dir: &std::path::Path) -> RaftLog {
+    RaftLog::open(Arc::new(RealDisk), dir, crate::raft::LogOptions::default()).unwrap()
 }
 
 fn entry(index: u64, name: &str, value: Option<&str>) -> Entry {
@@ -69,7 +73,7 @@ async fn a_failed_checkpoint_stops_writes_but_keeps_what_was_acknowledged() {
         Err(StoreError::InsufficientStorage(_))
     ));
     assert_eq!(
-        Wal::open(&dir.path().join("log")).unwrap().1.len(),
+        open_log(&dir.path().join("log")).read_all().unwrap().len(),
         1,
         "the log still holds the write"
     );
@@ -88,8 +92,8 @@ async fn records_only_in_the_log_are_replayed_into_the_engine_on_open() {
             Some(r#"{"metadata":{"resourceVersion":"1","name":"a"}}"#),
         )];
         checkpoint(&storage, &mut first).unwrap();
-        let (mut wal, _) = Wal::open(&dir.path().join("log")).unwrap();
-        wal.append(&[
+        let mut log = open_log(&dir.path().join("log"));
+        log.append(&[
             entry(
                 1,
                 "a",
@@ -133,16 +137,26 @@ fn cm_key(name: &str) -> ObjKey {
     }
 }
 
-fn put_cm(name: &str) -> Command {
+/// A create of the object `key` named `name`.
+fn create(key: ObjKey) -> Command {
+    let object = Bytes::from(format!(r#"{{"metadata":{{"name":"{}"}}}}"#, key.name));
     Command::Put {
-        key: cm_key(name),
+        key,
         expect: crate::state::Expect::Absent,
-        object: Bytes::from(format!(r#"{{"metadata":{{"name":"{name}"}}}}"#)),
+        object,
         labels: vec![],
         fields: vec![],
         deleting: false,
         claims: vec![],
     }
+}
+
+fn put_cm(name: &str) -> Command {
+    create(cm_key(name))
+}
+
+fn put_ns(name: &str) -> Command {
+    create(ns_key(name))
 }
 
 /// A store over memory with the `default` namespace and `n` ConfigMaps in it.
@@ -154,22 +168,7 @@ async fn store_with(dir: &std::path::Path, n: usize) -> Store {
         &no_index,
     )
     .unwrap();
-    store
-        .propose(Command::Put {
-            key: ObjKey {
-                kind: Arc::from(crate::state::NAMESPACE_KIND),
-                namespace: String::new(),
-                name: "default".into(),
-            },
-            expect: crate::state::Expect::Absent,
-            object: Bytes::from_static(br#"{"metadata":{"name":"default"}}"#),
-            labels: vec![],
-            fields: vec![],
-            deleting: false,
-            claims: vec![],
-        })
-        .await
-        .unwrap();
+    store.propose(put_ns("default")).await.unwrap();
     let writes: Vec<_> = (0..n)
         .map(|i| {
             let s = store.clone();
@@ -300,8 +299,11 @@ impl Gate {
 struct GatedLog(Arc<Gate>);
 
 impl Log for GatedLog {
-    fn append(&mut self, _: &[Entry]) -> Result<(), StorageError> {
+    fn append(&mut self, _: &[Entry]) -> Result<(), AppendError> {
         self.0.wait();
+        Ok(())
+    }
+    fn recover(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
     fn compact(&mut self, _: u64) {}
@@ -497,4 +499,88 @@ async fn effects_waiting_for_a_checkpoint_are_bounded_by_bytes() {
         .await
         .expect("writes resume once the engine catches up")
         .unwrap();
+}
+
+fn open_on_fake(disk: &crate::raft::crash::CrashDisk) -> Result<Store, StorageError> {
+    Store::open_on(
+        crate::storage::MemStorage::new(),
+        Arc::new(disk.clone()),
+        std::path::Path::new("/data/log"),
+        StoreConfig::default(),
+        &no_index,
+    )
+}
+
+/// Writes namespaces through a store on `disk`, then closes it.
+async fn write_namespaces(disk: &crate::raft::crash::CrashDisk, names: &[&str]) {
+    let store = open_on_fake(disk).unwrap();
+    for n in names {
+        store.propose(put_ns(n)).await.unwrap();
+    }
+}
+
+fn ns_key(name: &str) -> ObjKey {
+    ObjKey {
+        kind: Arc::from(crate::state::NAMESPACE_KIND),
+        namespace: String::new(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_power_cut_and_a_full_disk_still_serves_reads() {
+    let disk = crate::raft::crash::CrashDisk::new();
+    write_namespaces(&disk, &["a", "b", "c"]).await;
+    // A power cut: only what was synced is left; a fresh engine is rebuilt from the log alone.
+    disk.crash(0);
+    disk.set_free(Some(0));
+    let store = open_on_fake(&disk).expect("a store on a full disk opens");
+    assert_eq!(store.resource_version(), 3);
+    assert_eq!(store.get(&ns_key("b")).map(|o| o.rv), Some(2));
+    let e = store.propose(put_ns("d")).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::InsufficientStorage(m) if m.contains("insufficient storage") && m.contains("writes are refused")),
+        "{e}"
+    );
+    // Space comes back: writes go on, with no restart.
+    disk.set_free(None);
+    let ev = store.propose(put_ns("d")).await.unwrap();
+    assert_eq!(ev.rv, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_in_the_log_is_rolled_back_and_writes_go_on() {
+    let disk = crate::raft::crash::CrashDisk::new();
+    let store = open_on_fake(&disk).unwrap();
+    store.propose(put_ns("a")).await.unwrap();
+    // The next append's write fails part-way (its sync would be the operation after).
+    disk.fail_once(1);
+    let e = store.propose(put_ns("lost")).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::InsufficientStorage(m) if m.contains("nothing of it is stored")),
+        "{e}"
+    );
+    assert!(store.writable().is_ok(), "the failure did not stick");
+    let ev = store.propose(put_ns("b")).await.unwrap();
+    assert_eq!(ev.rv, 2, "the failed write's version was never published");
+    drop(store);
+    disk.crash(usize::MAX);
+    let store = open_on_fake(&disk).unwrap();
+    assert!(store.get(&ns_key("lost")).is_none());
+    assert_eq!(store.get(&ns_key("b")).map(|o| o.rv), Some(2));
+}
+
+#[tokio::test]
+async fn a_corrupt_log_stops_the_start_with_the_file_and_offset() {
+    let disk = crate::raft::crash::CrashDisk::new();
+    write_namespaces(&disk, &["a", "b", "c"]).await;
+    let seg = std::path::Path::new("/data/log/00000000000000000001.seg");
+    // A byte in the first record's payload: records 2 and 3 follow it.
+    disk.corrupt(seg, 24 + 28 + 2, b"\xee");
+    let e = open_on_fake(&disk).err().expect("refused to start");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("00000000000000000001.seg at byte 24") && msg.contains("record 1"),
+        "{msg}"
+    );
 }
