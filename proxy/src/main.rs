@@ -1,5 +1,6 @@
 //! `rudder-proxy`: parses flags, sets up logging, serves health, keeps the node's data plane in
-//! step with Services and EndpointSlices until SIGTERM/SIGINT.
+//! step with Services and EndpointSlices until SIGTERM/SIGINT; serves cluster DNS and Ingress
+//! when asked to.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use rudder_proxy::dataplane::nft::{Nft, NftCommand, NftOptions};
 use rudder_proxy::dataplane::userspace::Userspace;
 use rudder_proxy::dns::server::{DnsConfig, SharedZone, upstreams_from_resolv_conf};
 use rudder_proxy::dns::zone::Zone;
+use rudder_proxy::ingress::IngressState;
+use rudder_proxy::ingress::server::{self, ForwardConfig, Forwarder};
 use rudder_proxy::sync::{Config, SyncStatus};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +70,19 @@ struct Args {
     /// resolv.conf; "none" for none (such names then fail at once).
     #[arg(long, value_delimiter = ',')]
     dns_upstream: Vec<String>,
+    /// Where Ingress is served over HTTP (IP:port); "" for not at all.
+    #[arg(long, default_value = "")]
+    ingress_http_addr: String,
+    /// Where Ingress is served over HTTPS (IP:port; certificates from the Ingresses' TLS
+    /// Secrets, by SNI); "" for not at all.
+    #[arg(long, default_value = "")]
+    ingress_https_addr: String,
+    /// Seconds to connect to an Ingress backend's endpoint.
+    #[arg(long, default_value_t = 5)]
+    ingress_connect_timeout: u64,
+    /// Seconds an Ingress backend's endpoint may take to send its response headers.
+    #[arg(long, default_value_t = 60)]
+    ingress_response_header_timeout: u64,
     /// Remove the proxy's rules and exit.
     #[arg(long)]
     cleanup: bool,
@@ -104,6 +120,59 @@ fn upstreams(given: &[String]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
                 .with_context(|| format!("--dns-upstream {g:?}: expected IP or IP:port"))
         })
         .collect()
+}
+
+fn listen_addr(flag: &str, value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{flag} {value:?}: expected IP:port"))
+}
+
+/// The Ingress servers the flags ask for, with the state the sync loop keeps current.
+fn start_ingress(
+    args: &Args,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Arc<IngressState>>> {
+    let http = listen_addr("--ingress-http-addr", &args.ingress_http_addr)?;
+    let https = listen_addr("--ingress-https-addr", &args.ingress_https_addr)?;
+    if http.is_none() && https.is_none() {
+        return Ok(None);
+    }
+    // Rudder links ring only; should another provider come in, ring stays the default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let state = IngressState::new();
+    let fwd = Arc::new(Forwarder::new(
+        Arc::clone(&state),
+        ForwardConfig {
+            connect_timeout: Duration::from_secs(args.ingress_connect_timeout.max(1)),
+            response_header_timeout: Duration::from_secs(
+                args.ingress_response_header_timeout.max(1),
+            ),
+        },
+    ));
+    if let Some(addr) = http {
+        let (fwd, cancel) = (Arc::clone(&fwd), cancel.clone());
+        tokio::spawn(async move {
+            if let Some(l) = server::bind(addr, "Ingress HTTP", &cancel).await {
+                server::serve_http(l, fwd, cancel).await;
+            }
+        });
+    }
+    if let Some(addr) = https {
+        let (state, cancel) = (Arc::clone(&state), cancel.clone());
+        tokio::spawn(async move {
+            if let Some(l) = server::bind(addr, "Ingress HTTPS", &cancel).await
+                && let Err(e) = server::serve_https(l, state, fwd, cancel).await
+            {
+                tracing::error!(error = %e, "cannot serve Ingress over HTTPS");
+            }
+        });
+    }
+    Ok(Some(state))
 }
 
 #[tokio::main]
@@ -167,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         Some(zone)
     };
+    cfg.ingress = start_ingress(&args, &cancel)?;
     tracing::info!(node = %node, health = %args.health_addr, "rudder-proxy starting");
     let task = tokio::spawn(rudder_proxy::sync::run(
         api,

@@ -6,7 +6,8 @@
 //! applied, at most once per `min_sync_interval` (bursts of changes, say a rollout, coalesce
 //! into one transaction), and re-applies it every `sync_period` even unchanged, repairing rules
 //! someone else removed. A failed sync is retried after `min_sync_interval`, doubling up to
-//! `sync_period`. The DNS zone is rebuilt from the same caches on every pass.
+//! `sync_period`. The DNS zone and, when Ingress is served, its table and certificates are
+//! rebuilt from the same caches on every pass.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dataplane::DataPlane;
 use crate::dns::server::SharedZone;
 use crate::dns::zone::Zone;
+use crate::ingress::IngressState;
+use crate::ingress::sync::IngressSync;
 use crate::services::{Desired, desired};
 
 /// How the proxy runs.
@@ -35,6 +38,9 @@ pub struct Config {
     pub sync_period: Duration,
     /// The cluster DNS domain.
     pub cluster_domain: String,
+    /// Ingress served: the loop also watches Ingresses, IngressClasses and Secrets and keeps
+    /// this state's table and certificates current.
+    pub ingress: Option<Arc<IngressState>>,
 }
 
 impl Config {
@@ -44,6 +50,7 @@ impl Config {
             min_sync_interval: Duration::from_millis(100),
             sync_period: Duration::from_secs(30),
             cluster_domain: "cluster.local".into(),
+            ingress: None,
         }
     }
 }
@@ -71,8 +78,13 @@ pub async fn run(
     let informers = InformerFactory::new(api, Arc::clone(&clock));
     let services = informers.for_kind("v1", "Service");
     let slices = informers.for_kind("discovery.k8s.io/v1", "EndpointSlice");
-    let mut subs = [services.subscribe(), slices.subscribe()];
+    let mut subs = vec![services.subscribe(), slices.subscribe()];
     let (services, slices) = (services.reader(), slices.reader());
+    let mut ingress = cfg.ingress.clone().map(|state| {
+        let (ingress, more) = IngressSync::new(state, &informers);
+        subs.extend(more);
+        ingress
+    });
     informers.start(&cancel);
     if !informers.wait_for_cache_sync(&cancel).await {
         return;
@@ -81,7 +93,7 @@ pub async fn run(
     let mut backoff = cfg.min_sync_interval;
     let mut next_full = tokio::time::Instant::now() + cfg.sync_period;
     loop {
-        let (want, fresh) = compute(&services, &slices, &cfg, zone.is_some());
+        let (want, fresh) = compute(&services, &slices, &cfg, zone.is_some(), ingress.as_mut());
         if let (Some(zone), Some(fresh)) = (&zone, fresh) {
             let mut z = zone.write().unwrap_or_else(|p| p.into_inner());
             if **z != fresh {
@@ -128,27 +140,34 @@ pub async fn run(
     }
 }
 
-/// The desired map and, when DNS is served, the zone, from one reading of the caches.
-fn compute(services: &Reader, slices: &Reader, cfg: &Config, dns: bool) -> (Desired, Option<Zone>) {
+/// The desired map and, when DNS is served, the zone, from one reading of the caches; the
+/// Ingress table is refreshed from the same reading.
+fn compute(
+    services: &Reader,
+    slices: &Reader,
+    cfg: &Config,
+    dns: bool,
+    ingress: Option<&mut IngressSync>,
+) -> (Desired, Option<Zone>) {
     let svc = services.list();
     let sl = slices.list();
     let svc_values: Vec<&Value> = svc.iter().map(|o| &o.value).collect();
     let slice_values: Vec<&Value> = sl.iter().map(|o| &o.value).collect();
+    if let Some(ingress) = ingress {
+        ingress.refresh(&svc_values, &slice_values);
+    }
     let zone = dns.then(|| Zone::build(&cfg.cluster_domain, &svc_values, &slice_values));
     (desired(&svc_values, &slice_values, &cfg.node_name), zone)
 }
 
 /// Resolves when any subscription has an event (which stays queued for [`drain`]).
-async fn changed(subs: &mut [Subscription; 2]) {
-    let [a, b] = subs;
-    tokio::select! {
-        ev = a.recv() => drop(ev),
-        ev = b.recv() => drop(ev),
-    }
+async fn changed(subs: &mut [Subscription]) {
+    let waits = subs.iter_mut().map(|s| Box::pin(s.recv()));
+    drop(futures::future::select_all(waits).await);
 }
 
 /// Discards queued events: the next sync reads the caches whole.
-fn drain(subs: &mut [Subscription; 2]) {
+fn drain(subs: &mut [Subscription]) {
     for s in subs.iter_mut() {
         while s.try_recv().is_some() {}
     }
