@@ -154,3 +154,6 @@ pub fn server_config(state: Arc<IngressState>) -> Result<rustls::ServerConfig, r
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests;
