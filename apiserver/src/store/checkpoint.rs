@@ -144,7 +144,7 @@ pub(super) fn object_key(k: &ObjKey) -> Vec<u8> {
     v
 }
 
-fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
+pub(super) fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
     let rest = raw.strip_prefix(OBJECT_PREFIX)?;
     let mut parts = rest.splitn(3, |&b| b == 0);
     let kind = std::str::from_utf8(parts.next()?).ok()?;
@@ -161,6 +161,29 @@ fn parse_object_key(raw: &[u8]) -> Option<ObjKey> {
 /// layer, which knows each kind's selectable fields.
 pub type Indexer = dyn Fn(&ObjKey, &serde_json::Value) -> ObjIndex + Send + Sync;
 
+/// An object as the state holds it, from its stored JSON (version included).
+pub(super) fn stored_object(
+    key: &ObjKey,
+    json: bytes::Bytes,
+    indexer: &Indexer,
+) -> Result<StoredObject, StorageError> {
+    let value: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|e| StorageError::Corrupt(format!("object {key:?}: {e}")))?;
+    let ObjIndex {
+        labels,
+        fields,
+        claims,
+    } = indexer(key, &value);
+    Ok(StoredObject {
+        rv: rudder_api::meta::resource_version(&value),
+        deleting: rudder_api::meta::is_deleting(&value),
+        json,
+        labels,
+        fields,
+        claims,
+    })
+}
+
 /// Reads every object from the engine into a state; the version continues from the applied index.
 pub(super) fn load_state<S: Storage>(
     storage: &S,
@@ -176,26 +199,8 @@ pub(super) fn load_state<S: Storage>(
         let Some(key) = parse_object_key(&k) else {
             continue;
         };
-        let value: serde_json::Value = serde_json::from_slice(&v)
-            .map_err(|e| StorageError::Corrupt(format!("object {key:?}: {e}")))?;
-        let rv = rudder_api::meta::resource_version(&value);
-        let ObjIndex {
-            labels,
-            fields,
-            claims,
-        } = indexer(&key, &value);
-        let deleting = rudder_api::meta::is_deleting(&value);
-        state.load(
-            key,
-            Arc::new(StoredObject {
-                rv,
-                json: v.into(),
-                labels,
-                fields,
-                deleting,
-                claims,
-            }),
-        );
+        let obj = stored_object(&key, v.into(), indexer)?;
+        state.load(key, Arc::new(obj));
     }
     state.rv = state.rv.max(applied);
     Ok(state)

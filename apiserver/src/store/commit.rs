@@ -58,6 +58,7 @@ pub(super) fn writer<L: Log>(
                             index: ev.rv,
                             key: object_key(&ev.key),
                             value: (ev.kind != EventType::Deleted).then(|| ev.object.json.clone()),
+                            created: ev.kind == EventType::Added,
                         });
                         overlay.record(&ev);
                         results.push(Ok(Arc::new(ev)));

@@ -52,6 +52,7 @@ fn decode(data: &[u8]) -> (Vec<Entry>, usize) {
             index: u64::from_le_bytes(index),
             key: key.to_vec(),
             value: (payload[8] == 1).then(|| Bytes::copy_from_slice(&payload[13 + key_len..])),
+            created: false,
         });
         pos += HEADER + len;
     }

@@ -14,8 +14,8 @@
 //!   the store stops taking writes.
 //! - `compact(upto)` may drop entries at or below `upto`: the engine holds them durably.
 //!
-//! An effect's payload in the log: `op: u8 (1 put, 0 delete) | key_len: u32 LE | key | value`;
-//! the record's index is the effect's version.
+//! An effect's payload in the log: `op: u8 (0 delete, 1 put of an existing object, 2 put of a
+//! new one) | key_len: u32 LE | key | value`; the record's index is the effect's version.
 
 use bytes::Bytes;
 
@@ -28,6 +28,8 @@ pub struct Entry {
     pub index: u64,
     pub key: Vec<u8>,
     pub value: Option<Bytes>,
+    /// The object did not exist before this effect (a watch's `ADDED`); only meaningful for puts.
+    pub created: bool,
 }
 
 /// The single master's term: constant until Raft elects leaders.
@@ -41,7 +43,11 @@ impl Record for Entry {
         SINGLE_MASTER_TERM
     }
     fn write_payload(&self, out: &mut Vec<u8>) {
-        out.push(u8::from(self.value.is_some()));
+        out.push(match (&self.value, self.created) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        });
         out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.key);
         if let Some(v) = &self.value {
@@ -69,7 +75,7 @@ pub fn decode_entry(r: StoredRecord) -> Result<Entry, StorageError> {
         .get(4..4 + key_len)
         .ok_or_else(|| bad("key runs past the payload"))?;
     let value = match op {
-        1 => Some(Bytes::copy_from_slice(&rest[4 + key_len..])),
+        1 | 2 => Some(Bytes::copy_from_slice(&rest[4 + key_len..])),
         0 => None,
         other => return Err(bad(&format!("unknown operation {other}"))),
     };
@@ -77,6 +83,7 @@ pub fn decode_entry(r: StoredRecord) -> Result<Entry, StorageError> {
         index: r.index,
         key: key.to_vec(),
         value,
+        created: op == 2,
     })
 }
 

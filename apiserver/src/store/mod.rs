@@ -9,7 +9,8 @@
 //!   state plus the batch's own pending changes, persisted, and only then published.
 //! - `resourceVersion` is the log position of the command that produced a version; it increases
 //!   strictly with every successful write.
-//! - The history window keeps the most recent events (bounded). A watch from a version older than
+//! - The history window keeps the most recent events (bounded), and is rebuilt from the log's
+//!   retained effects on start ([`history`]). A watch from a version older than
 //!   the window fails with "expired"; events are published to watchers in log order under the
 //!   same lock that appends them to the history, so a watcher starting from the history and then
 //!   following the live feed sees no gap and no duplicate.
@@ -33,6 +34,7 @@
 
 mod checkpoint;
 mod commit;
+mod history;
 mod hub;
 mod legacy;
 pub mod log;
@@ -246,8 +248,9 @@ impl Store {
             .map(log::decode_entry)
             .collect::<Result<Vec<_>, _>>()?;
         let span = log.first_index().zip(log.last().map(|(index, _)| index));
+        let history = history::rebuild(&logged, indexer)?;
         checkpoint::replay(&storage, logged, span)?;
-        Self::open_with_log(storage, log, config, indexer)
+        Self::open_inner(storage, log, config, indexer, Some(history))
     }
 
     /// Opens the store over `storage` (already up to date with `log`) and appends to `log`.
@@ -257,8 +260,40 @@ impl Store {
         config: StoreConfig,
         indexer: &Indexer,
     ) -> Result<Store, StorageError> {
+        Self::open_inner(storage, log, config, indexer, None)
+    }
+
+    /// Opens the store; `history` is the watch window rebuilt from the log (the version after
+    /// which it is complete, and its events), used when it ends at the loaded state's version.
+    fn open_inner<S: Storage, L: Log>(
+        storage: S,
+        log: L,
+        config: StoreConfig,
+        indexer: &Indexer,
+        history: Option<(u64, Vec<Arc<Event>>)>,
+    ) -> Result<Store, StorageError> {
         let state = checkpoint::load_state(&storage, indexer)?;
         let compacted = state.rv;
+        let mut hub = Hub::new(
+            compacted,
+            config.history_window,
+            config.history_bytes,
+            config.watch_buffer,
+        );
+        if let Some((oldest, events)) = history
+            && events.last().is_some_and(|ev| ev.rv == state.rv)
+        {
+            hub = Hub::new(
+                oldest,
+                config.history_window,
+                config.history_bytes,
+                config.watch_buffer,
+            );
+            for ev in events {
+                hub.publish(ev);
+            }
+            hub.trim();
+        }
         let counters = Counters::default();
         counters
             .size_on_disk
@@ -271,12 +306,7 @@ impl Store {
         let shared = Arc::new(Shared {
             front: Mutex::new(Front {
                 snapshot: Arc::new(state.clone()),
-                hub: Hub::new(
-                    compacted,
-                    config.history_window,
-                    config.history_bytes,
-                    config.watch_buffer,
-                ),
+                hub,
             }),
             failed: Mutex::new(None),
             counters,

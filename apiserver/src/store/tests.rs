@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::checkpoint::{checkpoint, object_key};
 use super::*;
 use crate::raft::{RaftLog, RealDisk};
-use crate::state::ObjIndex;
+use crate::state::{EventType, ObjIndex};
 use crate::storage::SledStorage;
 
 fn no_index(_: &ObjKey, v: &serde_json::Value) -> ObjIndex {
@@ -30,6 +30,7 @@ fn entry(index: u64, name: &str, value: Option<&str>) -> Entry {
         index,
         key,
         value: value.map(|v| Bytes::from(v.to_string())),
+        created: false,
     }
 }
 
@@ -583,4 +584,93 @@ async fn a_corrupt_log_stops_the_start_with_the_file_and_offset() {
         msg.contains("00000000000000000001.seg at byte 24") && msg.contains("record 1"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_a_restart_resumes_from_the_history_rebuilt_from_the_log() {
+    let disk = crate::raft::crash::CrashDisk::new();
+    let store = open_on_fake(&disk).unwrap();
+    store.propose(put_ns("a")).await.unwrap();
+    let seen = store.propose(put_ns("b")).await.unwrap().rv;
+    let Command::Put {
+        key,
+        object,
+        labels,
+        fields,
+        deleting,
+        claims,
+        ..
+    } = put_ns("a")
+    else {
+        unreachable!()
+    };
+    store
+        .propose(Command::Put {
+            key,
+            expect: crate::state::Expect::Version(1),
+            object,
+            labels,
+            fields,
+            deleting,
+            claims,
+        })
+        .await
+        .unwrap();
+    store
+        .propose(Command::Delete {
+            key: ns_key("b"),
+            expect: crate::state::Expect::Version(2),
+        })
+        .await
+        .unwrap();
+    drop(store);
+    disk.crash(0);
+    let store = open_on_fake(&disk).unwrap();
+    let (backlog, _live) = store
+        .subscribe_from(seen)
+        .expect("the history after the restart reaches back to the watch's version");
+    let got: Vec<_> = backlog
+        .iter()
+        .map(|e| (e.rv, e.kind, e.key.name.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (3, EventType::Modified, "a".to_string()),
+            (4, EventType::Deleted, "b".to_string())
+        ]
+    );
+    assert_eq!(
+        backlog[1].object.rv, 4,
+        "the deletion carries its own version"
+    );
+    assert!(store.subscribe_from(0).is_ok(), "the whole log is history");
+}
+
+#[test]
+fn the_rebuilt_history_starts_after_a_change_whose_previous_version_is_older_than_the_log() {
+    let mk = |index: u64, name: &str, value: Option<&str>, created: bool| Entry {
+        created,
+        ..entry(index, name, value)
+    };
+    let json = |rv: u64| format!(r#"{{"metadata":{{"resourceVersion":"{rv}","name":"y"}}}}"#);
+    let entries = vec![
+        mk(5, "old", Some(&json(5)), false),
+        mk(6, "y", Some(&json(6)), true),
+        mk(7, "y", Some(&json(7)), false),
+        mk(8, "y", None, false),
+    ];
+    let (oldest, events) = super::history::rebuild(&entries, &no_index).unwrap();
+    assert_eq!(oldest, 5, "the change at 5 has no known previous version");
+    let kinds: Vec<_> = events.iter().map(|e| (e.rv, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (6, EventType::Added),
+            (7, EventType::Modified),
+            (8, EventType::Deleted)
+        ]
+    );
+    assert_eq!(events[1].prev.as_ref().map(|p| p.rv), Some(6));
+    assert!(events[2].object.deleting && events[2].object.rv == 8);
 }
