@@ -96,7 +96,8 @@ impl Syncer {
 
 impl SledStorage {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)
+        // The data directory's own entry must survive a power cut: its parents are synced.
+        crate::raft::disk::create_dir_all(&crate::raft::RealDisk, dir)
             .map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
         let config = sled::Config::new()
             .path(dir.join("store"))
