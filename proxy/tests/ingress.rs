@@ -320,3 +320,66 @@ async fn a_refusing_endpoint_is_skipped_for_idempotent_requests_and_a_502_otherw
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_canary_takes_its_share_of_requests() {
+    let h = Harness::start().await;
+    let (stable, canary) = (backend("stable").await, backend("canary").await);
+    h.service("stable", &[stable]).await;
+    h.service("canary", &[canary]).await;
+    let ing = |name: &str, svc: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+               "spec": {"rules": [{"host": "c.test", "http": {"paths": [path_rule("/", "Prefix", svc)]}}]}})
+    };
+    h.ingress(ing("main", "stable")).await;
+    let mut c = ing("main-canary", "canary");
+    c["metadata"]["annotations"] =
+        json!({"rudder.io/canary": "true", "rudder.io/canary-weight": "10"});
+    let created = h.ingress(c).await;
+    wait_for("the canary attached", || {
+        h.state
+            .table()
+            .route("c.test", "/")
+            .route()
+            .is_some_and(|r| {
+                r.canary
+                    .as_ref()
+                    .is_some_and(|c| c.weight == 10 && !c.backend.endpoints.is_empty())
+            })
+    })
+    .await;
+    let mut hits = 0;
+    for _ in 0..1000 {
+        let (s, _, body) = get(h.http, "c.test", "/", &[]).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        hits += usize::from(body.starts_with("canary "));
+    }
+    // Binomial(1000, 0.1): mean 100, standard deviation 9.5. 60..=140 is over four deviations
+    // each way, so a correct split fails less than once in 30,000 runs; a canary ignored (0),
+    // always taken (1000) or with the weight read per mille (~10) fails it.
+    assert!(
+        (60..=140).contains(&hits),
+        "{hits} of 1000 reached the canary"
+    );
+
+    // Weight 100: everything goes to the canary; weight 0: nothing.
+    let mut current = created;
+    for (weight, want) in [(100u32, 50), (0, 0)] {
+        current["metadata"]["annotations"]["rudder.io/canary-weight"] = json!(weight.to_string());
+        current = h.update("networking.k8s.io/v1", "Ingress", current).await;
+        wait_for("the new weight", || {
+            h.state
+                .table()
+                .route("c.test", "/")
+                .route()
+                .is_some_and(|r| r.canary.as_ref().is_some_and(|c| c.weight == weight))
+        })
+        .await;
+        let mut n = 0;
+        for _ in 0..50 {
+            let (_, _, body) = get(h.http, "c.test", "/", &[]).await;
+            n += usize::from(body.starts_with("canary "));
+        }
+        assert_eq!(n, want, "weight {weight}");
+    }
+}
