@@ -363,6 +363,8 @@ enum Op {
     Purge(u64),
     Crash(usize),
     FailedAppend(Vec<usize>, u64, usize),
+    /// Truncation or purging (`bool`: purge) cut short by a crash at its n-th step.
+    FailedCut(bool, u64, u64, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -373,6 +375,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..80).prop_map(Op::Crash),
         1 => (prop::collection::vec(0usize..40, 1..4), 1u64..6, 0usize..120)
             .prop_map(|(s, f, t)| Op::FailedAppend(s, f, t)),
+        1 => (any::<bool>(), 0u64..30, 1u64..5, 0usize..120)
+            .prop_map(|(p, k, f, t)| Op::FailedCut(p, k, f, t)),
     ]
 }
 
@@ -396,7 +400,7 @@ fn check(log: &RaftLog, model: &[StoredRecord], floor: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn random_appends_truncations_purges_and_crashes_match_a_model(ops in prop::collection::vec(op(), 1..40)) {
@@ -446,6 +450,36 @@ proptest! {
                     }
                     // Only whole records of the failed batch, in order, from its start.
                     model.extend(b.into_iter().take(extra));
+                }
+                Op::FailedCut(purge, k, fail_at, torn) => {
+                    let k = k.min(model.len() as u64);
+                    disk.fail_after(fail_at);
+                    let ok = if purge { log.purge_upto(k).is_ok() } else { log.truncate_after(k).is_ok() };
+                    disk.crash(torn);
+                    drop(log);
+                    // Whatever step the crash hit, the log opens: no gap, no damage.
+                    log = open(&disk, small.clone()).unwrap();
+                    if purge {
+                        floor = floor.max(k);
+                    } else {
+                        match log.last() {
+                            Some((last, _)) => {
+                                prop_assert!(last >= k, "truncation removed entries at or below {}", k);
+                                if ok {
+                                    prop_assert_eq!(last, k.min(model.len() as u64), "a truncation that returned is durable");
+                                }
+                                // The log now ends somewhere between k and the old end.
+                                model.truncate(last as usize);
+                            }
+                            None => {
+                                // Nothing above k was left, and what was at or below it had been purged.
+                                prop_assert!(k <= floor);
+                                model.truncate(k as usize);
+                            }
+                        }
+                        floor = floor.min(model.len() as u64);
+                        term += 1;
+                    }
                 }
             }
             check(&log, &model, floor);
