@@ -486,3 +486,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn on_the_real_disk_segments_roll_reopen_and_a_torn_tail_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let small = LogOptions {
+        segment_bytes: 100,
+        min_free_bytes: 0,
+    };
+    let mut log = RaftLog::open(Arc::new(RealDisk), &dir, small.clone()).unwrap();
+    for i in 1..=6 {
+        log.append(&batch(i, 1)).unwrap();
+    }
+    log.truncate_after(5).unwrap();
+    let segs = log.segment_paths();
+    assert!(segs.len() >= 2);
+    drop(log);
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let mut log = RaftLog::open(Arc::new(RealDisk), &dir, small.clone()).unwrap();
+    assert_eq!(indexes(&log), vec![1, 2, 3, 4]);
+    log.append(&[rec(5, 1, "again")]).unwrap();
+    drop(log);
+    let log = RaftLog::open(Arc::new(RealDisk), &dir, small).unwrap();
+    assert_eq!(log.read(5..=5).unwrap(), vec![rec(5, 1, "again")]);
+}
