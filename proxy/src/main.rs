@@ -77,6 +77,10 @@ struct Args {
     /// Secrets, by SNI); "" for not at all.
     #[arg(long, default_value = "")]
     ingress_https_addr: String,
+    /// Written into served Ingresses' status.loadBalancer.ingress (the address clients reach
+    /// Ingress at); "" for no status.
+    #[arg(long, default_value = "")]
+    ingress_status_address: String,
     /// Seconds to connect to an Ingress backend's endpoint.
     #[arg(long, default_value_t = 5)]
     ingress_connect_timeout: u64,
@@ -144,7 +148,18 @@ fn start_ingress(
     }
     // Rudder links ring only; should another provider come in, ring stays the default.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let state = IngressState::new();
+    let state = if args.ingress_status_address.is_empty() {
+        IngressState::new()
+    } else {
+        IngressState::with_status_address(args.ingress_status_address.parse().with_context(
+            || {
+                format!(
+                    "--ingress-status-address {:?}: expected an IP address",
+                    args.ingress_status_address
+                )
+            },
+        )?)
+    };
     let fwd = Arc::new(Forwarder::new(
         Arc::clone(&state),
         ForwardConfig {

@@ -75,13 +75,13 @@ pub async fn run(
     status: Arc<SyncStatus>,
     cancel: CancellationToken,
 ) {
-    let informers = InformerFactory::new(api, Arc::clone(&clock));
+    let informers = InformerFactory::new(Arc::clone(&api), Arc::clone(&clock));
     let services = informers.for_kind("v1", "Service");
     let slices = informers.for_kind("discovery.k8s.io/v1", "EndpointSlice");
     let mut subs = vec![services.subscribe(), slices.subscribe()];
     let (services, slices) = (services.reader(), slices.reader());
     let mut ingress = cfg.ingress.clone().map(|state| {
-        let (ingress, more) = IngressSync::new(state, &informers);
+        let (ingress, more) = IngressSync::new(state, &informers, Arc::clone(&api));
         subs.extend(more);
         ingress
     });

@@ -14,7 +14,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use ingress_support::{Harness, backend, get, path_rule, wait_for};
 use rudder_proxy::ingress::server::ForwardConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn two_hosts_two_paths() -> serde_json::Value {
@@ -100,6 +100,20 @@ async fn two_hosts_and_two_paths_reach_two_services_with_forwarding_headers() {
     assert!(!body.contains("keep-alive"), "{body}");
     assert_eq!(headers["x-backend"], "beta");
     assert!(!headers.contains_key("keep-alive"), "{headers:?}");
+
+    // The served Ingress carries the proxy's address in its status.
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = h.get_obj("networking.k8s.io/v1", "Ingress", "web").await["status"].clone();
+        if status.pointer("/loadBalancer/ingress/0/ip").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        status,
+        json!({"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +349,7 @@ async fn a_weighted_canary_takes_its_share_of_requests() {
     let mut c = ing("main-canary", "canary");
     c["metadata"]["annotations"] =
         json!({"rudder.io/canary": "true", "rudder.io/canary-weight": "10"});
-    let created = h.ingress(c).await;
+    h.ingress(c).await;
     wait_for("the canary attached", || {
         h.state
             .table()
@@ -363,10 +377,13 @@ async fn a_weighted_canary_takes_its_share_of_requests() {
     );
 
     // Weight 100: everything goes to the canary; weight 0: nothing.
-    let mut current = created;
     for (weight, want) in [(100u32, 50), (0, 0)] {
+        // The latest version: the proxy writes the status meanwhile.
+        let mut current = h
+            .get_obj("networking.k8s.io/v1", "Ingress", "main-canary")
+            .await;
         current["metadata"]["annotations"]["rudder.io/canary-weight"] = json!(weight.to_string());
-        current = h.update("networking.k8s.io/v1", "Ingress", current).await;
+        h.update("networking.k8s.io/v1", "Ingress", current).await;
         wait_for("the new weight", || {
             h.state
                 .table()

@@ -19,7 +19,7 @@ pub mod table;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 
 use table::{Backend, Table};
@@ -33,6 +33,8 @@ pub struct IngressState {
     /// Backend id → the next endpoint's index; kept across table swaps, so a change elsewhere
     /// does not send every backend's next request to its first endpoint.
     next: Mutex<HashMap<String, usize>>,
+    /// Written into served Ingresses' `status.loadBalancer.ingress`, when set.
+    status_address: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for IngressState {
@@ -51,6 +53,18 @@ fn read<T>(l: &RwLock<Arc<T>>) -> Arc<T> {
 impl IngressState {
     pub fn new() -> Arc<IngressState> {
         Arc::new(IngressState::default())
+    }
+
+    /// A state whose sync writes `ip` into the status of the Ingresses it serves.
+    pub fn with_status_address(ip: IpAddr) -> Arc<IngressState> {
+        Arc::new(IngressState {
+            status_address: Some(ip),
+            ..IngressState::default()
+        })
+    }
+
+    pub fn status_address(&self) -> Option<IpAddr> {
+        self.status_address
     }
 
     pub fn table(&self) -> Arc<Table> {

@@ -66,7 +66,7 @@ impl Harness {
     pub async fn start_with(fc: ForwardConfig) -> Harness {
         let api = TestServer::start().await.expect("API server");
         let cancel = CancellationToken::new();
-        let state = IngressState::new();
+        let state = IngressState::with_status_address("127.0.0.1".parse().unwrap());
         let mut cfg = Config::new("node-1");
         cfg.min_sync_interval = Duration::from_millis(20);
         cfg.ingress = Some(Arc::clone(&state));
@@ -155,6 +155,20 @@ impl Harness {
             )
             .await;
         }
+    }
+
+    pub async fn get_obj(&self, api_version: &str, kind: &str, name: &str) -> Value {
+        let o = self
+            .api
+            .client()
+            .get(pb::GetRequest {
+                kind: Some(kind_ref(api_version, kind)),
+                namespace: "default".into(),
+                name: name.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("get {kind} {name}: {e}"));
+        serde_json::from_slice(&o.json).unwrap()
     }
 
     pub async fn ingress(&self, body: Value) -> Value {
