@@ -48,6 +48,13 @@ pub struct UpArgs {
     /// The nftables table the proxy owns (one per cluster on a host).
     #[arg(long, default_value = "rudder-proxy")]
     pub proxy_nft_table: String,
+    /// Port the proxy serves Ingress over HTTP on, at the node's address on the pod network
+    /// (where pods and this host reach it); 0 for none.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port the proxy serves Ingress over HTTPS on, at the same address; 0 for none.
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
     /// How many node agents (nodes) to run on this machine's Docker engine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub nodes: u8,
@@ -355,7 +362,7 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     // Cluster DNS on the node's address on the pod network (its gateway), which is also the
     // node agents' default --cluster-dns for their pods.
     let net = subnet_prefix(&args.pod_subnet)?;
-    let proxy_args = vec![
+    let mut proxy_args = vec![
         "--dns-addr".into(),
         format!("{net}0.1:53"),
         "--server".into(),
@@ -369,6 +376,19 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         "--nft-table".into(),
         args.proxy_nft_table.clone(),
     ];
+    // Ingress beside DNS, on the node's pod-network address, which served Ingresses' status
+    // names.
+    for (flag, port) in [
+        ("--ingress-http-addr", args.ingress_http_port),
+        ("--ingress-https-addr", args.ingress_https_port),
+    ] {
+        if port != 0 {
+            proxy_args.extend([flag.to_string(), format!("{net}0.1:{port}")]);
+        }
+    }
+    if args.ingress_http_port != 0 || args.ingress_https_port != 0 {
+        proxy_args.extend(["--ingress-status-address".into(), format!("{net}0.1")]);
+    }
     std::fs::write(table_file(&dir), format!("{}\n", args.proxy_nft_table))
         .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
     ensure(
