@@ -81,6 +81,12 @@ impl IngressState {
         if **t == table {
             return false;
         }
+        // Forget the positions of backends that are gone, so the map stays bounded.
+        let ids: std::collections::HashSet<String> = table.backends().map(Backend::id).collect();
+        self.next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| ids.contains(id));
         *t = Arc::new(table);
         true
     }
