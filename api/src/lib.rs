@@ -8,6 +8,8 @@
 //! - [`convert`]: kinds served in more than one version, converted to and from one storage
 //!   version; [`removed`]: the versions Kubernetes removed, refused as kubectl refuses them.
 //! - [`decode`]: YAML/JSON to typed objects, strictly, with errors that name the field path.
+//! - [`eviction`]: the eviction subresource's decision and PodDisruptionBudget conditions,
+//!   shared by the server, the client's fake and the disruption controller.
 //! - [`meta`]: generic access to `metadata` on untyped JSON objects.
 //! - [`selector`]: label selectors (strings and `LabelSelector` objects) and field selectors.
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`) as integer milli-units and bytes.
@@ -22,6 +24,7 @@ mod builtin;
 pub mod convert;
 pub mod decode;
 pub mod defaults;
+pub mod eviction;
 pub mod meta;
 pub mod quantity;
 pub mod registry;

@@ -37,6 +37,9 @@ pub enum ApiError {
     TooLargeResourceVersion { requested: u64, current: u64 },
     #[error("Request entity too large: the object is {size} bytes; the limit is {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// Kubernetes' 429: not now (an eviction a disruption budget forbids); try again later.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     InsufficientStorage(String),
     #[error("{0}")]
@@ -104,6 +107,7 @@ impl ApiError {
                 rudder_proto::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION
             }
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::TooManyRequests(_) => "TooManyRequests",
             ApiError::InsufficientStorage(_) => "InsufficientStorage",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
@@ -122,7 +126,10 @@ impl ApiError {
             ApiError::Expired(_) => Code::OutOfRange,
             // Kubernetes answers 504 (reason Timeout): the same call may succeed later.
             ApiError::TooLargeResourceVersion { .. } => Code::DeadlineExceeded,
-            ApiError::InsufficientStorage(_) => Code::ResourceExhausted,
+            // gRPC's mapping of HTTP 429; the reason tells it from a full store.
+            ApiError::TooManyRequests(_) | ApiError::InsufficientStorage(_) => {
+                Code::ResourceExhausted
+            }
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }

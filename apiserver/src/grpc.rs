@@ -96,6 +96,13 @@ impl pb::resources_server::Resources for GrpcApi {
         unary!(self, req, bind)
     }
 
+    async fn evict(
+        &self,
+        req: Request<pb::EvictRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        unary!(self, req, evict)
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
 
     async fn watch(

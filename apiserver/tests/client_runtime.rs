@@ -232,6 +232,9 @@ impl Api for Counting {
     fn finalize(&self, req: pb::UpdateRequest) -> Fut<'_, pb::Object> {
         Api::finalize(&self.inner, req)
     }
+    fn evict(&self, req: pb::EvictRequest) -> Fut<'_, pb::DeleteResponse> {
+        Api::evict(&self.inner, req)
+    }
     fn api_resources(&self) -> Fut<'_, pb::DiscoveryResponse> {
         Api::api_resources(&self.inner)
     }

@@ -72,6 +72,9 @@ impl Api for Cuttable {
     fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
         Box::pin(self.call(Api::finalize(&self.inner, req)))
     }
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        Box::pin(self.call(Api::evict(&self.inner, req)))
+    }
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
         Box::pin(self.call(Api::api_resources(&self.inner)))
     }

@@ -92,6 +92,7 @@ pub fn reason(err: &ClientError) -> &'static str {
         ClientError::Timeout(_) => "Timeout",
         ClientError::Forbidden(_) => "Forbidden",
         ClientError::Expired(_) => "Expired",
+        ClientError::TooManyRequests(_) => "TooManyRequests",
         ClientError::InsufficientStorage(_) => "InsufficientStorage",
         ClientError::Unavailable(_) => "ServiceUnavailable",
         ClientError::Other(_) => "InternalError",

@@ -94,6 +94,10 @@ pub trait Api: Send + Sync + 'static {
     /// field of the object is read, a `metadata.resourceVersion` in it is a precondition. A
     /// terminating namespace left without finalizers and content is removed.
     fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object>;
+    /// Evicts a pod (the `pods/eviction` subresource, a policy/v1 Eviction in `json`): deletes
+    /// it with the Eviction's deleteOptions unless its PodDisruptionBudget forbids the
+    /// disruption, which is `TooManyRequests` naming the budget (try again later).
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse>;
     /// Discovery: every served kind, one entry per served version.
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse>;
 }
@@ -141,6 +145,10 @@ impl Api for Client {
 
     fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
         Box::pin(Client::finalize(self, req))
+    }
+
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        Box::pin(Client::evict(self, req))
     }
 
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {

@@ -66,6 +66,10 @@ pub enum ClientError {
     /// A version or continue token older than the server's history: relist.
     #[error("{0}")]
     Expired(String),
+    /// Kubernetes' 429: not now, e.g. an eviction its disruption budget forbids; the message
+    /// says why. Try again later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The store refuses writes (disk full, not writable).
     #[error("{0}")]
     InsufficientStorage(String),
@@ -84,6 +88,7 @@ impl ClientError {
             ClientError::Unavailable(_)
                 | ClientError::Conflict(_)
                 | ClientError::Timeout(_)
+                | ClientError::TooManyRequests(_)
                 | ClientError::Other(_)
         )
     }
@@ -94,6 +99,10 @@ impl ClientError {
 
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClientError::Conflict(_))
+    }
+
+    pub fn is_too_many_requests(&self) -> bool {
+        matches!(self, ClientError::TooManyRequests(_))
     }
 }
 
@@ -109,6 +118,7 @@ impl From<Status> for ClientError {
         match (s.code(), reason.as_str()) {
             (_, "Expired") => ClientError::Expired(msg),
             (_, "InsufficientStorage") => ClientError::InsufficientStorage(msg),
+            (_, "TooManyRequests") => ClientError::TooManyRequests(msg),
             (_, "BadRequest") => ClientError::BadRequest(msg),
             (_, pb::watch_error::REASON_TOO_LARGE_RESOURCE_VERSION)
             | (Code::DeadlineExceeded, _) => ClientError::Timeout(msg),
@@ -421,6 +431,15 @@ impl Client {
         self.with_failover(|ch| {
             let req = req.clone();
             async move { Ok(Self::resources(ch).bind(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Evicts a pod (the `pods/eviction` subresource).
+    pub async fn evict(&self, req: pb::EvictRequest) -> Result<pb::DeleteResponse, ClientError> {
+        self.with_failover(|ch| {
+            let req = req.clone();
+            async move { Ok(Self::resources(ch).evict(req).await?.into_inner()) }
         })
         .await
     }

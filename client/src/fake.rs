@@ -21,6 +21,9 @@
 //!   adding a finalizer then is `Forbidden`; removing the last one deletes it (DELETED event);
 //! - a pod on a node is deleted gracefully (`deletionTimestamp` = now + grace,
 //!   `deletionGracePeriodSeconds`); an unscheduled or finished pod, or grace 0, goes at once;
+//! - `evict` decides as the server (`rudder_api::eviction`): the pod's one budget is charged
+//!   (`disruptionsAllowed - 1`, the pod in `disruptedPods`) and the pod deleted, or the
+//!   eviction refused with `TooManyRequests`; under the fake's one lock there is no race;
 //! - `bind` sets `spec.nodeName` and a `PodScheduled` condition, `Conflict` when the pod is
 //!   bound, being deleted or has another uid;
 //! - a watch from version N replays every matching change after N, then follows live changes,
@@ -57,6 +60,7 @@
 //! completes at once unless a delay or hang is injected.
 
 mod delete;
+mod evict;
 mod faults;
 mod store;
 mod watch;
@@ -88,13 +92,14 @@ pub enum Op {
     Delete,
     Bind,
     Finalize,
+    Evict,
     /// `api_resources`.
     Discovery,
 }
 
 impl Op {
     /// Every operation, for faults that cut a caller off entirely.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Get,
         Op::List,
         Op::Watch,
@@ -105,6 +110,7 @@ impl Op {
         Op::Delete,
         Op::Bind,
         Op::Finalize,
+        Op::Evict,
         Op::Discovery,
     ];
 }
@@ -417,6 +423,14 @@ impl FakeApi {
     ) -> ApiFuture<'a, pb::DeleteResponse> {
         self.call(Op::Delete, caller, move || self.lock().delete(req))
     }
+
+    pub(crate) fn dispatch_evict<'a>(
+        &'a self,
+        req: pb::EvictRequest,
+        caller: Option<&'a Faults>,
+    ) -> ApiFuture<'a, pb::DeleteResponse> {
+        self.call(Op::Evict, caller, move || self.lock().evict(req))
+    }
 }
 
 /// A write request, for dispatch.
@@ -491,6 +505,10 @@ impl Api for FakeApi {
 
     fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
         self.dispatch_write(Op::Finalize, Write::Finalize(req), None)
+    }
+
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        self.dispatch_evict(req, None)
     }
 
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {

@@ -309,6 +309,9 @@ impl Api for Faulty {
     fn finalize(&self, req: pb::UpdateRequest) -> ApiFuture<'_, pb::Object> {
         self.inner.finalize(req)
     }
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        self.inner.evict(req)
+    }
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
         self.inner.api_resources()
     }

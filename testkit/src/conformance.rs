@@ -11,6 +11,7 @@
 //! case name, so each case becomes its own test per backend and a new case cannot be forgotten
 //! by one of them (see `testkit/tests/conformance.rs`).
 
+mod eviction;
 mod namespaces;
 mod pods;
 mod watch;
@@ -25,6 +26,7 @@ use rudder_client::proto as pb;
 use rudder_client::{Api, ClientError, WatchEvent, WatchStream};
 use serde_json::{Value, json};
 
+pub use eviction::*;
 pub use namespaces::*;
 pub use pods::*;
 pub use watch::*;
@@ -58,6 +60,8 @@ macro_rules! for_each_case {
         $m!(orphan_and_foreground_deletes_add_the_collectors_finalizer);
         $m!(pods_on_a_node_are_deleted_gracefully);
         $m!(bind_assigns_a_node_once);
+        $m!(eviction_charges_the_budget_then_refuses_with_429);
+        $m!(eviction_lets_go_what_budgets_do_not_guard);
         $m!(pod_field_selectors);
         $m!(namespaces_must_exist);
         $m!(namespaces_carry_the_kubernetes_finalizer);

@@ -16,6 +16,7 @@ mod convert;
 mod create;
 mod delete;
 mod events;
+mod evict;
 mod list;
 mod namespace;
 mod update;

@@ -280,6 +280,10 @@ impl Api for FakeClient {
             .dispatch_write(Op::Finalize, Write::Finalize(req), f)
     }
 
+    fn evict(&self, req: pb::EvictRequest) -> ApiFuture<'_, pb::DeleteResponse> {
+        self.fake.dispatch_evict(req, Some(&self.faults))
+    }
+
     fn api_resources(&self) -> ApiFuture<'_, pb::DiscoveryResponse> {
         self.fake.dispatch_discovery(Some(&self.faults))
     }
