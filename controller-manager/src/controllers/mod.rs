@@ -4,6 +4,7 @@ pub mod configrollout;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -43,5 +44,6 @@ pub fn all() -> Vec<Descriptor> {
         endpointslice::DESCRIPTOR,
         endpoints::DESCRIPTOR,
         loadbalancer::DESCRIPTOR,
+        disruption::DESCRIPTOR,
     ]
 }
