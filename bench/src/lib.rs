@@ -16,10 +16,13 @@
 //!   beside the configured grace period + tolerationSeconds.
 //! - [`endpoints`]: the `endpoints` subcommand, a pod's readiness change to its EndpointSlice
 //!   beside the change reaching a pod watcher.
+//! - [`http`]: the `http` subcommand, HTTP load through Rudder's Ingress beside the backend
+//!   direct and HAProxy.
 
 pub mod deploy;
 pub mod endpoints;
 pub mod etcd;
+pub mod http;
 pub mod measure;
 pub mod nodeloss;
 pub mod pod;
@@ -117,6 +120,9 @@ pub enum Scenario {
     /// S Services on simulated nodes with the real controller-manager: a pod's readiness change
     /// to its EndpointSlice, p50/p99, beside the change reaching a pod watcher.
     Endpoints(endpoints::EndpointsArgs),
+    /// wrk (Debian's) against one nginx backend: direct, through Rudder's Ingress and through
+    /// HAProxy, requests/s and p50/p99 of each.
+    Http(http::HttpArgs),
 }
 
 /// How much work each phase does.
@@ -247,6 +253,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if let Some(Scenario::Endpoints(a)) = &args.command {
         eprintln!("rudder-bench: endpoints scenario ({})", bin.display());
         let f = endpoints::run(&bin, a).await?;
+        println!("{}", f.render());
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::Http(a)) = &args.command {
+        eprintln!("rudder-bench: http scenario ({})", bin.display());
+        let f = http::run(&bin, a).await?;
         println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }
