@@ -10,7 +10,7 @@
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
 //!   [`streams`] (logs/exec/port-forward through the API server), [`top`].
-//! - [`cordon`]: cordon and uncordon nodes.
+//! - [`cordon`]: cordon and uncordon nodes; [`drain`]: cordon and evict a node's pods.
 //! - [`rollout`], [`scale`] and [`set`]: the workload commands (rollout status/history/undo/
 //!   pause/resume/restart, scale, set image/env/resources).
 
@@ -22,6 +22,7 @@ pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod diff;
+pub mod drain;
 pub mod edit;
 pub mod error;
 pub mod get;
@@ -116,6 +117,8 @@ pub enum Command {
     Cordon(cordon::CordonArgs),
     /// Mark nodes schedulable again.
     Uncordon(cordon::CordonArgs),
+    /// Cordon a node and evict its pods, honouring their disruption budgets.
+    Drain(drain::DrainArgs),
     /// Set a new size for a deployment, replica set, stateful set or replication controller.
     Scale(scale::ScaleArgs),
     /// Set images, environment variables or resources of pod templates.
@@ -230,6 +233,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Rollout(a) => rollout::run(&ctx, a).await.map(|_| 0),
         Command::Cordon(a) => cordon::run(&ctx, a, true).await.map(|_| 0),
         Command::Uncordon(a) => cordon::run(&ctx, a, false).await.map(|_| 0),
+        Command::Drain(a) => drain::run(&ctx, a).await.map(|_| 0),
         Command::Scale(a) => scale::run(&ctx, a).await.map(|_| 0),
         Command::Set(a) => set::run(&ctx, a).await.map(|_| 0),
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),

@@ -69,6 +69,21 @@ pub fn fate_by_image(pod: &Value) -> Fate {
 
 type FateFn = Arc<dyn Fn(&Value) -> Fate + Send + Sync>;
 
+/// A fate under the test's control: pods become Ready while the returned flag is set (it
+/// starts set) and never ready otherwise, so a test can hold replacements unready.
+pub fn ready_while_set() -> (Arc<std::sync::atomic::AtomicBool>, FateFn) {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = Arc::clone(&flag);
+    let fate: FateFn = Arc::new(move |_| {
+        if f.load(std::sync::atomic::Ordering::SeqCst) {
+            Fate::Ready
+        } else {
+            Fate::NeverReady
+        }
+    });
+    (flag, fate)
+}
+
 /// How often a live node renews its Lease (the node agent's default is 10 s; the node
 /// lifecycle controller's grace period is 40 s).
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(3);

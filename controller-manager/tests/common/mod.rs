@@ -53,10 +53,24 @@ impl Cluster {
 
     /// The scheduler and `nodes` simulated nodes on a server the test configured.
     pub async fn on_server(server: TestServer, nodes: usize) -> Cluster {
+        Self::on_server_with_fate(
+            server,
+            nodes,
+            Arc::new(rudder_testkit::nodesim::fate_by_image),
+        )
+        .await
+    }
+
+    /// [`Cluster::on_server`] with simulated nodes deciding each pod's fate by `fate`.
+    pub async fn on_server_with_fate(
+        server: TestServer,
+        nodes: usize,
+        fate: Arc<dyn Fn(&Value) -> rudder_testkit::Fate + Send + Sync>,
+    ) -> Cluster {
         let api = server.api();
         let names: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let sim = NodeSim::start(Arc::clone(&api), RealClock::shared(), &refs)
+        let sim = NodeSim::start_with(Arc::clone(&api), RealClock::shared(), &refs, fate)
             .await
             .expect("nodes register");
         let scheduler = CancellationToken::new();
