@@ -21,6 +21,7 @@ pub mod error;
 pub mod grpc;
 pub mod raft;
 pub mod relay;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -62,6 +62,17 @@ struct Args {
     /// on a local bridge (the node agent's `--service-cidr`, which must be the same).
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cluster_ip_range: rudder_apiserver::service::allocate::ServiceRange,
+    /// This master's id in a replicated cluster (a positive number, never reused). Without it
+    /// the server is a single master.
+    #[arg(long, requires_all = ["raft_listen", "raft_members"])]
+    raft_id: Option<u64>,
+    /// Address to serve master-to-master Raft traffic on.
+    #[arg(long)]
+    raft_listen: Option<String>,
+    /// The initial masters, `ID=HOST:PORT` (their Raft ports) separated by commas, this one
+    /// included; used to bootstrap a new cluster, ignored once a member has joined.
+    #[arg(long)]
+    raft_members: Option<String>,
 }
 
 #[tokio::main]
@@ -86,6 +97,23 @@ async fn main() -> anyhow::Result<()> {
     config.api.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
     config.api.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
     config.api.service_range = args.service_cluster_ip_range;
+    if let (Some(id), Some(listen), Some(members)) =
+        (args.raft_id, &args.raft_listen, &args.raft_members)
+    {
+        let members =
+            rudder_apiserver::replica::parse_members(members).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            members.contains_key(&id),
+            "--raft-members does not list this master's id {id}"
+        );
+        let raft_listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for raft on {listen}"))?;
+        config.replica = Some((
+            rudder_apiserver::replica::ReplicaConfig::new(id, members),
+            std::sync::Arc::new(std::sync::Mutex::new(Some(raft_listener))),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::auth::{Anonymous, AuthLayer};
 use crate::clock::{Clock, Ids, SystemClock};
 use crate::grpc::GrpcApi;
+use crate::replica::{RaftHandle, ReplicaConfig};
 use crate::service::{Api, ApiConfig, index_object};
 use crate::storage::{SledStorage, Storage, StorageError};
 use crate::store::{Store, StoreConfig};
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<Ids>,
+    /// Set for a member of a replicated cluster: its place, and the listener of its Raft port.
+    pub replica: Option<(ReplicaConfig, Arc<std::sync::Mutex<Option<TcpListener>>>)>,
 }
 
 impl ServerConfig {
@@ -41,6 +44,7 @@ impl ServerConfig {
             api: ApiConfig::default(),
             clock: Arc::new(SystemClock),
             ids: Arc::new(Ids::from_entropy()),
+            replica: None,
         }
     }
 }
@@ -63,12 +67,35 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     expiry: JoinHandle<()>,
+    /// A replicated member's Raft and the task serving its Raft port.
+    raft: Option<(RaftHandle, JoinHandle<Result<(), tonic::transport::Error>>)>,
 }
 
-/// Opens the store over any storage engine and returns the API on it.
-pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<Api, StartError> {
+/// Serves the Raft port (master-to-master traffic only).
+fn serve_raft(
+    raft: RaftHandle,
+    listener: TcpListener,
+) -> (RaftHandle, JoinHandle<Result<(), tonic::transport::Error>>) {
+    let svc = crate::replica::network::RaftService::new(raft.clone()).server();
+    let incoming = TcpListenerStream::new(listener).map(|s| {
+        s.and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    });
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming(incoming),
+    );
+    (raft, task)
+}
+
+/// Computes each stored object's labels, fields and claims from its JSON, by its kind.
+fn indexer() -> Arc<crate::store::Indexer> {
     let registry = rudder_api::Registry::builtin();
-    let indexer = move |key: &crate::state::ObjKey, v: &serde_json::Value| {
+    Arc::new(move |key: &crate::state::ObjKey, v: &serde_json::Value| {
         let av = v.get("apiVersion").and_then(|x| x.as_str()).unwrap_or("");
         let kind = v.get("kind").and_then(|x| x.as_str()).unwrap_or("");
         match registry.by_api_version_kind(av, kind) {
@@ -84,20 +111,18 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
                 }
             }
         }
-    };
+    })
+}
+
+/// Opens the store over any storage engine and returns the API on it.
+pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<Api, StartError> {
     let store = Store::open(
         storage,
         &config.data_dir.join("log"),
         config.store.clone(),
-        &indexer,
+        &*indexer(),
     )?;
-    let api = Api::new(
-        store,
-        registry,
-        config.clock.clone(),
-        config.ids.clone(),
-        config.api.clone(),
-    );
+    let api = api_on(store, config);
     match api.bootstrap().await {
         // Serve reads even when the disk is full: the operator needs to look around.
         Err(crate::error::ApiError::InsufficientStorage(reason)) => {
@@ -108,16 +133,81 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
     Ok(api)
 }
 
+fn api_on(store: Store, config: &ServerConfig) -> Api {
+    Api::new(
+        store,
+        rudder_api::Registry::builtin(),
+        config.clock.clone(),
+        config.ids.clone(),
+        config.api.clone(),
+    )
+}
+
+/// Opens a member of a replicated cluster over `storage`; the system namespaces are created in
+/// the background once the cluster has a leader.
+pub async fn open_replicated_api<S: Storage>(
+    storage: S,
+    config: &ServerConfig,
+    replica: &ReplicaConfig,
+) -> Result<(Api, RaftHandle), StartError> {
+    let dir = config.data_dir.join("raft");
+    if config.data_dir.join("log").exists() {
+        return Err(StartError::Storage(StorageError::Corrupt(format!(
+            "{} holds a single master's store; a replicated member needs a data directory of its own (restore a snapshot into a new cluster to move the data)",
+            config.data_dir.display()
+        ))));
+    }
+    let (store, raft) = Store::open_replicated(
+        storage,
+        Arc::new(crate::raft::RealDisk),
+        &dir,
+        config.store.clone(),
+        indexer(),
+        replica,
+    )
+    .await?;
+    let api = api_on(store, config);
+    let bootstrap = api.clone();
+    tokio::spawn(async move {
+        loop {
+            match bootstrap.bootstrap().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::info!(error = %e, "system namespaces not created yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok((api, raft))
+}
+
 /// Streams a client may reset before the server accepted them, per connection, before the
 /// connection is closed (`ENHANCE_YOUR_CALM`).
 pub const MAX_PENDING_RESET_STREAMS: usize = 1024;
 
 impl Server {
     /// Opens the sled store under `data_dir` and serves on `listener`.
-    pub async fn start(config: ServerConfig, listener: TcpListener) -> Result<Server, StartError> {
+    pub async fn start(
+        mut config: ServerConfig,
+        listener: TcpListener,
+    ) -> Result<Server, StartError> {
         let storage = SledStorage::open(&config.data_dir)?;
-        let api = open_api(storage, &config).await?;
-        Ok(Self::serve(api, listener))
+        let Some((replica, raft_listener)) = config.replica.take() else {
+            let api = open_api(storage, &config).await?;
+            return Ok(Self::serve(api, listener));
+        };
+        let raft_listener = raft_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| {
+                StartError::Listen(std::io::Error::other("the Raft listener was already used"))
+            })?;
+        let (api, raft) = open_replicated_api(storage, &config, &replica).await?;
+        let mut server = Self::serve(api, listener);
+        server.raft = Some(serve_raft(raft, raft_listener));
+        Ok(server)
     }
 
     /// Serves an already opened API on `listener`.
@@ -183,6 +273,7 @@ impl Server {
             shutdown: Some(tx),
             task,
             expiry,
+            raft: None,
         }
     }
 
@@ -195,6 +286,12 @@ impl Server {
             let _ = tx.send(());
         }
         self.expiry.abort();
+        if let Some((raft, task)) = self.raft.take() {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft did not stop cleanly");
+            }
+            task.abort();
+        }
         match self.task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),

@@ -260,6 +260,22 @@ impl State {
         self.claims.get(claim).is_some_and(|k| k != key)
     }
 
+    /// Every object, kind by kind, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (ObjKey, &Arc<StoredObject>)> + '_ {
+        self.kinds.iter().flat_map(|(kind, objs)| {
+            objs.iter().map(move |((ns, name), o)| {
+                (
+                    ObjKey {
+                        kind: kind.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    o,
+                )
+            })
+        })
+    }
+
     /// Number of objects of every kind.
     pub fn len(&self) -> usize {
         self.kinds.values().map(imbl::OrdMap::len).sum()

@@ -445,6 +445,30 @@ impl RaftLog {
         result
     }
 
+    /// Removes every segment (a snapshot replaced all the log holds), durably; the next append
+    /// may start at any index.
+    pub fn clear(&mut self) -> Result<(), LogError> {
+        self.recover()?;
+        self.active = None;
+        let mut removed = false;
+        while let Some(seg) = self.segments.pop() {
+            if let Err(e) = self.disk.remove(&seg.path) {
+                let what = io_err("removing", &seg.path, e);
+                self.poisoned = Some(what.clone());
+                return Err(LogError::Unknown(what));
+            }
+            removed = true;
+        }
+        if removed {
+            self.disk
+                .sync_dir(&self.dir)
+                .map_err(|e| LogError::Io(io_err("syncing", &self.dir, e)))?;
+        }
+        self.next = None;
+        self.last_term = 0;
+        Ok(())
+    }
+
     /// The entries in `range` that the log holds, in order.
     pub fn read(&self, range: RangeInclusive<u64>) -> Result<Vec<StoredRecord>, LogError> {
         let mut out = Vec::new();

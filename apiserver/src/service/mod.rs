@@ -472,6 +472,7 @@ impl Api {
             StoreError::ShuttingDown => {
                 ApiError::Unavailable("the API server is shutting down".into())
             }
+            StoreError::Unavailable(r) => ApiError::Unavailable(r),
         }
     }
 

@@ -38,7 +38,9 @@ mod history;
 mod hub;
 mod legacy;
 pub mod log;
+mod machine;
 mod read;
+mod replicated;
 mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,6 +104,10 @@ pub enum StoreError {
     InsufficientStorage(String),
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The replicated log could not take the write now (no leader, or the outcome is unknown
+    /// here); a client may retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 struct Proposal {
@@ -151,7 +157,7 @@ struct Shared {
     failed: Mutex<Option<String>>,
     counters: Counters,
     /// Highest log index the engine holds durably; the log below it may be deleted.
-    checkpointed: AtomicU64,
+    checkpointed: Arc<AtomicU64>,
     /// Set when the writer thread ends (every handle dropped), to stop the stats task.
     closed: AtomicBool,
     /// The version of the last published commit, for readers waiting to catch up with a version
@@ -203,11 +209,79 @@ fn queue_permits(bytes: usize) -> u32 {
     u32::try_from(bytes.max(1)).unwrap_or(u32::MAX)
 }
 
+/// The state shared by the writer (or replicated state machine), readers and background tasks.
+fn new_shared<S: Storage>(
+    storage: &S,
+    state: State,
+    hub: Hub,
+    config: StoreConfig,
+    log_bytes: u64,
+) -> Arc<Shared> {
+    let compacted = state.rv;
+    let counters = Counters::default();
+    counters
+        .size_on_disk
+        .store(storage.size_on_disk(), Ordering::Relaxed);
+    counters.disk_free.store(
+        storage.dir().and_then(free_bytes).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    counters.log_bytes.store(log_bytes, Ordering::Relaxed);
+    Arc::new(Shared {
+        front: Mutex::new(Front {
+            snapshot: Arc::new(state),
+            hub,
+        }),
+        failed: Mutex::new(None),
+        counters,
+        closed: AtomicBool::new(false),
+        checkpointed: Arc::new(AtomicU64::new(compacted)),
+        published: watch::Sender::new(compacted),
+        queue: Arc::new(tokio::sync::Semaphore::new(
+            queue_permits(config.proposal_queue_bytes) as usize,
+        )),
+        checkpoints: checkpoint::CheckpointQueue::new(config.checkpoint_queue_bytes),
+        config,
+    })
+}
+
+/// Starts the checkpointer and the sampling of size and free space.
+fn start_background<S: Storage>(shared: &Arc<Shared>, storage: Arc<S>) -> Result<(), StorageError> {
+    let (c_shared, c_storage) = (shared.clone(), storage.clone());
+    std::thread::Builder::new()
+        .name("rudder-store-checkpoint".into())
+        .spawn(move || checkpoint::checkpointer(c_shared, c_storage))
+        .map_err(|e| StorageError::Io(format!("starting the checkpoint thread: {e}")))?;
+    // Size and free space are sampled on a timer, so health and stats stay current while idle
+    // and the write path never waits on a filesystem query. The task ends with the store.
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { break };
+            if shared.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            shared.counters.refresh(&*storage);
+        }
+    });
+    Ok(())
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Proposal>,
+    writer: Writer,
+}
+
+/// Where writes go: the local writer thread, or the replicated log.
+#[derive(Clone)]
+enum Writer {
+    Local(mpsc::Sender<Proposal>),
+    Replicated(Arc<replicated::Replicated>),
 }
 
 /// The state at a version, and the live feed after it.
@@ -294,63 +368,27 @@ impl Store {
             }
             hub.trim();
         }
-        let counters = Counters::default();
-        counters
-            .size_on_disk
-            .store(storage.size_on_disk(), Ordering::Relaxed);
-        counters.disk_free.store(
-            storage.dir().and_then(free_bytes).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        counters.log_bytes.store(log.size(), Ordering::Relaxed);
-        let shared = Arc::new(Shared {
-            front: Mutex::new(Front {
-                snapshot: Arc::new(state.clone()),
-                hub,
-            }),
-            failed: Mutex::new(None),
-            counters,
-            closed: AtomicBool::new(false),
-            checkpointed: AtomicU64::new(compacted),
-            published: watch::Sender::new(compacted),
-            queue: Arc::new(tokio::sync::Semaphore::new(
-                queue_permits(config.proposal_queue_bytes) as usize,
-            )),
-            checkpoints: checkpoint::CheckpointQueue::new(config.checkpoint_queue_bytes),
-            config,
-        });
-        let (tx, rx) = mpsc::channel(65536);
+        let shared = new_shared(&storage, state.clone(), hub, config, log.size());
         let storage = Arc::new(storage);
-        let (c_shared, c_storage) = (shared.clone(), storage.clone());
-        std::thread::Builder::new()
-            .name("rudder-store-checkpoint".into())
-            .spawn(move || checkpoint::checkpointer(c_shared, c_storage))
-            .map_err(|e| StorageError::Io(format!("starting the checkpoint thread: {e}")))?;
+        start_background(&shared, storage)?;
+        let (tx, rx) = mpsc::channel(65536);
         let w_shared = shared.clone();
         std::thread::Builder::new()
             .name("rudder-store-writer".into())
             .spawn(move || commit::writer(w_shared, state, log, rx))
             .map_err(|e| StorageError::Io(format!("starting the writer thread: {e}")))?;
-        // Size and free space are sampled on a timer, so health and stats stay current while idle
-        // and the write path never waits on a filesystem query. The task ends with the store.
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(shared) = weak.upgrade() else { break };
-                if shared.closed.load(Ordering::Relaxed) {
-                    break;
-                }
-                shared.counters.refresh(&*storage);
-            }
-        });
-        Ok(Store { shared, tx })
+        Ok(Store {
+            shared,
+            writer: Writer::Local(tx),
+        })
     }
 
     /// Proposes a write and waits until it is durable and applied (or refused).
     pub async fn propose(&self, cmd: Command) -> Result<Arc<Event>, StoreError> {
+        let tx = match &self.writer {
+            Writer::Local(tx) => tx,
+            Writer::Replicated(r) => return r.propose(&self.shared, cmd).await,
+        };
         let (reply, rx) = oneshot::channel();
         // Waits while the queue holds its bytes: memory, not the number of commands, is what a
         // flood of large writes would exhaust.
@@ -362,14 +400,13 @@ impl Store {
             .acquire_many_owned(queue_permits(want))
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
-        self.tx
-            .send(Proposal {
-                cmd,
-                reply,
-                _queued: queued,
-            })
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?;
+        tx.send(Proposal {
+            cmd,
+            reply,
+            _queued: queued,
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?;
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 

@@ -1,0 +1,127 @@
+//! Replication between API servers with Raft (openraft 0.9, storage v2).
+//!
+//! The log holds *commands* ([`codec::Proposal`]: the admitted write and a request id); every
+//! member applies the committed commands with the same deterministic state machine
+//! ([`crate::store`]'s machine), so `resourceVersion` is the log index on every member.
+//!
+//! - [`codec`]: the versioned command format.
+//! - [`logstore`]: openraft's log storage over the crash-tested [`crate::raft::RaftLog`].
+//! - [`network`]: the master-to-master gRPC service and client, and forwarding of writes.
+//!
+//! A member is configured with its id, the address its peers reach its Raft port at, and the
+//! initial members ([`ReplicaConfig`]). A member starting with an empty log and no vote proposes
+//! the initial membership (openraft's `initialize`; every member may, as they propose the same
+//! one); a member with a log rejoins from its own disk.
+
+pub mod codec;
+pub mod logstore;
+pub mod network;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use openraft::BasicNode;
+
+use self::codec::Proposal;
+
+openraft::declare_raft_types!(
+    /// Rudder's Raft types: commands in, nothing out (a proposer reads its result from the
+    /// state machine on its own member).
+    pub TypeConfig:
+        D = Proposal,
+        R = (),
+);
+
+pub type RaftHandle = openraft::Raft<TypeConfig>;
+
+/// This member's place in a replicated cluster.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This member's id (non-zero, unique in the cluster, never reused).
+    pub id: u64,
+    /// The initial members by id, with the address of each one's Raft port (this member's
+    /// included). Used only to bootstrap a new cluster.
+    pub members: BTreeMap<u64, String>,
+    /// Raft timing, in milliseconds.
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// A snapshot is cut after this many log entries, and the log before it purged (keeping
+    /// [`ReplicaConfig::keep_after_snapshot`] entries for followers slightly behind).
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64, members: BTreeMap<u64, String>) -> ReplicaConfig {
+        ReplicaConfig {
+            id,
+            members,
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+            snapshot_every: 20_000,
+            keep_after_snapshot: 5_000,
+        }
+    }
+
+    pub(crate) fn openraft(&self) -> Result<openraft::Config, String> {
+        openraft::Config {
+            cluster_name: "rudder".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms.0,
+            election_timeout_max: self.election_timeout_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            max_payload_entries: 2000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft settings: {e}"))
+    }
+
+    pub(crate) fn nodes(&self) -> BTreeMap<u64, BasicNode> {
+        self.members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect()
+    }
+}
+
+/// Parses `--raft-members`: `ID=HOST:PORT` separated by commas.
+pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--raft-members: {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 =
+            id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+                format!("--raft-members: member id {id:?} is not a positive number")
+            })?;
+        if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(format!("--raft-members: {addr:?} is not HOST:PORT"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--raft-members: member id {id} is listed twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("--raft-members: no members listed".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_bad_ones_are_named() {
+        let m = parse_members("1=10.0.0.1:7000, 2=10.0.0.2:7000,3=m3:7000").expect("parses");
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&3], "m3:7000");
+        assert!(parse_members("0=a:1").unwrap_err().contains("positive"));
+        assert!(parse_members("1=a:1,1=b:2").unwrap_err().contains("twice"));
+        assert!(parse_members("1").unwrap_err().contains("ID=HOST:PORT"));
+        assert!(parse_members("").unwrap_err().contains("no members"));
+    }
+}

@@ -1,0 +1,528 @@
+//! The replicated state machine: openraft's `RaftStateMachine` over the same [`State`], watch hub
+//! and checkpointer that the single master uses.
+//!
+//! Guarantees:
+//! - Deterministic: applying the same committed entries to the same state gives the same state on
+//!   every member. A command's preconditions are checked here, at its log index, and the index
+//!   is the `resourceVersion` it produces; a blank, membership or refused entry leaves a gap.
+//! - A proposal's request id is remembered for [`DEDUPE_WINDOW`] log entries: a retried proposal
+//!   (forwarded again after a leader change) changes nothing and answers as the first did. The ids
+//!   are checkpointed into the engine with the objects, so a restarted member rebuilds the same
+//!   table by re-applying the log from its checkpoint.
+//! - Events are published to watchers in log order as they are applied, with the same versions
+//!   on every member; the result of each entry is kept in a bounded [`Results`] ring for the
+//!   proposer waiting on this member.
+//! - Snapshots are cut from the immutable state at the applied position (writes go on meanwhile),
+//!   kept on disk, and sent to members that are behind the log; installing one replaces the
+//!   state, the engine's contents and the history (watchers from before it relist).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{Indexer, object_key, stored_object};
+use super::hub::Hub;
+use super::log::Entry as Effect;
+use super::{Shared, StoreError};
+use crate::replica::TypeConfig;
+use crate::state::{ApplyError, Event, EventType, Overlay, State};
+use crate::storage::StorageError as EngineError;
+
+type Err = StorageError<u64>;
+
+/// The latest snapshot: its metadata and bytes, shared by the machine and its builders.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Arc<Vec<u8>>)>>>;
+
+/// Log entries a request id is remembered for.
+pub const DEDUPE_WINDOW: u64 = 100_000;
+/// Results kept for proposers.
+const RESULTS: usize = 65_536;
+
+/// Engine key of the applied log id and membership.
+pub(super) const META_RAFT: &[u8] = b"m/raft";
+/// Engine key prefix of remembered request ids.
+pub(super) const REQUEST_PREFIX: &[u8] = b"r/";
+
+pub(super) type ApplyResult = Result<Arc<Event>, ApplyError>;
+
+/// The results of recently applied proposals, by log index, for proposers waiting on this member.
+#[derive(Default)]
+pub(super) struct Results {
+    ring: Mutex<VecDeque<(u64, ApplyResult)>>,
+}
+
+impl Results {
+    fn push(&self, batch: Vec<(u64, ApplyResult)>) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.extend(batch);
+        while ring.len() > RESULTS {
+            ring.pop_front();
+        }
+    }
+
+    /// The result of the entry at `index`, once applied; `None` if it is no longer (or never was)
+    /// kept here.
+    pub(super) fn get(&self, index: u64) -> Option<ApplyResult> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let at = ring.partition_point(|(i, _)| *i < index);
+        ring.get(at)
+            .filter(|(i, _)| *i == index)
+            .map(|(_, r)| r.clone())
+    }
+}
+
+/// What the engine keeps beside the objects for the state machine.
+#[derive(Serialize, Deserialize)]
+struct MachineMeta {
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+}
+
+/// A snapshot's body.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    version: u32,
+    /// kind, namespace, name, JSON.
+    objects: Vec<(String, String, String, Vec<u8>)>,
+    /// Remembered request ids and the index each was first applied at.
+    requests: Vec<(u128, u64)>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_FILE: &str = "snapshot";
+
+pub(crate) struct Machine {
+    shared: Arc<Shared>,
+    state: State,
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    results: Arc<Results>,
+    requests: HashMap<u128, u64>,
+    request_order: VecDeque<(u64, u128)>,
+    indexer: Arc<Indexer>,
+    dir: PathBuf,
+    current: CurrentSnapshot,
+}
+
+fn sm_error(what: impl ToString) -> Err {
+    StorageIOError::write_state_machine(AnyError::error(what.to_string())).into()
+}
+
+impl Machine {
+    /// The machine over the state loaded from the engine; `meta` and `requests` as the engine
+    /// holds them. `dir` keeps the latest snapshot.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        state: State,
+        engine_meta: Option<Vec<u8>>,
+        requests: Vec<(u128, u64)>,
+        results: Arc<Results>,
+        indexer: Arc<Indexer>,
+        dir: PathBuf,
+    ) -> Result<Machine, EngineError> {
+        let meta: MachineMeta = match engine_meta {
+            Some(b) => postcard::from_bytes(&b)
+                .map_err(|e| EngineError::Corrupt(format!("the applied raft position: {e}")))?,
+            None => MachineMeta {
+                applied: None,
+                membership: StoredMembership::default(),
+            },
+        };
+        let mut request_order: Vec<(u64, u128)> = requests.iter().map(|(r, i)| (*i, *r)).collect();
+        request_order.sort_unstable();
+        let current = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => decode_snapshot_file(&b).map(|(m, d)| (m, Arc::new(d))),
+            Err(_) => None,
+        };
+        Ok(Machine {
+            shared,
+            state,
+            applied: meta.applied,
+            membership: meta.membership,
+            results,
+            requests: requests.into_iter().collect(),
+            request_order: request_order.into(),
+            indexer,
+            dir,
+            current: Arc::new(Mutex::new(current)),
+        })
+    }
+
+    fn meta_effect(&self, index: u64) -> Effect {
+        let meta = MachineMeta {
+            applied: self.applied,
+            membership: self.membership.clone(),
+        };
+        Effect {
+            index,
+            key: META_RAFT.to_vec(),
+            value: Some(Bytes::from(
+                postcard::to_allocvec(&meta).unwrap_or_default(),
+            )),
+            created: false,
+        }
+    }
+
+    fn request_key(id: u128) -> Vec<u8> {
+        let mut k = REQUEST_PREFIX.to_vec();
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+
+    /// Forgets ids older than the window at `index`; their engine keys go in `effects`.
+    fn expire_requests(&mut self, index: u64, effects: &mut Vec<Effect>) {
+        while let Some(&(at, id)) = self.request_order.front() {
+            if at + DEDUPE_WINDOW > index {
+                break;
+            }
+            self.request_order.pop_front();
+            self.requests.remove(&id);
+            effects.push(Effect {
+                index,
+                key: Self::request_key(id),
+                value: None,
+                created: false,
+            });
+        }
+    }
+
+    /// Publishes a batch's events to readers and watchers, its results to proposers, and its
+    /// effects to the checkpointer.
+    fn publish(
+        &mut self,
+        events: Vec<Arc<Event>>,
+        results: Vec<(u64, ApplyResult)>,
+        mut effects: Vec<Effect>,
+    ) {
+        let snapshot = Arc::new(self.state.clone());
+        let previous = {
+            let mut front = self.shared.front();
+            for ev in events {
+                front.hub.publish(ev);
+            }
+            front.hub.trim();
+            std::mem::replace(&mut front.snapshot, snapshot)
+        };
+        drop(previous);
+        // Results before the version: a proposer woken by the version finds its result.
+        self.results.push(results);
+        self.shared.published.send_replace(self.state.rv);
+        effects.push(self.meta_effect(self.state.rv));
+        self.shared.checkpoints.push(effects);
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for Machine {
+    type SnapshotBuilder = Builder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), Err> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, Err>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut events = Vec::new();
+        let mut results = Vec::new();
+        let mut effects = Vec::new();
+        for e in entries {
+            let index = e.log_id.index;
+            self.applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                }
+                EntryPayload::Normal(p) => {
+                    let result = match self.requests.get(&p.id) {
+                        // A retry of an applied proposal: nothing changes; it answers as the
+                        // first did, where that is still known here.
+                        Some(&first) => self.results.get(first),
+                        None => Some(match self.state.evaluate(&Overlay::new(), index, &p.cmd) {
+                            Ok(ev) => {
+                                self.state.commit(&ev);
+                                effects.push(Effect {
+                                    index,
+                                    key: object_key(&ev.key),
+                                    value: (ev.kind != EventType::Deleted)
+                                        .then(|| ev.object.json.clone()),
+                                    created: ev.kind == EventType::Added,
+                                });
+                                let ev = Arc::new(ev);
+                                events.push(ev.clone());
+                                Ok(ev)
+                            }
+                            Err(err) => Err(err),
+                        }),
+                    };
+                    if let std::collections::hash_map::Entry::Vacant(v) = self.requests.entry(p.id)
+                    {
+                        v.insert(index);
+                        self.request_order.push_back((index, p.id));
+                        effects.push(Effect {
+                            index,
+                            key: Self::request_key(p.id),
+                            value: Some(Bytes::copy_from_slice(&index.to_be_bytes())),
+                            created: true,
+                        });
+                    }
+                    if let Some(result) = result {
+                        results.push((index, result));
+                    }
+                }
+            }
+            self.state.rv = self.state.rv.max(index);
+            self.expire_requests(index, &mut effects);
+            replies.push(());
+        }
+        if !replies.is_empty() {
+            self.shared.counters.committed(results.len() as u64);
+            self.publish(events, results, effects);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        Builder {
+            state: Arc::new(self.state.clone()),
+            applied: self.applied,
+            membership: self.membership.clone(),
+            requests: self.requests.iter().map(|(r, i)| (*r, *i)).collect(),
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Err> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), Err> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = postcard::from_bytes(&data)
+            .map_err(|e| sm_error(format!("the snapshot received does not decode: {e}")))?;
+        if body.version != SNAPSHOT_VERSION {
+            return Err(sm_error(format!(
+                "snapshot format version {}; this build reads {SNAPSHOT_VERSION}",
+                body.version
+            )));
+        }
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let mut state = State::default();
+        let mut effects = Vec::new();
+        // The engine ends up holding exactly the snapshot: what the state has now goes first.
+        for (k, _) in self.state.iter() {
+            effects.push(Effect {
+                index,
+                key: object_key(&k),
+                value: None,
+                created: false,
+            });
+        }
+        for id in self.requests.keys() {
+            effects.push(Effect {
+                index,
+                key: Self::request_key(*id),
+                value: None,
+                created: false,
+            });
+        }
+        for (kind, namespace, name, json) in body.objects {
+            let key = crate::state::ObjKey {
+                kind: Arc::from(kind.as_str()),
+                namespace,
+                name,
+            };
+            let json = Bytes::from(json);
+            let obj = stored_object(&key, json.clone(), &*self.indexer)
+                .map_err(|e| sm_error(format!("the snapshot holds an unreadable object: {e}")))?;
+            effects.push(Effect {
+                index,
+                key: object_key(&key),
+                value: Some(json),
+                created: true,
+            });
+            state.load(key, Arc::new(obj));
+        }
+        state.rv = index;
+        self.requests.clear();
+        self.request_order.clear();
+        let mut order = body.requests.clone();
+        order.sort_unstable_by_key(|(_, i)| *i);
+        for (id, at) in order {
+            self.requests.insert(id, at);
+            self.request_order.push_back((at, id));
+            effects.push(Effect {
+                index,
+                key: Self::request_key(id),
+                value: Some(Bytes::copy_from_slice(&at.to_be_bytes())),
+                created: true,
+            });
+        }
+        self.state = state;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        {
+            let c = &self.shared.config;
+            let mut front = self.shared.front();
+            // Watchers from before the snapshot cannot be continued: they relist.
+            front.hub = Hub::new(index, c.history_window, c.history_bytes, c.watch_buffer);
+            front.snapshot = Arc::new(self.state.clone());
+        }
+        self.shared.published.send_replace(index);
+        effects.push(self.meta_effect(index));
+        self.shared.checkpoints.push(effects);
+        save_snapshot_file(&self.dir, meta, &data).map_err(sm_error)?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((meta.clone(), Arc::new(data)));
+        // The log is purged past the snapshot next; the engine must hold it first.
+        while self.shared.checkpointed.load(Ordering::Acquire) < index {
+            if self.shared.failed_reason().is_some() {
+                return Err(sm_error("the engine failed while installing a snapshot"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(index, objects = self.state.len(), "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, Err> {
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(meta, data)| Snapshot {
+                meta: meta.clone(),
+                snapshot: Box::new(Cursor::new(data.to_vec())),
+            }))
+    }
+}
+
+/// Cuts a snapshot from an immutable state; writes go on meanwhile.
+pub(crate) struct Builder {
+    state: Arc<State>,
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    requests: Vec<(u128, u64)>,
+    dir: PathBuf,
+    current: CurrentSnapshot,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Err> {
+        let state = self.state.clone();
+        let requests = std::mem::take(&mut self.requests);
+        let data = tokio::task::spawn_blocking(move || {
+            let body = SnapshotBody {
+                version: SNAPSHOT_VERSION,
+                objects: state
+                    .iter()
+                    .map(|(k, o)| {
+                        (
+                            k.kind.to_string(),
+                            k.namespace.clone(),
+                            k.name.clone(),
+                            o.json.to_vec(),
+                        )
+                    })
+                    .collect(),
+                requests,
+            };
+            postcard::to_allocvec(&body)
+        })
+        .await
+        .map_err(|e| sm_error(format!("building the snapshot: {e}")))?
+        .map_err(|e| sm_error(format!("encoding the snapshot: {e}")))?;
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                self.applied.map_or(0, |l| l.leader_id.term),
+                self.applied.map_or(0, |l| l.index)
+            ),
+        };
+        let (dir, m, d) = (self.dir.clone(), meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || save_snapshot_file(&dir, &m, &d))
+            .await
+            .map_err(|e| sm_error(e.to_string()))?
+            .map_err(sm_error)?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((meta.clone(), Arc::new(data.clone())));
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+/// The snapshot file: `crc32(rest): u32 LE | postcard(meta, body bytes)`, replaced atomically.
+fn save_snapshot_file(
+    dir: &std::path::Path,
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data: &[u8],
+) -> Result<(), String> {
+    use std::io::Write;
+    let body = postcard::to_allocvec(&(meta, data)).map_err(|e| e.to_string())?;
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(&crc32fast::hash(&body).to_le_bytes())
+        .and_then(|()| f.write_all(&body))
+        .and_then(|()| f.sync_data())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(|e| e.to_string())?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("syncing {}: {e}", dir.display()))
+}
+
+fn decode_snapshot_file(b: &[u8]) -> Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)> {
+    let (crc, body) = b.split_at_checked(4)?;
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        tracing::warn!("the saved snapshot is damaged; a new one is built when needed");
+        return None;
+    }
+    postcard::from_bytes(body).ok()
+}
+
+/// Reads the request ids the engine holds.
+pub(super) fn engine_requests(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(u128, u64)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            let id = k.strip_prefix(REQUEST_PREFIX)?;
+            let id = u128::from_be_bytes(id.try_into().ok()?);
+            let at = u64::from_be_bytes(v.as_slice().try_into().ok()?);
+            Some((id, at))
+        })
+        .collect()
+}
+
+/// Maps a missing result to the error a proposer gets.
+pub(super) fn unknown_outcome(index: u64) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the write was committed at index {index}, but its result is no longer known on this API server (it installed a snapshot meanwhile); read the object to see its state"
+    ))
+}

@@ -1,0 +1,187 @@
+//! The store on the replicated log: opening a member, and proposing writes from any member.
+//!
+//! A write on the leader is proposed to openraft directly; on a follower it is forwarded to the
+//! leader over the Raft port. Either way the proposer then waits until *its own* member has
+//! applied the entry and answers with that member's result, so a client that reads from the
+//! member it wrote through sees its write. A proposal carries a request id chosen here: when a
+//! leader change leaves the outcome unknown the proposal is sent again with the same id, and the
+//! state machine applies it once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::{Indexer, load_state};
+use super::hub::Hub;
+use super::machine::{self, META_RAFT, Machine, Results};
+use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_background};
+use crate::raft::{Disk, LogOptions};
+use crate::replica::codec::Proposal;
+use crate::replica::logstore::LogStore;
+use crate::replica::network::{Forwarded, Network};
+use crate::replica::{RaftHandle, ReplicaConfig};
+use crate::state::{Command, Event};
+use crate::storage::{Storage, StorageError};
+
+/// How long a write waits for a leader, and for its entry to be applied here.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+pub(super) struct Replicated {
+    pub(super) raft: RaftHandle,
+    results: Arc<Results>,
+    network: Network,
+    id: u64,
+}
+
+impl Store {
+    /// Opens a member of a replicated cluster over `storage` (the state machine's engine), with
+    /// the Raft log and snapshots under `dir`; bootstraps the cluster from `replica.members` if
+    /// this member has never been part of one.
+    pub async fn open_replicated<S: Storage>(
+        storage: S,
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        config: StoreConfig,
+        indexer: Arc<Indexer>,
+        replica: &ReplicaConfig,
+    ) -> Result<(Store, RaftHandle), StorageError> {
+        let pairs = storage.scan_all()?;
+        let engine_meta = pairs
+            .iter()
+            .find(|(k, _)| k.as_slice() == META_RAFT)
+            .map(|(_, v)| v.clone());
+        let requests = machine::engine_requests(&pairs);
+        drop(pairs);
+        let state = load_state(&storage, &*indexer)?;
+        let hub = Hub::new(
+            state.rv,
+            config.history_window,
+            config.history_bytes,
+            config.watch_buffer,
+        );
+        let log_dir = dir.join("log");
+        let opts = LogOptions {
+            min_free_bytes: config.min_free_bytes,
+            ..LogOptions::default()
+        };
+        let shared = new_shared(&storage, state.clone(), hub, config, 0);
+        let log = LogStore::open(disk, &log_dir, opts, shared.checkpointed.clone())
+            .map_err(StorageError::from)?;
+        let fresh = log.is_empty() && engine_meta.is_none();
+        start_background(&shared, Arc::new(storage))?;
+        let results = Arc::new(Results::default());
+        let machine = Machine::new(
+            shared.clone(),
+            state,
+            engine_meta,
+            requests,
+            results.clone(),
+            indexer,
+            dir.to_path_buf(),
+        )?;
+        let network = Network::default();
+        let raft_config = replica.openraft().map_err(StorageError::Io)?;
+        let raft = openraft::Raft::new(
+            replica.id,
+            Arc::new(raft_config),
+            network.clone(),
+            log,
+            machine,
+        )
+        .await
+        .map_err(|e| StorageError::Io(format!("starting raft: {e}")))?;
+        if fresh {
+            match raft.initialize(replica.nodes()).await {
+                Ok(()) => tracing::info!(members = ?replica.members, "bootstrapped a new cluster"),
+                // Another member's proposal of the same membership reached this one first.
+                Err(e) => tracing::info!(error = %e, "not bootstrapping: already initialised"),
+            }
+        }
+        let store = Store {
+            shared,
+            writer: Writer::Replicated(Arc::new(Replicated {
+                raft: raft.clone(),
+                results,
+                network,
+                id: replica.id,
+            })),
+        };
+        Ok((store, raft))
+    }
+
+    /// The Raft handle, for a replicated store.
+    pub fn raft(&self) -> Option<&RaftHandle> {
+        match &self.writer {
+            Writer::Replicated(r) => Some(&r.raft),
+            Writer::Local(_) => None,
+        }
+    }
+}
+
+impl Replicated {
+    pub(super) async fn propose(
+        &self,
+        shared: &Shared,
+        cmd: Command,
+    ) -> Result<Arc<Event>, StoreError> {
+        if let Err(reason) = shared.writable() {
+            return Err(StoreError::InsufficientStorage(reason));
+        }
+        let p = Proposal {
+            id: rand::random(),
+            cmd,
+        };
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut last_error = String::from("no leader is known");
+        let index = loop {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "the write was not committed within {WRITE_DEADLINE:?}: {last_error}"
+                )));
+            }
+            let leader = self.raft.current_leader().await;
+            match leader {
+                Some(l) if l == self.id => match self.raft.client_write(p.clone()).await {
+                    Ok(r) => break r.log_id.index,
+                    Err(e) => last_error = e.to_string(),
+                },
+                Some(l) => {
+                    let addr = self
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone());
+                    match addr {
+                        Some(addr) => match self.network.forward(&addr, &p).await {
+                            Ok(Forwarded::Applied(i)) => break i,
+                            Ok(Forwarded::NotLeader) => {
+                                last_error = format!("member {l} is no longer the leader")
+                            }
+                            Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
+                        },
+                        None => last_error = format!("the leader {l} has no address"),
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Answered from this member's own state machine, once it has applied the entry.
+        let mut rx = shared.published.subscribe();
+        let waited =
+            tokio::time::timeout_at(deadline.into(), rx.wait_for(|applied| *applied >= index))
+                .await;
+        if !matches!(waited, Ok(Ok(_))) {
+            return Err(StoreError::Unavailable(format!(
+                "the write was committed at index {index}, but this API server had not applied it within {WRITE_DEADLINE:?}"
+            )));
+        }
+        match self.results.get(index) {
+            Some(r) => r.map_err(StoreError::Rejected),
+            None => Err(machine::unknown_outcome(index)),
+        }
+    }
+}
