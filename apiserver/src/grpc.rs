@@ -191,6 +191,7 @@ impl pb::admin_server::Admin for GrpcApi {
             unwritable_reason: s.unwritable_reason.unwrap_or_default(),
             commits: s.commits,
             committed_writes: s.committed_writes,
+            raft: self.api.store().raft().map(crate::replica::status),
         }))
     }
 }

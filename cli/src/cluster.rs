@@ -724,6 +724,33 @@ pub async fn status(args: DataDirArgs) -> Result<i32> {
                     bytes(s.disk_free_bytes),
                     s.watchers,
                 ))?;
+                if let Some(r) = &s.raft {
+                    let lagging: Vec<String> = r
+                        .members
+                        .iter()
+                        .filter(|m| m.lag > 0)
+                        .map(|m| format!("{} behind by {}", m.id, m.lag))
+                        .collect();
+                    util::out(&format!(
+                        "replication:     member {} of {}, {} in term {}, leader {}, applied {} of {}{}\n",
+                        r.id,
+                        r.members.len(),
+                        r.role,
+                        r.term,
+                        if r.leader == 0 {
+                            "unknown".to_string()
+                        } else {
+                            r.leader.to_string()
+                        },
+                        r.applied_index,
+                        r.last_log_index,
+                        if lagging.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", lagging.join(", "))
+                        },
+                    ))?;
+                }
                 ok &= s.writable;
             }
             Err(e) => {

@@ -86,6 +86,42 @@ impl ReplicaConfig {
     }
 }
 
+/// What a member reports of its place in the cluster (the Admin service's stats).
+pub fn status(raft: &RaftHandle) -> rudder_proto::RaftStatus {
+    let m = raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).copied().flatten())
+                .map(|l| l.index);
+            rudder_proto::RaftMember {
+                id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: matched.unwrap_or(0),
+                lag: matched.map_or(0, |i| last.saturating_sub(i)),
+            }
+        })
+        .collect();
+    rudder_proto::RaftStatus {
+        id: m.id,
+        role: format!("{:?}", m.state),
+        term: m.current_term,
+        leader: m.current_leader.unwrap_or(0),
+        last_log_index: last,
+        applied_index: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
+        members,
+    }
+}
+
 /// Parses `--raft-members`: `ID=HOST:PORT` separated by commas.
 pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut out = BTreeMap::new();
