@@ -73,6 +73,13 @@ struct Args {
     /// included; used to bootstrap a new cluster, ignored once a member has joined.
     #[arg(long)]
     raft_members: Option<String>,
+    /// Cut a snapshot after this many Raft log entries, and purge the log before it.
+    #[arg(long, default_value_t = 20_000)]
+    raft_snapshot_every: u64,
+    /// Log entries kept after a snapshot, for followers slightly behind (further behind, they
+    /// get the snapshot).
+    #[arg(long, default_value_t = 5_000)]
+    raft_keep_after_snapshot: u64,
 }
 
 #[tokio::main]
@@ -109,8 +116,11 @@ async fn main() -> anyhow::Result<()> {
         let raft_listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for raft on {listen}"))?;
+        let mut replica = rudder_apiserver::replica::ReplicaConfig::new(id, members);
+        replica.snapshot_every = args.raft_snapshot_every.max(1);
+        replica.keep_after_snapshot = args.raft_keep_after_snapshot;
         config.replica = Some((
-            rudder_apiserver::replica::ReplicaConfig::new(id, members),
+            replica,
             std::sync::Arc::new(std::sync::Mutex::new(Some(raft_listener))),
         ));
     }

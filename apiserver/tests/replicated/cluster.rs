@@ -21,6 +21,8 @@ pub struct Member {
 
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// Flags every member starts with, besides its place in the cluster.
+    pub extra: Vec<String>,
     pub _tmp: tempfile::TempDir,
 }
 
@@ -33,6 +35,10 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut members = Vec::new();
         for i in 0..n {
@@ -47,7 +53,11 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut c = Cluster { members, _tmp: tmp };
+        let mut c = Cluster {
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: tmp,
+        };
         for i in 0..n {
             c.spawn(i);
         }
@@ -70,6 +80,7 @@ impl Cluster {
 
     pub fn spawn(&mut self, i: usize) {
         let list = self.member_list();
+        let extra = self.extra.clone();
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {} already runs", m.id);
         let log = std::fs::OpenOptions::new()
@@ -83,6 +94,7 @@ impl Cluster {
             .args(["--raft-id", &m.id.to_string()])
             .args(["--raft-listen", &m.raft])
             .args(["--raft-members", &list])
+            .args(&extra)
             .env("RUST_LOG", "warn,openraft=error")
             .stdout(Stdio::null())
             .stderr(log)

@@ -9,6 +9,7 @@
 
 mod checker;
 mod cluster;
+mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,9 @@ use rudder_client::Client;
 use rudder_proto as pb;
 use tokio_stream::StreamExt;
 
-const NS: &str = "default";
+pub const NS: &str = "default";
 
-fn kind() -> Option<pb::KindRef> {
+pub fn kind() -> Option<pb::KindRef> {
     Some(pb::KindRef {
         api_version: "v1".into(),
         kind: "ConfigMap".into(),
@@ -43,7 +44,7 @@ fn seed() -> u64 {
 }
 
 /// Every config map a member holds (its own state: the client talks to it alone).
-async fn holding(c: &Client) -> Result<Holding, String> {
+pub async fn holding(c: &Client) -> Result<Holding, String> {
     let mut out = Holding::new();
     let mut token = String::new();
     loop {
