@@ -103,6 +103,7 @@ impl StreamsService {
                     }),
                     namespace: ns.to_string(),
                     name: pod.to_string(),
+                    allow_stale: false,
                 },
             )
             .await?;

@@ -86,6 +86,7 @@ async fn documentation_manifests_apply_unchanged_and_read_back_intact() {
                 kind: kref(&av, &kind),
                 namespace: created.namespace.clone(),
                 name: created.name.clone(),
+                allow_stale: false,
             })
             .await
             .unwrap(),

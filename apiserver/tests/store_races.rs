@@ -32,6 +32,7 @@ fn get_req(kind: &str, ns: &str, name: &str) -> pb::GetRequest {
         kind: kref(kind),
         namespace: ns.into(),
         name: name.into(),
+        allow_stale: false,
     }
 }
 

@@ -147,6 +147,7 @@ async fn deployment_available(c: &Client, name: &str) -> anyhow::Result<u64> {
             kind: kind("apps/v1", "Deployment"),
             namespace: "default".into(),
             name: name.into(),
+            allow_stale: false,
         })
         .await
         .context("get deployment")?;

@@ -18,6 +18,8 @@
 //!   beside the change reaching a pod watcher.
 //! - [`http`]: the `http` subcommand, HTTP load through Rudder's Ingress beside the backend
 //!   direct and HAProxy.
+//! - [`replicated`]: the `replicated` subcommand, writes with one and three masters beside a
+//!   three-member etcd, and leader failover time.
 
 pub mod deploy;
 pub mod endpoints;
@@ -28,6 +30,7 @@ pub mod nodeloss;
 pub mod pod;
 pub mod pods;
 pub mod procs;
+pub mod replicated;
 pub mod report;
 pub mod rewrite;
 pub mod rudder;
@@ -123,6 +126,9 @@ pub enum Scenario {
     /// wrk (Debian's) against one nginx backend: direct, through Rudder's Ingress and through
     /// HAProxy, requests/s and p50/p99 of each.
     Http(http::HttpArgs),
+    /// Creates with one master, one replicated member and three replicated masters, beside a
+    /// three-member etcd, and the time from a leader kill to the first new write acknowledged.
+    Replicated(replicated::ReplArgs),
 }
 
 /// How much work each phase does.
@@ -259,6 +265,12 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if let Some(Scenario::Http(a)) = &args.command {
         eprintln!("rudder-bench: http scenario ({})", bin.display());
         let f = http::run(&bin, a).await?;
+        println!("{}", f.render());
+        return Ok(Report::new(&scale, &Figures::default(), None));
+    }
+    if let Some(Scenario::Replicated(a)) = &args.command {
+        eprintln!("rudder-bench: replicated scenario ({})", bin.display());
+        let f = replicated::run(&bin, a).await?;
         println!("{}", f.render());
         return Ok(Report::new(&scale, &Figures::default(), None));
     }

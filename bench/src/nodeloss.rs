@@ -142,6 +142,7 @@ async fn node(c: &Client, name: &str) -> anyhow::Result<Value> {
             kind: kind("v1", "Node"),
             namespace: String::new(),
             name: name.into(),
+            allow_stale: false,
         })
         .await
         .context("get node")?;
@@ -154,6 +155,7 @@ async fn lease_renew(c: &Client, node: &str) -> anyhow::Result<String> {
             kind: kind("coordination.k8s.io/v1", "Lease"),
             namespace: "kube-node-lease".into(),
             name: node.into(),
+            allow_stale: false,
         })
         .await
         .context("get lease")?;

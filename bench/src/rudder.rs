@@ -126,6 +126,7 @@ async fn phases(server: &mut ServerProc, scale: &Scale) -> anyhow::Result<Figure
                 kind: pods_kind(),
                 namespace: pod::NAMESPACE.into(),
                 name: pod::name(pod::BULK_PREFIX, scatter(i, pods)),
+                allow_stale: false,
             };
             async move {
                 let o = c.get(req).await.context("get")?;

@@ -324,6 +324,7 @@ async fn measure(
                 kind: kind("Pod"),
                 namespace: "default".into(),
                 name: "warmup".into(),
+                allow_stale: false,
             })
             .await
             .context("get warm-up pod")?;

@@ -306,6 +306,7 @@ async fn evict_and_wait(
                 kind: Some(rudder_client::conn::kind_ref("v1", "Pod")),
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
+                allow_stale: false,
             })
             .await;
         let gone = match got {

@@ -229,6 +229,7 @@ pub async fn list_all(
                 field_selector: field_selector.to_string(),
                 limit: chunk,
                 continue_token: token.clone(),
+                allow_stale: false,
             })
             .await?;
         for o in &resp.items {
@@ -247,6 +248,7 @@ pub async fn get_object(client: &Client, t: &ResourceType, ns: &str, name: &str)
             kind: Some(t.kind_ref()),
             namespace: t.scope(ns).to_string(),
             name: name.to_string(),
+            allow_stale: false,
         })
         .await?;
     decode(&o)

@@ -68,6 +68,7 @@ async fn allowed(api: &dyn Api) -> i64 {
             kind: Some(kind_ref("policy/v1", "PodDisruptionBudget")),
             namespace: "default".into(),
             name: "web".into(),
+            allow_stale: false,
         })
         .await
         .expect("budget");

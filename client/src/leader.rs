@@ -391,6 +391,7 @@ impl LeaderElector {
             kind: Some(Self::lease_kind()),
             namespace: self.cfg.namespace.clone(),
             name: self.cfg.name.clone(),
+            allow_stale: false,
         }
     }
 

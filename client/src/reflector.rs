@@ -250,6 +250,7 @@ impl Reflector {
             field_selector: self.cfg.field_selector.clone(),
             limit: self.cfg.page_size,
             continue_token: continue_token.clone(),
+            allow_stale: false,
         };
         let resp = match self.api.list(req).await {
             Ok(r) => r,

@@ -50,6 +50,7 @@ async fn can_adopt(api: &dyn Api, owner: &CachedObject) -> Result<(), Error> {
             kind: Some(kind_ref(&owner.api_version, &owner.kind)),
             namespace: owner.namespace.clone(),
             name: owner.name.clone(),
+            allow_stale: false,
         })
         .await?;
     let fresh = CachedObject::from_wire(&fresh)

@@ -135,6 +135,7 @@ pub async fn register(
         kind: Some(node_ref()),
         namespace: String::new(),
         name: cfg.name.clone(),
+        allow_stale: false,
     };
     let mut labels = cfg.labels.clone();
     labels.insert("kubernetes.io/hostname".into(), cfg.name.clone());
@@ -227,6 +228,7 @@ pub async fn wait_for_pod_cidr(
             kind: Some(node_ref()),
             namespace: String::new(),
             name: cfg.name.clone(),
+            allow_stale: false,
         };
         match api.get(get).await {
             Ok(o) => {
@@ -485,6 +487,7 @@ async fn server_conditions_differ(api: &dyn Api, node: &str, status: &Value) -> 
         kind: Some(node_ref()),
         namespace: String::new(),
         name: node.to_string(),
+        allow_stale: false,
     };
     match api
         .get(get)
@@ -554,6 +557,7 @@ pub async fn renew_lease(
                     kind: Some(node_ref()),
                     namespace: String::new(),
                     name: cfg.name.clone(),
+                    allow_stale: false,
                 })
                 .await
                 && let Ok(v) = rudder_client::api::decode_json(&node)

@@ -157,6 +157,7 @@ impl ApiObjects {
             kind: Some(kind_ref(T::API_VERSION, T::KIND)),
             namespace: namespace.to_string(),
             name: name.to_string(),
+            allow_stale: false,
         };
         let obj = match self.api.get(req).await {
             Ok(obj) => obj,

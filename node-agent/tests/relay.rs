@@ -72,6 +72,7 @@ async fn running_pod(api: &Arc<dyn Api>, name: &str, containers: serde_json::Val
                 kind: Some(kind_ref("v1", "Pod")),
                 namespace: "default".into(),
                 name: name.into(),
+                allow_stale: false,
             })
             .await
             .expect("get");

@@ -95,6 +95,7 @@ impl Cluster {
                 kind: Some(kind_ref("v1", "Pod")),
                 namespace: "default".into(),
                 name: name.into(),
+                allow_stale: false,
             })
             .await
             .expect("get pod");

@@ -134,6 +134,7 @@ async fn pod_value(api: &dyn Api, name: &str) -> serde_json::Value {
             kind: Some(kind_ref("v1", "Pod")),
             namespace: "default".into(),
             name: name.into(),
+            allow_stale: false,
         })
         .await
         .expect("get");

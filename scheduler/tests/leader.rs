@@ -56,6 +56,7 @@ async fn bound(api: &dyn Api, name: &str) -> bool {
             kind: Some(kind_ref("v1", "Pod")),
             namespace: "default".into(),
             name: name.into(),
+            allow_stale: false,
         })
         .await
         .expect("get");

@@ -148,6 +148,7 @@ pub(crate) async fn try_get(
             kind: kind(k),
             namespace: ns.into(),
             name: name.into(),
+            allow_stale: false,
         })
         .await
 }

@@ -490,6 +490,7 @@ impl NodeSim {
                 kind: Some(kind_ref("v1", "Pod")),
                 namespace: namespace.to_string(),
                 name: name.to_string(),
+                allow_stale: false,
             })
             .await?;
         let pod = CachedObject::from_wire(&got).ok_or_else(|| {

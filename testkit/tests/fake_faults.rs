@@ -33,6 +33,7 @@ fn get_req(name: &str) -> pb::GetRequest {
         kind: cm_kind(),
         namespace: "default".into(),
         name: name.into(),
+        allow_stale: false,
     }
 }
 

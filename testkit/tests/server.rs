@@ -14,6 +14,7 @@ fn namespace_get(name: &str) -> pb::GetRequest {
         }),
         namespace: String::new(),
         name: name.into(),
+        allow_stale: false,
     }
 }
 

@@ -65,12 +65,29 @@ impl Network {
         postcard::from_bytes(&reply.into_inner().data)
             .map_err(|e| format!("the leader's answer does not decode: {e}"))
     }
+
+    /// Asks the leader at `addr` for the index a linearizable read must wait for.
+    pub async fn read_index(&self, addr: &str) -> Result<Forwarded, String> {
+        let mut client = RaftClient::new(self.channel(addr)?);
+        let reply = client
+            .read_index(pb::RaftPayload::default())
+            .await
+            .map_err(|s| {
+                format!(
+                    "asking the leader at {addr} for a read index: {}",
+                    s.message()
+                )
+            })?;
+        postcard::from_bytes(&reply.into_inner().data)
+            .map_err(|e| format!("the leader's answer does not decode: {e}"))
+    }
 }
 
-/// What the leader answers a forwarded write.
+/// What the leader answers a forwarded write (the index it was applied at) or a read-index
+/// request (the index a read must wait for).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Forwarded {
-    /// Committed and applied at this log index.
+    /// The log index: where the write was applied, or what a read waits for.
     Applied(u64),
     /// The receiver is not the leader (any more).
     NotLeader,
@@ -263,5 +280,24 @@ impl pb::raft_server::Raft for RaftService {
             Err(e) => Forwarded::Failed(e.to_string()),
         };
         encode(&answer)
+    }
+
+    async fn read_index(
+        &self,
+        _req: tonic::Request<pb::RaftPayload>,
+    ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
+        encode(&read_index_here(&self.raft).await)
+    }
+}
+
+/// The read index, if this member leads: its commit position, confirmed by a quorum's
+/// heartbeat answers (openraft's `get_read_log_id`).
+pub async fn read_index_here(raft: &RaftHandle) -> Forwarded {
+    match raft.get_read_log_id().await {
+        Ok((read, _applied)) => Forwarded::Applied(read.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+            Forwarded::NotLeader
+        }
+        Err(e) => Forwarded::Failed(e.to_string()),
     }
 }

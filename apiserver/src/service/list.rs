@@ -111,6 +111,12 @@ impl Api {
             &req.field_selector,
         )?;
         let (at, after) = if req.continue_token.is_empty() {
+            if !req.allow_stale {
+                self.store.read_barrier().await.map_err(|e| match e {
+                    crate::store::StoreError::Unavailable(r) => ApiError::Unavailable(r),
+                    other => ApiError::Internal(other.to_string()),
+                })?;
+            }
             (None, None)
         } else {
             let t = decode_continue(&req.continue_token)?;

@@ -283,6 +283,12 @@ impl Api {
         let info = self.kind(&req.kind)?;
         let ns = self.request_namespace(&info, &req.namespace);
         let key = self.key(&info, &ns, &req.name);
+        if !req.allow_stale {
+            self.store
+                .read_barrier()
+                .await
+                .map_err(|e| self.store_error(&info, &key, e))?;
+        }
         let obj = self
             .store
             .get(&key)

@@ -410,6 +410,16 @@ impl Store {
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    /// Before a linearizable read: on a replicated member, waits until it has applied every write
+    /// committed before the call (read-index through the leader); a single master is always
+    /// current.
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        match &self.writer {
+            Writer::Local(_) => Ok(()),
+            Writer::Replicated(r) => r.read_barrier(&self.shared).await,
+        }
+    }
+
     /// The state as of the last commit: immutable, consistent, and free to hold (later commits
     /// publish a new snapshot; this one stays as it is).
     pub fn snapshot(&self) -> Arc<State> {

@@ -18,7 +18,7 @@ use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_ba
 use crate::raft::{Disk, LogOptions};
 use crate::replica::codec::Proposal;
 use crate::replica::logstore::LogStore;
-use crate::replica::network::{Forwarded, Network};
+use crate::replica::network::{Forwarded, Network, read_index_here};
 use crate::replica::{RaftHandle, ReplicaConfig};
 use crate::state::{Command, Event};
 use crate::storage::{Storage, StorageError};
@@ -145,36 +145,22 @@ impl Replicated {
                     Ok(r) => break r.log_id.index,
                     Err(e) => last_error = e.to_string(),
                 },
-                Some(l) => {
-                    let addr = self
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.addr.clone());
-                    match addr {
-                        Some(addr) => match self.network.forward(&addr, &p).await {
-                            Ok(Forwarded::Applied(i)) => break i,
-                            Ok(Forwarded::NotLeader) => {
-                                last_error = format!("member {l} is no longer the leader")
-                            }
-                            Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
-                        },
-                        None => last_error = format!("the leader {l} has no address"),
-                    }
-                }
+                Some(l) => match self.addr_of(l) {
+                    Some(addr) => match self.network.forward(&addr, &p).await {
+                        Ok(Forwarded::Applied(i)) => break i,
+                        Ok(Forwarded::NotLeader) => {
+                            last_error = format!("member {l} is no longer the leader")
+                        }
+                        Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
+                    },
+                    None => last_error = format!("the leader {l} has no address"),
+                },
                 None => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         // Answered from this member's own state machine, once it has applied the entry.
-        let mut rx = shared.published.subscribe();
-        let waited =
-            tokio::time::timeout_at(deadline.into(), rx.wait_for(|applied| *applied >= index))
-                .await;
-        if !matches!(waited, Ok(Ok(_))) {
+        if !applied(shared, index, deadline).await {
             return Err(StoreError::Unavailable(format!(
                 "the write was committed at index {index}, but this API server had not applied it within {WRITE_DEADLINE:?}"
             )));
@@ -182,6 +168,63 @@ impl Replicated {
         match self.results.get(index) {
             Some(r) => r.map_err(StoreError::Rejected),
             None => Err(machine::unknown_outcome(index)),
+        }
+    }
+}
+
+/// Waits until this member has applied `index`; false at the deadline.
+async fn applied(shared: &Shared, index: u64, deadline: Instant) -> bool {
+    let mut rx = shared.published.subscribe();
+    let waited =
+        tokio::time::timeout_at(deadline.into(), rx.wait_for(|applied| *applied >= index)).await;
+    matches!(waited, Ok(Ok(_)))
+}
+
+impl Replicated {
+    /// The Raft address of member `id`, from the current membership.
+    fn addr_of(&self, id: u64) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Read-index: learns from the leader (which confirms its leadership with a quorum) the
+    /// commit index as of now, and waits until this member has applied it. A read served after
+    /// this sees every write acknowledged before the call began.
+    pub(super) async fn read_barrier(&self, shared: &Shared) -> Result<(), StoreError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut last_error = String::from("no leader is known");
+        let index = loop {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "a consistent read needs the leader, and none answered within {WRITE_DEADLINE:?} ({last_error}); ask for a possibly stale read to be served from this API server"
+                )));
+            }
+            let answer = match self.raft.current_leader().await {
+                Some(l) if l == self.id => Ok(read_index_here(&self.raft).await),
+                Some(l) => match self.addr_of(l) {
+                    Some(addr) => self.network.read_index(&addr).await,
+                    None => Err(format!("the leader {l} has no address")),
+                },
+                None => Err(last_error.clone()),
+            };
+            match answer {
+                Ok(Forwarded::Applied(i)) => break i,
+                Ok(Forwarded::NotLeader) => last_error = "the leader changed".into(),
+                Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if applied(shared, index, deadline).await {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "this API server had not applied index {index} within {WRITE_DEADLINE:?}; a consistent read cannot be served here now"
+            )))
         }
     }
 }

@@ -147,6 +147,7 @@ pub fn get_req(api_version: &str, kind: &str, ns: &str, name: &str) -> pb::GetRe
         kind: kref(api_version, kind),
         namespace: ns.into(),
         name: name.into(),
+        allow_stale: false,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod checker;
 mod cluster;
+mod reads;
 mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,6 +176,7 @@ async fn acknowledged_writes_survive_leader_and_follower_loss_and_every_member_a
                 }),
                 namespace: String::new(),
                 name: NS.into(),
+                allow_stale: false,
             })
             .await
             .is_err()

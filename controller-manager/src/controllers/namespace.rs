@@ -133,6 +133,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             kind: Some(kind_ref("v1", "Namespace")),
             namespace: String::new(),
             name: cached.name.clone(),
+            allow_stale: false,
         })
         .await
     {

@@ -186,6 +186,7 @@ impl Gc {
             kind: Some(kind_ref("v1", "Node")),
             namespace: String::new(),
             name: node.to_string(),
+            allow_stale: false,
         };
         match self.api.get(req).await {
             Err(e) if e.is_not_found() => true,

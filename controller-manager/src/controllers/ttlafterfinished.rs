@@ -80,6 +80,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             kind: Some(kind_ref("batch/v1", "Job")),
             namespace: job.namespace.clone(),
             name: job.name.clone(),
+            allow_stale: false,
         })
         .await
     {

@@ -175,6 +175,7 @@ pub async fn create(
                         kind: Some(kind_ref("apps/v1", "ControllerRevision")),
                         namespace: owner.namespace.clone(),
                         name: name_for(&owner.name, &hash),
+                        allow_stale: false,
                     })
                     .await?;
                 let existing = wire(&got)?;

@@ -145,6 +145,7 @@ impl Cluster {
             kind: Some(kind_ref(api_version, kind)),
             namespace: ns.to_string(),
             name: name.to_string(),
+            allow_stale: false,
         };
         match self.api.get(req).await {
             Ok(o) => Some(serde_json::from_slice(&o.json).expect("json")),

@@ -176,6 +176,7 @@ impl Cluster {
                 kind: Some(kind_ref("v1", "Pod")),
                 namespace: NS.into(),
                 name: name.into(),
+                allow_stale: false,
             })
             .await;
         match r {

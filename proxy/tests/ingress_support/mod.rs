@@ -165,6 +165,7 @@ impl Harness {
                 kind: Some(kind_ref(api_version, kind)),
                 namespace: "default".into(),
                 name: name.into(),
+                allow_stale: false,
             })
             .await
             .unwrap_or_else(|e| panic!("get {kind} {name}: {e}"));

@@ -282,6 +282,7 @@ async fn get_job(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<CachedObject>
         kind: Some(kind_ref("batch/v1", "Job")),
         namespace: ns.to_string(),
         name: name.to_string(),
+        allow_stale: false,
     };
     match ctx.api.get(req).await {
         Ok(o) => Ok(CachedObject::from_wire(&o)),

@@ -284,6 +284,7 @@ async fn collided(ctx: &Ctx, view: &mut View, name: &str) -> Result<(), Error> {
             kind: Some(kind_ref("apps/v1", "ReplicaSet")),
             namespace: d.obj.namespace.clone(),
             name: name.to_string(),
+            allow_stale: false,
         })
         .await?;
     if let Some(o) = CachedObject::from_wire(&existing)

@@ -188,6 +188,7 @@ pub(super) async fn get(
         kind: Some(kind_ref(&w.api_version, &w.kind)),
         namespace: namespace.to_string(),
         name: name.to_string(),
+        allow_stale: false,
     };
     match ctx.api.get(req).await {
         Ok(o) => Ok(CachedObject::from_wire(&o)),

@@ -201,6 +201,7 @@ pub async fn reconcile_orphan(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> 
                 kind: Some(kind_ref("batch/v1", "Job")),
                 namespace: pod.namespace.clone(),
                 name: r.name.clone(),
+                allow_stale: false,
             })
             .await;
         match got {

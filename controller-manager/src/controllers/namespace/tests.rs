@@ -111,6 +111,7 @@ impl T {
                 kind: Some(kind_ref("v1", "Namespace")),
                 namespace: String::new(),
                 name: "dev".into(),
+                allow_stale: false,
             },
         )
         .await;

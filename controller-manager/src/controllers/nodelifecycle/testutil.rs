@@ -63,6 +63,7 @@ impl Harness {
             kind: Some(kind_ref("v1", kind)),
             namespace: ns.into(),
             name: name.into(),
+            allow_stale: false,
         };
         match self.api.get(req).await {
             Ok(o) => Some(serde_json::from_slice(&o.json).expect("json")),
