@@ -194,4 +194,66 @@ impl pb::admin_server::Admin for GrpcApi {
             raft: self.api.store().raft().map(crate::replica::status),
         }))
     }
+
+    async fn members(
+        &self,
+        req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::RaftStatus>, Status> {
+        identity(&req)?;
+        let raft = self.api.store().raft().ok_or_else(not_replicated)?;
+        Ok(Response::new(crate::replica::status(raft)))
+    }
+
+    async fn change_members(
+        &self,
+        req: Request<pb::ChangeMembersRequest>,
+    ) -> Result<Response<pb::RaftStatus>, Status> {
+        identity(&req)?;
+        let r = req.into_inner();
+        let store = self.api.store();
+        if store.raft().is_none() {
+            return Err(not_replicated());
+        }
+        if r.id == 0 {
+            return Err(Status::invalid_argument(
+                "id: a member id is a positive number",
+            ));
+        }
+        let change = match r.op.as_str() {
+            "add" => {
+                if r.address
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "address: {:?} is not HOST:PORT (the new member's Raft port)",
+                        r.address
+                    )));
+                }
+                crate::replica::network::MemberChange::Add {
+                    id: r.id,
+                    addr: r.address,
+                    learner: r.learner,
+                }
+            }
+            "remove" => crate::replica::network::MemberChange::Remove { id: r.id },
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "op: {other:?} is not \"add\" or \"remove\""
+                )));
+            }
+        };
+        store
+            .change_members(change)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let raft = store.raft().ok_or_else(not_replicated)?;
+        Ok(Response::new(crate::replica::status(raft)))
+    }
+}
+
+fn not_replicated() -> Status {
+    Status::failed_precondition(
+        "this API server is a single master, not a member of a replicated cluster",
+    )
 }

@@ -80,6 +80,10 @@ struct Args {
     /// get the snapshot).
     #[arg(long, default_value_t = 5_000)]
     raft_keep_after_snapshot: u64,
+    /// This master joins a running cluster: it does not bootstrap one, and waits until a member
+    /// adds it (`rudder admin members add ID ADDR`).
+    #[arg(long)]
+    raft_join: bool,
 }
 
 #[tokio::main]
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         let mut replica = rudder_apiserver::replica::ReplicaConfig::new(id, members);
         replica.snapshot_every = args.raft_snapshot_every.max(1);
         replica.keep_after_snapshot = args.raft_keep_after_snapshot;
+        replica.join = args.raft_join;
         config.replica = Some((
             replica,
             std::sync::Arc::new(std::sync::Mutex::new(Some(raft_listener))),

@@ -10,10 +10,12 @@
 //! - [`describe`], [`delete`], [`create`], [`modify`] (label/annotate/patch), [`edit`],
 //!   [`wait`], [`info`] (api-resources/version), [`cluster`] (up/down/status),
 //!   [`streams`] (logs/exec/port-forward through the API server), [`top`].
+//! - [`admin`]: `admin members list|add|remove` for a replicated control plane.
 //! - [`cordon`]: cordon and uncordon nodes; [`drain`]: cordon and evict a node's pods.
 //! - [`rollout`], [`scale`] and [`set`]: the workload commands (rollout status/history/undo/
 //!   pause/resume/restart, scale, set image/env/resources).
 
+pub mod admin;
 pub mod apply;
 pub mod cluster;
 pub mod config;
@@ -129,6 +131,8 @@ pub enum Command {
     Down(cluster::DataDirArgs),
     /// Show the local cluster's processes, health and store statistics.
     Status(cluster::DataDirArgs),
+    /// Administer the control plane: the masters of a replicated cluster.
+    Admin(admin::AdminArgs),
 }
 
 /// What every command shares: the connection, the namespace, the discovered kinds.
@@ -239,5 +243,6 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Up(a) => cluster::up(a, cfg_path.as_deref()).await.map(|_| 0),
         Command::Down(a) => cluster::down(a).await.map(|_| 0),
         Command::Status(a) => cluster::status(a).await,
+        Command::Admin(a) => admin::run(&ctx, &a).await.map(|_| 0),
     }
 }

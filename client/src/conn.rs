@@ -533,6 +533,27 @@ impl Client {
         .await
     }
 
+    /// A replicated cluster's members, as the server answering sees them.
+    pub async fn members(&self) -> Result<pb::RaftStatus, ClientError> {
+        self.with_failover(|ch| async move {
+            Ok(pb::admin_client::AdminClient::new(ch)
+                .members(pb::MembersRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// A membership change, carried out by the leader (any member forwards it). Not retried on
+    /// another server: an add waits for the new member to catch up, for up to two minutes.
+    pub async fn change_members(
+        &self,
+        req: pb::ChangeMembersRequest,
+    ) -> Result<pb::RaftStatus, ClientError> {
+        let mut c = pb::admin_client::AdminClient::new(self.current_channel());
+        Ok(c.change_members(req).await?.into_inner())
+    }
+
     pub async fn stats(&self) -> Result<pb::StatsResponse, ClientError> {
         self.with_failover(|ch| async move {
             Ok(pb::admin_client::AdminClient::new(ch)

@@ -49,6 +49,9 @@ pub struct ReplicaConfig {
     /// [`ReplicaConfig::keep_after_snapshot`] entries for followers slightly behind).
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
+    /// A new member joining a running cluster: it never bootstraps one, and waits to be added
+    /// (`rudder admin members add`).
+    pub join: bool,
 }
 
 impl ReplicaConfig {
@@ -60,6 +63,7 @@ impl ReplicaConfig {
             election_timeout_ms: (400, 800),
             snapshot_every: 20_000,
             keep_after_snapshot: 5_000,
+            join: false,
         }
     }
 

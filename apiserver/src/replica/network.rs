@@ -83,6 +83,87 @@ impl Network {
     }
 }
 
+/// A membership change, as sent to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MemberChange {
+    Add {
+        id: u64,
+        addr: String,
+        learner: bool,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+impl Network {
+    /// Asks the leader at `addr` to carry out `change`.
+    pub async fn change_members(
+        &self,
+        addr: &str,
+        change: &MemberChange,
+    ) -> Result<Forwarded, String> {
+        let data = postcard::to_allocvec(change).map_err(|e| e.to_string())?;
+        let reply = RaftClient::new(self.channel(addr)?)
+            .change_members(pb::RaftPayload { data: data.into() })
+            .await
+            .map_err(|s| {
+                format!(
+                    "asking the leader at {addr} to change members: {}",
+                    s.message()
+                )
+            })?;
+        postcard::from_bytes(&reply.into_inner().data)
+            .map_err(|e| format!("the leader's answer does not decode: {e}"))
+    }
+}
+
+/// Carries out `change` if this member leads: an added member first joins as a learner and
+/// catches up (`add_learner` waits for it), then is promoted.
+pub async fn change_members_here(raft: &RaftHandle, change: &MemberChange) -> Forwarded {
+    use openraft::ChangeMembers;
+    let not_leader = |e: &RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>| {
+        matches!(
+            e,
+            RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))
+        )
+    };
+    let result = match change {
+        MemberChange::Add { id, addr, learner } => {
+            let node = BasicNode { addr: addr.clone() };
+            match raft.add_learner(*id, node, true).await {
+                Ok(r) if *learner => Ok(r),
+                Ok(_) => {
+                    raft.change_membership(ChangeMembers::AddVoterIds([*id].into()), false)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        MemberChange::Remove { id } => {
+            let voters: std::collections::BTreeSet<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if voters.contains(id) {
+                raft.change_membership(ChangeMembers::RemoveVoters([*id].into()), false)
+                    .await
+            } else {
+                raft.change_membership(ChangeMembers::RemoveNodes([*id].into()), false)
+                    .await
+            }
+        }
+    };
+    match result {
+        Ok(r) => Forwarded::Applied(r.log_id.index),
+        Err(e) if not_leader(&e) => Forwarded::NotLeader,
+        Err(e) => Forwarded::Failed(e.to_string()),
+    }
+}
+
 /// What the leader answers a forwarded write (the index it was applied at) or a read-index
 /// request (the index a read must wait for).
 #[derive(Debug, Serialize, Deserialize)]
@@ -287,6 +368,14 @@ impl pb::raft_server::Raft for RaftService {
         _req: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         encode(&read_index_here(&self.raft).await)
+    }
+
+    async fn change_members(
+        &self,
+        req: tonic::Request<pb::RaftPayload>,
+    ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
+        let change: MemberChange = decode(req.get_ref())?;
+        encode(&change_members_here(&self.raft, &change).await)
     }
 }
 

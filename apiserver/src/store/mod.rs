@@ -420,6 +420,19 @@ impl Store {
         }
     }
 
+    /// A membership change of a replicated cluster, carried out by the leader.
+    pub async fn change_members(
+        &self,
+        change: crate::replica::network::MemberChange,
+    ) -> Result<(), StoreError> {
+        match &self.writer {
+            Writer::Local(_) => Err(StoreError::Unavailable(
+                "this API server is a single master, not a member of a replicated cluster".into(),
+            )),
+            Writer::Replicated(r) => r.change_members(&self.shared, change).await,
+        }
+    }
+
     /// The state as of the last commit: immutable, consistent, and free to hold (later commits
     /// publish a new snapshot; this one stays as it is).
     pub fn snapshot(&self) -> Arc<State> {

@@ -18,7 +18,9 @@ use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_ba
 use crate::raft::{Disk, LogOptions};
 use crate::replica::codec::Proposal;
 use crate::replica::logstore::LogStore;
-use crate::replica::network::{Forwarded, Network, read_index_here};
+use crate::replica::network::{
+    Forwarded, MemberChange, Network, change_members_here, read_index_here,
+};
 use crate::replica::{RaftHandle, ReplicaConfig};
 use crate::state::{Command, Event};
 use crate::storage::{Storage, StorageError};
@@ -90,7 +92,7 @@ impl Store {
         )
         .await
         .map_err(|e| StorageError::Io(format!("starting raft: {e}")))?;
-        if fresh {
+        if fresh && !replica.join {
             match raft.initialize(replica.nodes()).await {
                 Ok(()) => tracing::info!(members = ?replica.members, "bootstrapped a new cluster"),
                 // Another member's proposal of the same membership reached this one first.
@@ -197,33 +199,80 @@ impl Replicated {
     /// this sees every write acknowledged before the call began.
     pub(super) async fn read_barrier(&self, shared: &Shared) -> Result<(), StoreError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let mut last_error = String::from("no leader is known");
-        let index = loop {
-            if Instant::now() >= deadline {
-                return Err(StoreError::Unavailable(format!(
-                    "a consistent read needs the leader, and none answered within {WRITE_DEADLINE:?} ({last_error}); ask for a possibly stale read to be served from this API server"
-                )));
-            }
-            let answer = match self.raft.current_leader().await {
-                Some(l) if l == self.id => Ok(read_index_here(&self.raft).await),
-                Some(l) => match self.addr_of(l) {
-                    Some(addr) => self.network.read_index(&addr).await,
-                    None => Err(format!("the leader {l} has no address")),
-                },
-                None => Err(last_error.clone()),
-            };
-            match answer {
-                Ok(Forwarded::Applied(i)) => break i,
-                Ok(Forwarded::NotLeader) => last_error = "the leader changed".into(),
-                Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let index = self.on_leader(&LeaderOp::ReadIndex, deadline).await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "a consistent read needs the leader: {e}; ask for a possibly stale read to be served from this API server"
+            ))
+        })?;
         if applied(shared, index, deadline).await {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
                 "this API server had not applied index {index} within {WRITE_DEADLINE:?}; a consistent read cannot be served here now"
+            )))
+        }
+    }
+}
+
+/// What a member asks of the leader.
+enum LeaderOp {
+    ReadIndex,
+    Change(MemberChange),
+}
+
+impl Replicated {
+    /// Runs `op` on the leader (here, or over the Raft port), retrying through leader changes
+    /// until `deadline`; answers the log index the leader gave.
+    async fn on_leader(&self, op: &LeaderOp, deadline: Instant) -> Result<u64, String> {
+        let mut last_error = String::from("no leader is known");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no leader answered within {WRITE_DEADLINE:?} ({last_error})"
+                ));
+            }
+            let answer = match self.raft.current_leader().await {
+                Some(l) if l == self.id => Ok(match op {
+                    LeaderOp::ReadIndex => read_index_here(&self.raft).await,
+                    LeaderOp::Change(c) => change_members_here(&self.raft, c).await,
+                }),
+                Some(l) => match self.addr_of(l) {
+                    Some(addr) => match op {
+                        LeaderOp::ReadIndex => self.network.read_index(&addr).await,
+                        LeaderOp::Change(c) => self.network.change_members(&addr, c).await,
+                    },
+                    None => Err(format!("the leader {l} has no address")),
+                },
+                None => Err(last_error.clone()),
+            };
+            match answer {
+                Ok(Forwarded::Applied(i)) => return Ok(i),
+                Ok(Forwarded::NotLeader) => last_error = "the leader changed".into(),
+                // A refused change is final: retrying would refuse it again.
+                Ok(Forwarded::Failed(e)) if matches!(op, LeaderOp::Change(_)) => return Err(e),
+                Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Carries out a membership change through the leader; waits until this member applied it.
+    pub(super) async fn change_members(
+        &self,
+        shared: &Shared,
+        change: MemberChange,
+    ) -> Result<(), StoreError> {
+        // Adding waits for the new member to catch up, which may take a snapshot's transfer.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let index = self
+            .on_leader(&LeaderOp::Change(change), deadline)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if applied(shared, index, deadline).await {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "the change was committed at index {index}, but this API server had not applied it yet"
             )))
         }
     }

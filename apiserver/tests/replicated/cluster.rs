@@ -64,6 +64,28 @@ impl Cluster {
         c
     }
 
+    /// Starts one more member (next id, fresh directory) with `flags` besides the cluster's;
+    /// returns its index.
+    pub fn add_member(&mut self, flags: &[&str]) -> usize {
+        let id = self.members.len() as u64 + 1;
+        let api = format!("127.0.0.1:{}", free_port());
+        let raft = format!("127.0.0.1:{}", free_port());
+        self.members.push(Member {
+            id,
+            client: Client::new(&[api.as_str()]).expect("client"),
+            api,
+            raft,
+            dir: self._tmp.path().join(format!("m{id}")),
+            child: None,
+        });
+        let i = self.members.len() - 1;
+        let saved = self.extra.clone();
+        self.extra.extend(flags.iter().map(|s| s.to_string()));
+        self.spawn(i);
+        self.extra = saved;
+        i
+    }
+
     /// `--raft-members` for this cluster.
     pub fn member_list(&self) -> String {
         self.members

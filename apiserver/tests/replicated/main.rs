@@ -9,6 +9,7 @@
 
 mod checker;
 mod cluster;
+mod membership;
 mod reads;
 mod snapshot;
 
