@@ -45,6 +45,21 @@ fn seed() -> u64 {
         })
 }
 
+/// Creates a config map named `name` (its value is its name); the version it got.
+pub async fn create_cm(c: &Client, name: &str) -> Result<u64, String> {
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name}, "data": {"v": name}});
+    c.create(pb::CreateRequest {
+        kind: kind(),
+        namespace: NS.into(),
+        json: Bytes::from(body.to_string()),
+        options: None,
+    })
+    .await
+    .map(|o| o.resource_version)
+    .map_err(|e| e.to_string())
+}
+
 /// Every config map a member holds (its own state: the client talks to it alone).
 pub async fn holding(c: &Client) -> Result<Holding, String> {
     let mut out = Holding::new();

@@ -4,26 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rudder_client::Client;
 use rudder_proto as pb;
 
 use super::cluster::Cluster;
-use super::{NS, holding, kind};
-
-async fn create(c: &Client, name: &str) -> Result<u64, String> {
-    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name}, "data": {"v": name}});
-    c.create(pb::CreateRequest {
-        kind: kind(),
-        namespace: NS.into(),
-        json: Bytes::from(body.to_string()),
-        options: None,
-    })
-    .await
-    .map(|o| o.resource_version)
-    .map_err(|e| e.to_string())
-}
+use super::{create_cm, holding};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_added_at_run_time_catches_up_and_a_removed_one_gets_no_more_writes() {
@@ -42,12 +27,12 @@ async fn a_member_added_at_run_time_catches_up_and_a_removed_one_gets_no_more_wr
         .expect("a leader");
     let all = Client::new(&cluster.api_addrs()).expect("client");
     let until = Instant::now() + Duration::from_secs(20);
-    while create(&all, "first").await.is_err() {
+    while create_cm(&all, "first").await.is_err() {
         assert!(Instant::now() < until, "no write succeeded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 0..600 {
-        create(&all, &format!("a{i}")).await.expect("write");
+        create_cm(&all, &format!("a{i}")).await.expect("write");
     }
 
     // A fourth master joins: it is started with --raft-join, then added through a follower.
@@ -69,7 +54,7 @@ async fn a_member_added_at_run_time_catches_up_and_a_removed_one_gets_no_more_wr
         .find(|m| m.id == 4)
         .expect("member 4 listed");
     assert!(m4.voter, "member 4 became a voter: {status:?}");
-    let top = create(&all, "after-add").await.expect("write");
+    let top = create_cm(&all, "after-add").await.expect("write");
     cluster
         .converged(top, Duration::from_secs(30))
         .await
@@ -120,7 +105,7 @@ async fn a_member_added_at_run_time_catches_up_and_a_removed_one_gets_no_more_wr
     let writer = Client::new(&rest).expect("client");
     let mut last = 0;
     for i in 0..50 {
-        last = create(&writer, &format!("b{i}"))
+        last = create_cm(&writer, &format!("b{i}"))
             .await
             .expect("write without the removed member");
     }

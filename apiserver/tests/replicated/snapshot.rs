@@ -4,27 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rudder_client::Client;
 use rudder_proto as pb;
 use tokio_stream::StreamExt;
 
 use super::cluster::Cluster;
-use super::{NS, holding, kind};
-
-async fn create(c: &Client, name: &str) -> Result<u64, String> {
-    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name}, "data": {"v": name}});
-    c.create(pb::CreateRequest {
-        kind: kind(),
-        namespace: NS.into(),
-        json: Bytes::from(body.to_string()),
-        options: None,
-    })
-    .await
-    .map(|o| o.resource_version)
-    .map_err(|e| e.to_string())
-}
+use super::{NS, create_cm, holding, kind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
@@ -45,7 +30,7 @@ async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
     let writer = Client::new(&[cluster.members[leader].api.as_str()]).expect("client");
     // The namespaces exist once the first create goes through.
     let until = Instant::now() + Duration::from_secs(20);
-    while create(&writer, "first").await.is_err() {
+    while create_cm(&writer, "first").await.is_err() {
         assert!(Instant::now() < until, "no write succeeded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -66,7 +51,7 @@ async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
         let c = writer.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..150 {
-                create(&c, &format!("s{w}-{i}"))
+                create_cm(&c, &format!("s{w}-{i}"))
                     .await
                     .expect("write with a majority up");
             }
@@ -124,7 +109,7 @@ async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
         })
         .await
         .expect("watch on the member");
-    let rv = create(member, "after")
+    let rv = create_cm(member, "after")
         .await
         .expect("write through the member");
     assert!(rv > end);
