@@ -7,6 +7,10 @@
 //! `len: u32 LE | bytes`, a list is `count: u32 LE | items`, a key is `kind | namespace | name`
 //! and `expect` is `0` (absent) or `1 | version: u64 LE`.
 //!
+//! `Batch` (a log entry's payload): `version: u8 (1) | count: u32 LE | (len: u32 LE |
+//! proposal)*`: the proposals waiting on one member when it proposed, so that one log entry, one
+//! fsync and one replication round carry them all.
+//!
 //! A payload that does not decode is reported with what was wrong; the log's record checksum has
 //! already matched by then, so it means an incompatible build wrote it.
 
@@ -190,31 +194,85 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The proposals of one log entry, applied in order.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub proposals: Vec<Proposal>,
+}
+
+/// Most proposals in one batch (their position in it is 16 bits of their slot).
+pub const MAX_BATCH: usize = 4096;
+
+impl Batch {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            8 + self
+                .proposals
+                .iter()
+                .map(|p| command_len(&p.cmd) + 32)
+                .sum::<usize>(),
+        );
+        out.push(VERSION);
+        out.extend_from_slice(&(self.proposals.len() as u32).to_le_bytes());
+        for p in &self.proposals {
+            let b = p.encode();
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Batch, String> {
+        let mut r = Reader { b, at: 0 };
+        let version = r.u8("batch version")?;
+        if version != VERSION {
+            return Err(format!(
+                "batch format version {version}; this build reads version {VERSION}"
+            ));
+        }
+        let n = r.u32("batch count")? as usize;
+        if n > MAX_BATCH {
+            return Err(format!(
+                "a batch of {n} proposals, at most {MAX_BATCH} allowed"
+            ));
+        }
+        let mut proposals = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = r.bytes("proposal")?;
+            proposals.push(Proposal::decode(p).map_err(|e| format!("proposal {i}: {e}"))?);
+        }
+        if r.at != b.len() {
+            return Err(format!("{} bytes after the batch", b.len() - r.at));
+        }
+        Ok(Batch { proposals })
+    }
+}
+
 // openraft carries the application's data through serde (its log entries and messages); the
 // proposal goes through it as one opaque byte string in the format above.
-impl Serialize for Proposal {
+impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.encode())
     }
 }
 
-impl<'de> Deserialize<'de> for Proposal {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Proposal, D::Error> {
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Batch, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Proposal;
+            type Value = Batch;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an encoded Rudder command")
+                f.write_str("an encoded batch of Rudder commands")
             }
-            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Proposal, E> {
-                Proposal::decode(b).map_err(E::custom)
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Batch, E> {
+                Batch::decode(b).map_err(E::custom)
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Proposal, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
                 let mut b = Vec::new();
                 while let Some(x) = seq.next_element::<u8>()? {
                     b.push(x);
                 }
-                Proposal::decode(&b).map_err(de::Error::custom)
+                Batch::decode(&b).map_err(de::Error::custom)
             }
         }
         d.deserialize_bytes(V)
@@ -257,9 +315,24 @@ mod tests {
                 expect: Expect::Absent,
             },
         };
-        let wire = postcard::to_allocvec(&del).expect("serializes");
-        let back: Proposal = postcard::from_bytes(&wire).expect("deserializes");
-        assert_eq!(format!("{:?}", back.cmd), format!("{:?}", del.cmd));
+        let batch = Batch {
+            proposals: vec![put.clone(), del.clone()],
+        };
+        let wire = postcard::to_allocvec(&batch).expect("serializes");
+        let back: Batch = postcard::from_bytes(&wire).expect("deserializes");
+        assert_eq!(back.proposals.len(), 2);
+        assert_eq!(back.proposals[0].id, put.id);
+        assert_eq!(
+            format!("{:?}", back.proposals[1].cmd),
+            format!("{:?}", del.cmd)
+        );
+        let mut cut = batch.encode();
+        cut.truncate(cut.len() - 1);
+        assert!(
+            Batch::decode(&cut)
+                .unwrap_err()
+                .contains("proposal runs past")
+        );
     }
 
     #[test]

@@ -340,10 +340,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
 fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
     match &e.payload {
-        openraft::EntryPayload::Normal(p) => match &p.cmd {
-            crate::state::Command::Put { object, .. } => object.len() + 128,
-            crate::state::Command::Delete { .. } => 128,
-        },
+        openraft::EntryPayload::Normal(b) => b
+            .proposals
+            .iter()
+            .map(|p| match &p.cmd {
+                crate::state::Command::Put { object, .. } => object.len() + 128,
+                crate::state::Command::Delete { .. } => 128,
+            })
+            .sum(),
         _ => 64,
     }
 }

@@ -1,8 +1,9 @@
 //! Replication between API servers with Raft (openraft 0.9, storage v2).
 //!
-//! The log holds *commands* ([`codec::Proposal`]: the admitted write and a request id); every
-//! member applies the committed commands with the same deterministic state machine
-//! ([`crate::store`]'s machine), so `resourceVersion` is the log index on every member.
+//! The log holds *commands* ([`codec::Batch`] of [`codec::Proposal`]s: each an admitted write
+//! and a request id); every member applies the committed commands with the same deterministic
+//! state machine ([`crate::store`]'s machine). `resourceVersion` counts the successful writes
+//! in log order, so it is the same on every member (as etcd's revision).
 //!
 //! - [`codec`]: the versioned command format.
 //! - [`logstore`]: openraft's log storage over the crash-tested [`crate::raft::RaftLog`].
@@ -22,13 +23,13 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
-use self::codec::Proposal;
+use self::codec::Batch;
 
 openraft::declare_raft_types!(
     /// Rudder's Raft types: commands in, nothing out (a proposer reads its result from the
     /// state machine on its own member).
     pub TypeConfig:
-        D = Proposal,
+        D = Batch,
         R = (),
 );
 

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use super::codec::Proposal;
+use super::codec::Batch;
 use super::{RaftHandle, TypeConfig};
 
 /// Channels to peers by address, shared by every client to the same peer.
@@ -51,8 +51,8 @@ impl Network {
         Ok(c)
     }
 
-    /// Sends a proposal to the leader at `addr`.
-    pub async fn forward(&self, addr: &str, p: &Proposal) -> Result<Forwarded, String> {
+    /// Sends a batch of proposals to the leader at `addr`.
+    pub async fn forward(&self, addr: &str, p: &Batch) -> Result<Forwarded, String> {
         let mut client = RaftClient::new(self.channel(addr)?)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
@@ -351,7 +351,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
-        let p = Proposal::decode(&req.get_ref().data)
+        let p = Batch::decode(&req.get_ref().data)
             .map_err(|e| tonic::Status::invalid_argument(format!("forwarded write: {e}")))?;
         let answer = match self.raft.client_write(p).await {
             Ok(r) => Forwarded::Applied(r.log_id.index),

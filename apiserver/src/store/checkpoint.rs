@@ -236,6 +236,14 @@ pub(super) fn checkpointer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>) {
             || pending_bytes >= batch_bytes
             || last.elapsed() >= CHECKPOINT_INTERVAL;
         if !pending.is_empty() && (due || done) {
+            // A replicated member's batches end with the applied log position; once durable,
+            // the log below it may be purged.
+            let log_applied = pending
+                .iter()
+                .rev()
+                .find(|e| e.key == super::machine::META_RAFT)
+                .and_then(|e| e.value.as_deref())
+                .and_then(super::machine::applied_index_of);
             if let Err(e) = checkpoint(&*storage, &mut pending) {
                 let reason = format!(
                     "the store stopped accepting writes after a storage failure ({e}); free space or repair the disk, then restart the API server (the log keeps every acknowledged write)"
@@ -248,6 +256,9 @@ pub(super) fn checkpointer<S: Storage>(shared: Arc<Shared>, storage: Arc<S>) {
             shared
                 .checkpointed
                 .store(pending.last().map_or(0, |e| e.index), Ordering::Release);
+            if let Some(i) = log_applied {
+                shared.checkpointed_log.store(i, Ordering::Release);
+            }
             pending.clear();
             queue.release(pending_bytes);
             pending_bytes = 0;

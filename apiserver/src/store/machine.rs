@@ -3,8 +3,10 @@
 //!
 //! Guarantees:
 //! - Deterministic: applying the same committed entries to the same state gives the same state on
-//!   every member. A command's preconditions are checked here, at its log index, and the index
-//!   is the `resourceVersion` it produces; a blank, membership or refused entry leaves a gap.
+//!   every member. A log entry holds a batch of proposals; each command's preconditions are
+//!   checked here, in log order, and each successful one takes the next `resourceVersion` (a
+//!   counter of successful writes, as etcd's revision: the same on every member, no gaps). A
+//!   proposal is named by its *slot*, `log index << 16 | position in the batch`.
 //! - A proposal's request id is remembered for [`DEDUPE_WINDOW`] log entries: a retried proposal
 //!   (forwarded again after a leader change) changes nothing and answers as the first did. The ids
 //!   are checkpointed into the engine with the objects, so a restarted member rebuilds the same
@@ -57,12 +59,30 @@ pub(super) const REQUEST_PREFIX: &[u8] = b"r/";
 pub(super) type ApplyResult = Result<Arc<Event>, ApplyError>;
 
 /// The results of recently applied proposals, by log index, for proposers waiting on this member.
-#[derive(Default)]
 pub(super) struct Results {
     ring: Mutex<VecDeque<(u64, ApplyResult)>>,
+    /// The last log index applied here (published after the results of its entries).
+    pub(super) applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// A proposal's slot: its entry's log index and its position in the entry's batch.
+pub(super) fn slot(index: u64, position: usize) -> u64 {
+    (index << 16) | position as u64
+}
+
+/// The log index a slot belongs to.
+fn slot_index(slot: u64) -> u64 {
+    slot >> 16
 }
 
 impl Results {
+    pub(super) fn new(applied: u64) -> Results {
+        Results {
+            ring: Mutex::default(),
+            applied: tokio::sync::watch::Sender::new(applied),
+        }
+    }
+
     fn push(&self, batch: Vec<(u64, ApplyResult)>) {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.extend(batch);
@@ -71,13 +91,13 @@ impl Results {
         }
     }
 
-    /// The result of the entry at `index`, once applied; `None` if it is no longer (or never was)
-    /// kept here.
-    pub(super) fn get(&self, index: u64) -> Option<ApplyResult> {
+    /// The result of the proposal in `slot`, once applied; `None` if it is no longer (or never
+    /// was) kept here.
+    pub(super) fn get(&self, slot: u64) -> Option<ApplyResult> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let at = ring.partition_point(|(i, _)| *i < index);
+        let at = ring.partition_point(|(i, _)| *i < slot);
         ring.get(at)
-            .filter(|(i, _)| *i == index)
+            .filter(|(i, _)| *i == slot)
             .map(|(_, r)| r.clone())
     }
 }
@@ -93,13 +113,15 @@ struct MachineMeta {
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     version: u32,
+    /// The version of the last successful write it holds.
+    rv: u64,
     /// kind, namespace, name, JSON.
     objects: Vec<(String, String, String, Vec<u8>)>,
     /// Remembered request ids and the index each was first applied at.
     requests: Vec<(u128, u64)>,
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 const SNAPSHOT_FILE: &str = "snapshot";
 
 pub(crate) struct Machine {
@@ -180,21 +202,43 @@ impl Machine {
         k
     }
 
-    /// Forgets ids older than the window at `index`; their engine keys go in `effects`.
+    /// Forgets ids older than the window at log `index`; their engine keys go in `effects`.
     fn expire_requests(&mut self, index: u64, effects: &mut Vec<Effect>) {
         while let Some(&(at, id)) = self.request_order.front() {
-            if at + DEDUPE_WINDOW > index {
+            if slot_index(at) + DEDUPE_WINDOW > index {
                 break;
             }
             self.request_order.pop_front();
             self.requests.remove(&id);
             effects.push(Effect {
-                index,
+                index: self.state.rv,
                 key: Self::request_key(id),
                 value: None,
                 created: false,
             });
         }
+    }
+
+    /// Applies one command at the next version: its event and engine effect on success.
+    fn evaluate(
+        &mut self,
+        cmd: &crate::state::Command,
+        events: &mut Vec<Arc<Event>>,
+        effects: &mut Vec<Effect>,
+    ) -> ApplyResult {
+        let ev = self
+            .state
+            .evaluate(&Overlay::new(), self.state.rv + 1, cmd)?;
+        self.state.commit(&ev);
+        effects.push(Effect {
+            index: ev.rv,
+            key: object_key(&ev.key),
+            value: (ev.kind != EventType::Deleted).then(|| ev.object.json.clone()),
+            created: ev.kind == EventType::Added,
+        });
+        let ev = Arc::new(ev);
+        events.push(ev.clone());
+        Ok(ev)
     }
 
     /// Publishes a batch's events to readers and watchers, its results to proposers, and its
@@ -204,6 +248,7 @@ impl Machine {
         events: Vec<Arc<Event>>,
         results: Vec<(u64, ApplyResult)>,
         mut effects: Vec<Effect>,
+        index: u64,
     ) {
         let snapshot = Arc::new(self.state.clone());
         let previous = {
@@ -218,6 +263,7 @@ impl Machine {
         // Results before the version: a proposer woken by the version finds its result.
         self.results.push(results);
         self.shared.published.send_replace(self.state.rv);
+        self.results.applied.send_replace(index);
         effects.push(self.meta_effect(self.state.rv));
         self.shared.checkpoints.push(effects);
     }
@@ -241,6 +287,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         let mut events = Vec::new();
         let mut results = Vec::new();
         let mut effects = Vec::new();
+        let mut last = 0;
         for e in entries {
             let index = e.log_id.index;
             self.applied = Some(e.log_id);
@@ -249,51 +296,40 @@ impl RaftStateMachine<TypeConfig> for Machine {
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                 }
-                EntryPayload::Normal(p) => {
-                    let result = match self.requests.get(&p.id) {
-                        // A retry of an applied proposal: nothing changes; it answers as the
-                        // first did, where that is still known here.
-                        Some(&first) => self.results.get(first),
-                        None => Some(match self.state.evaluate(&Overlay::new(), index, &p.cmd) {
-                            Ok(ev) => {
-                                self.state.commit(&ev);
-                                effects.push(Effect {
-                                    index,
-                                    key: object_key(&ev.key),
-                                    value: (ev.kind != EventType::Deleted)
-                                        .then(|| ev.object.json.clone()),
-                                    created: ev.kind == EventType::Added,
-                                });
-                                let ev = Arc::new(ev);
-                                events.push(ev.clone());
-                                Ok(ev)
-                            }
-                            Err(err) => Err(err),
-                        }),
-                    };
-                    if let std::collections::hash_map::Entry::Vacant(v) = self.requests.entry(p.id)
-                    {
-                        v.insert(index);
-                        self.request_order.push_back((index, p.id));
-                        effects.push(Effect {
-                            index,
-                            key: Self::request_key(p.id),
-                            value: Some(Bytes::copy_from_slice(&index.to_be_bytes())),
-                            created: true,
-                        });
-                    }
-                    if let Some(result) = result {
-                        results.push((index, result));
+                EntryPayload::Normal(batch) => {
+                    for (position, p) in batch.proposals.into_iter().enumerate() {
+                        let slot = slot(index, position);
+                        let result = match self.requests.get(&p.id) {
+                            // A retry of an applied proposal: nothing changes; it answers as the
+                            // first did, where that is still known here.
+                            Some(&first) => self.results.get(first),
+                            None => Some(self.evaluate(&p.cmd, &mut events, &mut effects)),
+                        };
+                        if let std::collections::hash_map::Entry::Vacant(v) =
+                            self.requests.entry(p.id)
+                        {
+                            v.insert(slot);
+                            self.request_order.push_back((slot, p.id));
+                            effects.push(Effect {
+                                index: self.state.rv,
+                                key: Self::request_key(p.id),
+                                value: Some(Bytes::copy_from_slice(&slot.to_be_bytes())),
+                                created: true,
+                            });
+                        }
+                        if let Some(result) = result {
+                            results.push((slot, result));
+                        }
                     }
                 }
             }
-            self.state.rv = self.state.rv.max(index);
             self.expire_requests(index, &mut effects);
+            last = index;
             replies.push(());
         }
         if !replies.is_empty() {
             self.shared.counters.committed(results.len() as u64);
-            self.publish(events, results, effects);
+            self.publish(events, results, effects, last);
         }
         Ok(replies)
     }
@@ -328,12 +364,13 @@ impl RaftStateMachine<TypeConfig> for Machine {
             )));
         }
         let index = meta.last_log_id.map_or(0, |l| l.index);
+        let rv = body.rv;
         let mut state = State::default();
         let mut effects = Vec::new();
         // The engine ends up holding exactly the snapshot: what the state has now goes first.
         for (k, _) in self.state.iter() {
             effects.push(Effect {
-                index,
+                index: rv,
                 key: object_key(&k),
                 value: None,
                 created: false,
@@ -341,7 +378,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         }
         for id in self.requests.keys() {
             effects.push(Effect {
-                index,
+                index: rv,
                 key: Self::request_key(*id),
                 value: None,
                 created: false,
@@ -357,14 +394,14 @@ impl RaftStateMachine<TypeConfig> for Machine {
             let obj = stored_object(&key, json.clone(), &*self.indexer)
                 .map_err(|e| sm_error(format!("the snapshot holds an unreadable object: {e}")))?;
             effects.push(Effect {
-                index,
+                index: rv,
                 key: object_key(&key),
                 value: Some(json),
                 created: true,
             });
             state.load(key, Arc::new(obj));
         }
-        state.rv = index;
+        state.rv = rv;
         self.requests.clear();
         self.request_order.clear();
         let mut order = body.requests.clone();
@@ -373,7 +410,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
             self.requests.insert(id, at);
             self.request_order.push_back((at, id));
             effects.push(Effect {
-                index,
+                index: rv,
                 key: Self::request_key(id),
                 value: Some(Bytes::copy_from_slice(&at.to_be_bytes())),
                 created: true,
@@ -386,17 +423,18 @@ impl RaftStateMachine<TypeConfig> for Machine {
             let c = &self.shared.config;
             let mut front = self.shared.front();
             // Watchers from before the snapshot cannot be continued: they relist.
-            front.hub = Hub::new(index, c.history_window, c.history_bytes, c.watch_buffer);
+            front.hub = Hub::new(rv, c.history_window, c.history_bytes, c.watch_buffer);
             front.snapshot = Arc::new(self.state.clone());
         }
-        self.shared.published.send_replace(index);
-        effects.push(self.meta_effect(index));
+        self.shared.published.send_replace(rv);
+        self.results.applied.send_replace(index);
+        effects.push(self.meta_effect(rv));
         self.shared.checkpoints.push(effects);
         save_snapshot_file(&self.dir, meta, &data).map_err(sm_error)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), Arc::new(data)));
         // The log is purged past the snapshot next; the engine must hold it first.
-        while self.shared.checkpointed.load(Ordering::Acquire) < index {
+        while self.shared.checkpointed_log.load(Ordering::Acquire) < index {
             if self.shared.failed_reason().is_some() {
                 return Err(sm_error("the engine failed while installing a snapshot"));
             }
@@ -436,6 +474,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let data = tokio::task::spawn_blocking(move || {
             let body = SnapshotBody {
                 version: SNAPSHOT_VERSION,
+                rv: state.rv,
                 objects: state
                     .iter()
                     .map(|(k, o)| {
@@ -505,6 +544,14 @@ fn decode_snapshot_file(b: &[u8]) -> Option<(SnapshotMeta<u64, BasicNode>, Vec<u
         return None;
     }
     postcard::from_bytes(body).ok()
+}
+
+/// The applied log index recorded in the engine's state-machine meta value.
+pub(super) fn applied_index_of(b: &[u8]) -> Option<u64> {
+    postcard::from_bytes::<MachineMeta>(b)
+        .ok()?
+        .applied
+        .map(|l| l.index)
 }
 
 /// Reads the request ids the engine holds.

@@ -158,6 +158,9 @@ struct Shared {
     counters: Counters,
     /// Highest log index the engine holds durably; the log below it may be deleted.
     checkpointed: Arc<AtomicU64>,
+    /// A replicated member's Raft log index the engine holds durably (`checkpointed` counts
+    /// versions there, which are not log indexes).
+    checkpointed_log: Arc<AtomicU64>,
     /// Set when the writer thread ends (every handle dropped), to stop the stats task.
     closed: AtomicBool,
     /// The version of the last published commit, for readers waiting to catch up with a version
@@ -236,6 +239,7 @@ fn new_shared<S: Storage>(
         counters,
         closed: AtomicBool::new(false),
         checkpointed: Arc::new(AtomicU64::new(compacted)),
+        checkpointed_log: Arc::new(AtomicU64::new(0)),
         published: watch::Sender::new(compacted),
         queue: Arc::new(tokio::sync::Semaphore::new(
             queue_permits(config.proposal_queue_bytes) as usize,
@@ -416,7 +420,7 @@ impl Store {
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
         match &self.writer {
             Writer::Local(_) => Ok(()),
-            Writer::Replicated(r) => r.read_barrier(&self.shared).await,
+            Writer::Replicated(r) => r.read_barrier().await,
         }
     }
 
@@ -429,7 +433,7 @@ impl Store {
             Writer::Local(_) => Err(StoreError::Unavailable(
                 "this API server is a single master, not a member of a replicated cluster".into(),
             )),
-            Writer::Replicated(r) => r.change_members(&self.shared, change).await,
+            Writer::Replicated(r) => r.change_members(change).await,
         }
     }
 

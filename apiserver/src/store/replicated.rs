@@ -11,12 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot};
+
 use super::checkpoint::{Indexer, load_state};
 use super::hub::Hub;
 use super::machine::{self, META_RAFT, Machine, Results};
 use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_background};
 use crate::raft::{Disk, LogOptions};
-use crate::replica::codec::Proposal;
+use crate::replica::codec::{Batch, MAX_BATCH, Proposal};
 use crate::replica::logstore::LogStore;
 use crate::replica::network::{
     Forwarded, MemberChange, Network, change_members_here, read_index_here,
@@ -33,7 +35,17 @@ pub(super) struct Replicated {
     results: Arc<Results>,
     network: Network,
     id: u64,
+    /// Proposals waiting for the batcher.
+    queue: mpsc::Sender<Waiting>,
 }
+
+/// A proposal and the proposer waiting for its result.
+type Waiting = (Proposal, oneshot::Sender<Result<Arc<Event>, StoreError>>);
+
+/// Batches proposed at once from one member; more wait for one of them to finish.
+const IN_FLIGHT: usize = 4;
+/// Bytes of commands in one batch, at most (beside [`MAX_BATCH`] proposals).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 impl Store {
     /// Opens a member of a replicated cluster over `storage` (the state machine's engine), with
@@ -67,11 +79,18 @@ impl Store {
             ..LogOptions::default()
         };
         let shared = new_shared(&storage, state.clone(), hub, config, 0);
-        let log = LogStore::open(disk, &log_dir, opts, shared.checkpointed.clone())
+        let applied_log = engine_meta
+            .as_deref()
+            .and_then(machine::applied_index_of)
+            .unwrap_or(0);
+        shared
+            .checkpointed_log
+            .store(applied_log, std::sync::atomic::Ordering::Release);
+        let log = LogStore::open(disk, &log_dir, opts, shared.checkpointed_log.clone())
             .map_err(StorageError::from)?;
         let fresh = log.is_empty() && engine_meta.is_none();
         start_background(&shared, Arc::new(storage))?;
-        let results = Arc::new(Results::default());
+        let results = Arc::new(Results::new(applied_log));
         let machine = Machine::new(
             shared.clone(),
             state,
@@ -99,14 +118,18 @@ impl Store {
                 Err(e) => tracing::info!(error = %e, "not bootstrapping: already initialised"),
             }
         }
+        let (queue, rx) = mpsc::channel(65_536);
+        let replicated = Arc::new(Replicated {
+            raft: raft.clone(),
+            results,
+            network,
+            id: replica.id,
+            queue,
+        });
+        tokio::spawn(batcher(Arc::downgrade(&replicated), rx));
         let store = Store {
             shared,
-            writer: Writer::Replicated(Arc::new(Replicated {
-                raft: raft.clone(),
-                results,
-                network,
-                id: replica.id,
-            })),
+            writer: Writer::Replicated(replicated),
         };
         Ok((store, raft))
     }
@@ -121,6 +144,7 @@ impl Store {
 }
 
 impl Replicated {
+    /// Queues a write for the next batch and waits for its result.
     pub(super) async fn propose(
         &self,
         shared: &Shared,
@@ -129,27 +153,36 @@ impl Replicated {
         if let Err(reason) = shared.writable() {
             return Err(StoreError::InsufficientStorage(reason));
         }
+        let (reply, rx) = oneshot::channel();
         let p = Proposal {
             id: rand::random(),
             cmd,
         };
-        let deadline = Instant::now() + WRITE_DEADLINE;
+        self.queue
+            .send((p, reply))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Proposes `batch` through the leader (retrying through leader changes with the same
+    /// request ids) and answers its log index.
+    async fn submit(&self, batch: &Batch, deadline: Instant) -> Result<u64, StoreError> {
         let mut last_error = String::from("no leader is known");
-        let index = loop {
+        loop {
             if Instant::now() >= deadline {
                 return Err(StoreError::Unavailable(format!(
                     "the write was not committed within {WRITE_DEADLINE:?}: {last_error}"
                 )));
             }
-            let leader = self.raft.current_leader().await;
-            match leader {
-                Some(l) if l == self.id => match self.raft.client_write(p.clone()).await {
-                    Ok(r) => break r.log_id.index,
+            match self.raft.current_leader().await {
+                Some(l) if l == self.id => match self.raft.client_write(batch.clone()).await {
+                    Ok(r) => return Ok(r.log_id.index),
                     Err(e) => last_error = e.to_string(),
                 },
                 Some(l) => match self.addr_of(l) {
-                    Some(addr) => match self.network.forward(&addr, &p).await {
-                        Ok(Forwarded::Applied(i)) => break i,
+                    Some(addr) => match self.network.forward(&addr, batch).await {
+                        Ok(Forwarded::Applied(i)) => return Ok(i),
                         Ok(Forwarded::NotLeader) => {
                             last_error = format!("member {l} is no longer the leader")
                         }
@@ -160,26 +193,71 @@ impl Replicated {
                 None => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        // Answered from this member's own state machine, once it has applied the entry.
-        if !applied(shared, index, deadline).await {
-            return Err(StoreError::Unavailable(format!(
+        }
+    }
+
+    /// Proposes one batch and answers each of its proposers from this member's own state
+    /// machine, once it has applied the entry.
+    async fn run_batch(&self, waiting: Vec<Waiting>) {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let (proposals, replies): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+        let batch = Batch { proposals };
+        let outcome = match self.submit(&batch, deadline).await {
+            Ok(index) if self.applied(index, deadline).await => Ok(index),
+            Ok(index) => Err(StoreError::Unavailable(format!(
                 "the write was committed at index {index}, but this API server had not applied it within {WRITE_DEADLINE:?}"
-            )));
+            ))),
+            Err(e) => Err(e),
+        };
+        for (position, reply) in replies.into_iter().enumerate() {
+            let r = match &outcome {
+                Ok(index) => match self.results.get(machine::slot(*index, position)) {
+                    Some(r) => r.map_err(StoreError::Rejected),
+                    None => Err(machine::unknown_outcome(*index)),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(r);
         }
-        match self.results.get(index) {
-            Some(r) => r.map_err(StoreError::Rejected),
-            None => Err(machine::unknown_outcome(index)),
-        }
+    }
+
+    /// Waits until this member has applied log `index`; false at the deadline.
+    async fn applied(&self, index: u64, deadline: Instant) -> bool {
+        let mut rx = self.results.applied.subscribe();
+        let waited =
+            tokio::time::timeout_at(deadline.into(), rx.wait_for(|applied| *applied >= index))
+                .await;
+        matches!(waited, Ok(Ok(_)))
     }
 }
 
-/// Waits until this member has applied `index`; false at the deadline.
-async fn applied(shared: &Shared, index: u64, deadline: Instant) -> bool {
-    let mut rx = shared.published.subscribe();
-    let waited =
-        tokio::time::timeout_at(deadline.into(), rx.wait_for(|applied| *applied >= index)).await;
-    matches!(waited, Ok(Ok(_)))
+/// Takes every proposal waiting when it starts a batch (group commit before Raft: openraft 0.9
+/// makes one fsync per log entry), with up to [`IN_FLIGHT`] batches under way.
+async fn batcher(member: std::sync::Weak<Replicated>, mut rx: mpsc::Receiver<Waiting>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut bytes = super::command_bytes(&first.0.cmd);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(w) => {
+                    bytes += super::command_bytes(&w.0.cmd);
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(member) = member.upgrade() else {
+            break;
+        };
+        tokio::spawn(async move {
+            member.run_batch(batch).await;
+            drop(permit);
+        });
+    }
 }
 
 impl Replicated {
@@ -197,14 +275,14 @@ impl Replicated {
     /// Read-index: learns from the leader (which confirms its leadership with a quorum) the
     /// commit index as of now, and waits until this member has applied it. A read served after
     /// this sees every write acknowledged before the call began.
-    pub(super) async fn read_barrier(&self, shared: &Shared) -> Result<(), StoreError> {
+    pub(super) async fn read_barrier(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let index = self.on_leader(&LeaderOp::ReadIndex, deadline).await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "a consistent read needs the leader: {e}; ask for a possibly stale read to be served from this API server"
             ))
         })?;
-        if applied(shared, index, deadline).await {
+        if self.applied(index, deadline).await {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
@@ -257,18 +335,14 @@ impl Replicated {
     }
 
     /// Carries out a membership change through the leader; waits until this member applied it.
-    pub(super) async fn change_members(
-        &self,
-        shared: &Shared,
-        change: MemberChange,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn change_members(&self, change: MemberChange) -> Result<(), StoreError> {
         // Adding waits for the new member to catch up, which may take a snapshot's transfer.
         let deadline = Instant::now() + Duration::from_secs(120);
         let index = self
             .on_leader(&LeaderOp::Change(change), deadline)
             .await
             .map_err(StoreError::Unavailable)?;
-        if applied(shared, index, deadline).await {
+        if self.applied(index, deadline).await {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(

@@ -161,7 +161,16 @@ impl Cluster {
         None
     }
 
-    /// Waits until every running member has applied the same index, at least `at_least`.
+    pub async fn stats(&self, i: usize) -> Option<pb::StatsResponse> {
+        if !self.running(i) {
+            return None;
+        }
+        let s = tokio::time::timeout(Duration::from_secs(2), self.members[i].client.stats());
+        s.await.ok()?.ok()
+    }
+
+    /// Waits until every running member has applied the same log index, with a
+    /// resourceVersion of at least `at_least`; returns that version.
     pub async fn converged(&self, at_least: u64, limit: Duration) -> Result<u64, String> {
         let until = Instant::now() + limit;
         let mut last = Vec::new();
@@ -169,19 +178,23 @@ impl Cluster {
             last.clear();
             for i in 0..self.members.len() {
                 if self.running(i) {
-                    last.push(self.raft_status(i).await.map(|s| s.applied_index));
+                    last.push(
+                        self.stats(i)
+                            .await
+                            .and_then(|s| Some((s.raft?.applied_index, s.resource_version))),
+                    );
                 }
             }
-            if let Some(Some(first)) = last.first()
-                && *first >= at_least
-                && last.iter().all(|a| *a == Some(*first))
+            if let Some(Some((first, rv))) = last.first()
+                && *rv >= at_least
+                && last.iter().all(|a| *a == Some((*first, *rv)))
             {
-                return Ok(*first);
+                return Ok(*rv);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(format!(
-            "members did not converge on an applied index >= {at_least}: {last:?}"
+            "members did not converge on a version >= {at_least}: (applied index, version) {last:?}"
         ))
     }
 

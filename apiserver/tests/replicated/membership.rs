@@ -121,6 +121,6 @@ async fn a_member_added_at_run_time_catches_up_and_a_removed_one_gets_no_more_wr
     );
     cluster.kill9(gone);
     for i in (0..4).filter(|i| *i != gone) {
-        assert!(cluster.raft_status(i).await.expect("status").applied_index >= last);
+        assert!(cluster.stats(i).await.expect("stats").resource_version >= last);
     }
 }

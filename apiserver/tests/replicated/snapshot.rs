@@ -74,11 +74,7 @@ async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
     }
 
     cluster.spawn(lagging);
-    let top = cluster
-        .raft_status(leader)
-        .await
-        .expect("status")
-        .applied_index;
+    let top = cluster.stats(leader).await.expect("stats").resource_version;
     let end = cluster
         .converged(top, Duration::from_secs(30))
         .await
