@@ -74,9 +74,10 @@ pub struct Server {
 /// Serves the Raft port (master-to-master traffic only).
 fn serve_raft(
     raft: RaftHandle,
+    store: Store,
     listener: TcpListener,
 ) -> (RaftHandle, JoinHandle<Result<(), tonic::transport::Error>>) {
-    let svc = crate::replica::network::RaftService::new(raft.clone()).server();
+    let svc = crate::replica::network::RaftService::new(raft.clone(), store).server();
     let incoming = TcpListenerStream::new(listener).map(|s| {
         s.and_then(|s| {
             s.set_nodelay(true)?;
@@ -206,7 +207,8 @@ impl Server {
             })?;
         let (api, raft) = open_replicated_api(storage, &config, &replica).await?;
         let mut server = Self::serve(api, listener);
-        server.raft = Some(serve_raft(raft, raft_listener));
+        let store = server.api.store().clone();
+        server.raft = Some(serve_raft(raft, store, raft_listener));
         Ok(server)
     }
 

@@ -168,8 +168,10 @@ pub async fn change_members_here(raft: &RaftHandle, change: &MemberChange) -> Fo
 /// request (the index a read must wait for).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Forwarded {
-    /// The log index: where the write was applied, or what a read waits for.
+    /// The log index: where the change was applied, or what a read waits for.
     Applied(u64),
+    /// Where each forwarded proposal went (its slot: log index << 16 | position), in order.
+    Slots(Vec<u64>),
     /// The receiver is not the leader (any more).
     NotLeader,
     /// The write could not be committed.
@@ -296,11 +298,13 @@ impl RaftNetwork<TypeConfig> for Peer {
 #[derive(Clone)]
 pub struct RaftService {
     raft: RaftHandle,
+    /// Where forwarded writes join the leader's own batches.
+    store: crate::store::Store,
 }
 
 impl RaftService {
-    pub fn new(raft: RaftHandle) -> RaftService {
-        RaftService { raft }
+    pub fn new(raft: RaftHandle, store: crate::store::Store) -> RaftService {
+        RaftService { raft, store }
     }
 
     pub fn server(self) -> pb::raft_server::RaftServer<RaftService> {
@@ -353,14 +357,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let p = Batch::decode(&req.get_ref().data)
             .map_err(|e| tonic::Status::invalid_argument(format!("forwarded write: {e}")))?;
-        let answer = match self.raft.client_write(p).await {
-            Ok(r) => Forwarded::Applied(r.log_id.index),
-            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
-                Forwarded::NotLeader
-            }
-            Err(e) => Forwarded::Failed(e.to_string()),
-        };
-        encode(&answer)
+        encode(&self.store.forwarded(p).await)
     }
 
     async fn read_index(

@@ -424,6 +424,20 @@ impl Store {
         }
     }
 
+    /// On the leader: proposals a follower forwarded join this member's batches; answers where
+    /// each went.
+    pub async fn forwarded(
+        &self,
+        batch: crate::replica::codec::Batch,
+    ) -> crate::replica::network::Forwarded {
+        match &self.writer {
+            Writer::Local(_) => crate::replica::network::Forwarded::Failed(
+                "this API server is a single master".into(),
+            ),
+            Writer::Replicated(r) => r.forwarded(batch).await,
+        }
+    }
+
     /// A membership change of a replicated cluster, carried out by the leader.
     pub async fn change_members(
         &self,

@@ -39,8 +39,15 @@ pub(super) struct Replicated {
     queue: mpsc::Sender<Waiting>,
 }
 
-/// A proposal and the proposer waiting for its result.
-type Waiting = (Proposal, oneshot::Sender<Result<Arc<Event>, StoreError>>);
+/// A proposal and who waits for it.
+type Waiting = (Proposal, Reply);
+
+/// A proposer on this member waits for the result; a follower that forwarded the proposal
+/// waits for its slot, and reads the result from its own state machine.
+enum Reply {
+    Result(oneshot::Sender<Result<Arc<Event>, StoreError>>),
+    Slot(oneshot::Sender<Result<u64, StoreError>>),
+}
 
 /// Batches proposed at once from one member; more wait for one of them to finish.
 const IN_FLIGHT: usize = 4;
@@ -159,15 +166,45 @@ impl Replicated {
             cmd,
         };
         self.queue
-            .send((p, reply))
+            .send((p, Reply::Result(reply)))
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    /// On the leader: forwarded proposals join this member's batches (so the cluster's writes
+    /// share few log entries); answers each one's slot.
+    pub(super) async fn forwarded(&self, batch: Batch) -> Forwarded {
+        if self.raft.current_leader().await != Some(self.id) {
+            return Forwarded::NotLeader;
+        }
+        let mut waits = Vec::with_capacity(batch.proposals.len());
+        for p in batch.proposals {
+            let (tx, rx) = oneshot::channel();
+            if self.queue.send((p, Reply::Slot(tx))).await.is_err() {
+                return Forwarded::Failed("the API server is shutting down".into());
+            }
+            waits.push(rx);
+        }
+        let mut slots = Vec::with_capacity(waits.len());
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(slot)) => slots.push(slot),
+                Ok(Err(e)) => return Forwarded::Failed(e.to_string()),
+                Err(_) => return Forwarded::Failed("the API server is shutting down".into()),
+            }
+        }
+        Forwarded::Slots(slots)
+    }
+
     /// Proposes `batch` through the leader (retrying through leader changes with the same
-    /// request ids) and answers its log index.
-    async fn submit(&self, batch: &Batch, deadline: Instant) -> Result<u64, StoreError> {
+    /// request ids) and answers each proposal's slot.
+    async fn submit(&self, batch: &Batch, deadline: Instant) -> Result<Vec<u64>, StoreError> {
+        let here = |index: u64| {
+            (0..batch.proposals.len())
+                .map(|p| machine::slot(index, p))
+                .collect()
+        };
         let mut last_error = String::from("no leader is known");
         loop {
             if Instant::now() >= deadline {
@@ -177,12 +214,22 @@ impl Replicated {
             }
             match self.raft.current_leader().await {
                 Some(l) if l == self.id => match self.raft.client_write(batch.clone()).await {
-                    Ok(r) => return Ok(r.log_id.index),
+                    Ok(r) => return Ok(here(r.log_id.index)),
                     Err(e) => last_error = e.to_string(),
                 },
                 Some(l) => match self.addr_of(l) {
                     Some(addr) => match self.network.forward(&addr, batch).await {
-                        Ok(Forwarded::Applied(i)) => return Ok(i),
+                        Ok(Forwarded::Slots(s)) if s.len() == batch.proposals.len() => {
+                            return Ok(s);
+                        }
+                        Ok(Forwarded::Slots(s)) => {
+                            last_error = format!(
+                                "the leader placed {} of {} proposals",
+                                s.len(),
+                                batch.proposals.len()
+                            )
+                        }
+                        Ok(Forwarded::Applied(i)) => return Ok(here(i)),
                         Ok(Forwarded::NotLeader) => {
                             last_error = format!("member {l} is no longer the leader")
                         }
@@ -202,22 +249,41 @@ impl Replicated {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let (proposals, replies): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
         let batch = Batch { proposals };
-        let outcome = match self.submit(&batch, deadline).await {
-            Ok(index) if self.applied(index, deadline).await => Ok(index),
-            Ok(index) => Err(StoreError::Unavailable(format!(
-                "the write was committed at index {index}, but this API server had not applied it within {WRITE_DEADLINE:?}"
-            ))),
-            Err(e) => Err(e),
+        let slots = self.submit(&batch, deadline).await;
+        // Local proposers wait until this member applied their entries; forwarders only need
+        // the slots.
+        let last = slots
+            .as_ref()
+            .ok()
+            .and_then(|s| s.iter().map(|s| s >> 16).max())
+            .unwrap_or(0);
+        let applied = match &slots {
+            Ok(_) if replies.iter().any(|r| matches!(r, Reply::Result(_))) => {
+                self.applied(last, deadline).await
+            }
+            _ => true,
         };
         for (position, reply) in replies.into_iter().enumerate() {
-            let r = match &outcome {
-                Ok(index) => match self.results.get(machine::slot(*index, position)) {
-                    Some(r) => r.map_err(StoreError::Rejected),
-                    None => Err(machine::unknown_outcome(*index)),
-                },
-                Err(e) => Err(e.clone()),
-            };
-            let _ = reply.send(r);
+            let slot = slots.as_ref().map(|s| s[position]).map_err(Clone::clone);
+            match reply {
+                Reply::Slot(tx) => {
+                    let _ = tx.send(slot);
+                }
+                Reply::Result(tx) => {
+                    let r = match slot {
+                        Ok(slot) if !applied => Err(StoreError::Unavailable(format!(
+                            "the write was committed at index {}, but this API server had not applied it within {WRITE_DEADLINE:?}",
+                            slot >> 16
+                        ))),
+                        Ok(slot) => match self.results.get(slot) {
+                            Some(r) => r.map_err(StoreError::Rejected),
+                            None => Err(machine::unknown_outcome(slot >> 16)),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(r);
+                }
+            }
         }
     }
 
@@ -325,6 +391,7 @@ impl Replicated {
             };
             match answer {
                 Ok(Forwarded::Applied(i)) => return Ok(i),
+                Ok(Forwarded::Slots(_)) => last_error = "the leader answered slots".into(),
                 Ok(Forwarded::NotLeader) => last_error = "the leader changed".into(),
                 // A refused change is final: retrying would refuse it again.
                 Ok(Forwarded::Failed(e)) if matches!(op, LeaderOp::Change(_)) => return Err(e),
