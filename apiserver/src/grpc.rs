@@ -195,6 +195,28 @@ impl pb::admin_server::Admin for GrpcApi {
         }))
     }
 
+    async fn save_backup(
+        &self,
+        req: Request<pb::SaveBackupRequest>,
+    ) -> Result<Response<pb::Backup>, Status> {
+        identity(&req)?;
+        let store = self.api.store();
+        store
+            .read_barrier()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let state = store.snapshot();
+        let (rv, objects) = (state.rv, state.len() as u64);
+        let data = tokio::task::spawn_blocking(move || crate::store::backup::encode(&state))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::Backup {
+            data: data.into(),
+            resource_version: rv,
+            objects,
+        }))
+    }
+
     async fn members(
         &self,
         req: Request<pb::MembersRequest>,

@@ -84,6 +84,14 @@ struct Args {
     /// adds it (`rudder admin members add ID ADDR`).
     #[arg(long)]
     raft_join: bool,
+    /// Restore this backup (from `rudder admin snapshot save`) into the data directory, which
+    /// must be empty, before starting. A replicated master restoring must be the only one in
+    /// `--raft-members`: it starts a new cluster that others then join.
+    #[arg(long)]
+    restore_from: Option<PathBuf>,
+    /// With --restore-from: restore, then exit instead of serving.
+    #[arg(long, requires = "restore_from")]
+    restore_only: bool,
 }
 
 #[tokio::main]
@@ -128,6 +136,37 @@ async fn main() -> anyhow::Result<()> {
             replica,
             std::sync::Arc::new(std::sync::Mutex::new(Some(raft_listener))),
         ));
+    }
+    if let Some(file) = &args.restore_from {
+        if let Some((r, _)) = &config.replica
+            && (r.members.len() != 1 || r.join)
+        {
+            anyhow::bail!(
+                "--restore-from starts a new cluster from the backup: list only this master in --raft-members (and no --raft-join), then add the others with `rudder admin members add`"
+            );
+        }
+        let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let backup = rudder_apiserver::store::backup::decode(&data)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let storage = rudder_apiserver::storage::SledStorage::open(&args.data_dir)
+            .with_context(|| format!("opening {}", args.data_dir.display()))?;
+        rudder_apiserver::store::backup::restore(&storage, &backup)
+            .with_context(|| format!("restoring into {}", args.data_dir.display()))?;
+        drop(storage);
+        tracing::info!(
+            objects = backup.objects.len(),
+            resource_version = backup.resource_version,
+            "restored the backup"
+        );
+        if args.restore_only {
+            println!(
+                "restored {} objects at resourceVersion {} into {}",
+                backup.objects.len(),
+                backup.resource_version,
+                args.data_dir.display()
+            );
+            return Ok(());
+        }
     }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

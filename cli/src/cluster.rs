@@ -210,7 +210,7 @@ pub fn dial_addr(listen: &str) -> String {
 }
 
 /// The server binary: next to this executable, else on PATH.
-fn find_binary(name: &str) -> Result<PathBuf> {
+pub(crate) fn find_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().ok();
     if let Some(dir) = exe.as_ref().and_then(|e| e.parent()) {
         let p = dir.join(name);

@@ -554,6 +554,18 @@ impl Client {
         Ok(c.change_members(req).await?.into_inner())
     }
 
+    /// A backup of the whole state at one version (a consistent read on a replicated master).
+    pub async fn save_backup(&self) -> Result<pb::Backup, ClientError> {
+        self.with_failover(|ch| async move {
+            Ok(pb::admin_client::AdminClient::new(ch)
+                .max_decoding_message_size(1024 * 1024 * 1024)
+                .save_backup(pb::SaveBackupRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<pb::StatsResponse, ClientError> {
         self.with_failover(|ch| async move {
             Ok(pb::admin_client::AdminClient::new(ch)

@@ -32,6 +32,7 @@
 //! - [`read`]: list pages and snapshots.
 //! - [`stats`]: figures for the Admin service.
 
+pub mod backup;
 mod checkpoint;
 mod commit;
 mod history;

@@ -96,6 +96,8 @@ impl Store {
         let log = LogStore::open(disk, &log_dir, opts, shared.checkpointed_log.clone())
             .map_err(StorageError::from)?;
         let fresh = log.is_empty() && engine_meta.is_none();
+        // A restored backup: objects in the engine that no log entry produced.
+        let restored = fresh && !state.is_empty();
         start_background(&shared, Arc::new(storage))?;
         let results = Arc::new(Results::new(applied_log));
         let machine = Machine::new(
@@ -123,6 +125,9 @@ impl Store {
                 Ok(()) => tracing::info!(members = ?replica.members, "bootstrapped a new cluster"),
                 // Another member's proposal of the same membership reached this one first.
                 Err(e) => tracing::info!(error = %e, "not bootstrapping: already initialised"),
+            }
+            if restored {
+                base_snapshot(&raft, &shared, replica.id).await?;
             }
         }
         let (queue, rx) = mpsc::channel(65_536);
@@ -417,4 +422,47 @@ impl Replicated {
             )))
         }
     }
+}
+
+/// After a restore the objects exist only in this member's engine, not in the log a joining
+/// member would replay: cut a snapshot at once and purge the log up to it, so that every member
+/// added later starts from the snapshot.
+async fn base_snapshot(raft: &RaftHandle, shared: &Shared, id: u64) -> Result<(), StorageError> {
+    let fail = |what: String| StorageError::Io(format!("after the restore, {what}"));
+    let wait = || raft.wait(Some(Duration::from_secs(30)));
+    wait()
+        .metrics(|m| m.current_leader == Some(id), "leading the new cluster")
+        .await
+        .map_err(|e| fail(format!("this master did not become leader: {e}")))?;
+    raft.trigger()
+        .snapshot()
+        .await
+        .map_err(|e| fail(format!("cutting a snapshot: {e}")))?;
+    let m = wait()
+        .metrics(|m| m.snapshot.is_some(), "a snapshot of the restored state")
+        .await
+        .map_err(|e| fail(format!("no snapshot was cut: {e}")))?;
+    let upto = m.snapshot.map_or(0, |l| l.index);
+    let until = Instant::now() + Duration::from_secs(30);
+    while shared
+        .checkpointed_log
+        .load(std::sync::atomic::Ordering::Acquire)
+        < upto
+    {
+        if Instant::now() > until {
+            return Err(fail(
+                "the engine did not checkpoint the snapshot's position".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    raft.trigger()
+        .purge_log(upto)
+        .await
+        .map_err(|e| fail(format!("purging the log: {e}")))?;
+    tracing::info!(
+        upto,
+        "the restored state is in a snapshot; members added later start from it"
+    );
+    Ok(())
 }

@@ -38,7 +38,36 @@ impl Cluster {
         Self::start_with(n, &[])
     }
 
+    /// One master on a data directory restored from `backup`: a new cluster holding it.
+    pub fn start_restored(backup: &std::path::Path) -> Cluster {
+        let mut c = Self::build(1, &[]);
+        let out = Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+            .arg("--data-dir")
+            .arg(&c.members[0].dir)
+            .arg("--restore-from")
+            .arg(backup)
+            .arg("--restore-only")
+            .output()
+            .expect("running the restore");
+        assert!(
+            out.status.success(),
+            "restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c.spawn(0);
+        c
+    }
+
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Self::build(n, extra);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// The cluster's members, none started yet.
+    fn build(n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut members = Vec::new();
         for i in 0..n {
@@ -53,15 +82,11 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut c = Cluster {
+        Cluster {
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: tmp,
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c
     }
 
     /// Starts one more member (next id, fresh directory) with `flags` besides the cluster's;

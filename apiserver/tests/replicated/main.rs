@@ -7,6 +7,7 @@
 //! The schedule (which member dies when, the values written) comes from a seed printed at the
 //! start; `RUDDER_TEST_SEED=N` replays it.
 
+mod backup;
 mod checker;
 mod cluster;
 mod membership;
