@@ -22,9 +22,10 @@ const VERSION: u32 = 1;
 
 type Body = (u64, Vec<(String, String, String, Vec<u8>)>);
 
-/// Encodes `state` (at its version) as a backup file.
-pub fn encode(state: &State) -> Vec<u8> {
-    let objects: Vec<_> = state
+/// Every object of `state` as (kind, namespace, name, JSON): the body of backups and of Raft
+/// snapshots.
+pub(super) fn objects(state: &State) -> Vec<(String, String, String, Vec<u8>)> {
+    state
         .iter()
         .map(|(k, o)| {
             (
@@ -34,8 +35,12 @@ pub fn encode(state: &State) -> Vec<u8> {
                 o.json.to_vec(),
             )
         })
-        .collect();
-    let body: Body = (state.rv, objects);
+        .collect()
+}
+
+/// Encodes `state` (at its version) as a backup file.
+pub fn encode(state: &State) -> Vec<u8> {
+    let body: Body = (state.rv, objects(state));
     let body = postcard::to_allocvec(&body).unwrap_or_default();
     let mut out = Vec::with_capacity(body.len() + 16);
     out.extend_from_slice(MAGIC);

@@ -475,17 +475,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             let body = SnapshotBody {
                 version: SNAPSHOT_VERSION,
                 rv: state.rv,
-                objects: state
-                    .iter()
-                    .map(|(k, o)| {
-                        (
-                            k.kind.to_string(),
-                            k.namespace.clone(),
-                            k.name.clone(),
-                            o.json.to_vec(),
-                        )
-                    })
-                    .collect(),
+                objects: super::backup::objects(&state),
                 requests,
             };
             postcard::to_allocvec(&body)
