@@ -348,9 +348,10 @@ pub async fn run(apiserver_bin: &Path, a: &HttpArgs) -> anyhow::Result<HttpFigur
     wait_200(backend_port, HOST, "nginx", &mut [&mut nginx]).await?;
 
     // HAProxy for the same backend, with connection reuse as a production setup would have.
+    // maxconn 4096 needs ~8k descriptors: a higher one fails where the hard limit is 20,000.
     let haproxy_port = free_port()?;
     let cfg = format!(
-        "global\n  maxconn 20000\n  nbthread 1\n\
+        "global\n  maxconn 4096\n  nbthread 1\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n\
          frontend fe\n  bind 127.0.0.1:{haproxy_port}\n  default_backend be\n\
          backend be\n  server s1 127.0.0.1:{backend_port}\n"
