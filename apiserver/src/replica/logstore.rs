@@ -185,7 +185,7 @@ impl LogStore {
             .map_err(|_| io_error("the log thread has stopped after a storage failure"))
     }
 
-    /// Bytes-free count of entries held, for stats.
+    /// Entries held (not yet purged).
     pub fn len(&self) -> usize {
         self.mem().entries.len()
     }

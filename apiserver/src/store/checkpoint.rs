@@ -189,9 +189,17 @@ pub(super) fn load_state<S: Storage>(
     storage: &S,
     indexer: &Indexer,
 ) -> Result<State, StorageError> {
+    state_from(storage.scan_all()?, indexer)
+}
+
+/// [`load_state`] from the engine's keys and values, already read.
+pub(super) fn state_from(
+    pairs: crate::storage::KvPairs,
+    indexer: &Indexer,
+) -> Result<State, StorageError> {
     let mut state = State::default();
     let mut applied = 0;
-    for (k, v) in storage.scan_all()? {
+    for (k, v) in pairs {
         if k == META_APPLIED {
             applied = decode_index(&v)?;
             continue;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{Indexer, load_state};
+use super::checkpoint::{Indexer, state_from};
 use super::hub::Hub;
 use super::machine::{self, META_RAFT, Machine, Results};
 use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_background};
@@ -72,8 +72,7 @@ impl Store {
             .find(|(k, _)| k.as_slice() == META_RAFT)
             .map(|(_, v)| v.clone());
         let requests = machine::engine_requests(&pairs);
-        drop(pairs);
-        let state = load_state(&storage, &*indexer)?;
+        let state = state_from(pairs, &*indexer)?;
         let hub = Hub::new(
             state.rv,
             config.history_window,
@@ -205,46 +204,12 @@ impl Replicated {
     /// Proposes `batch` through the leader (retrying through leader changes with the same
     /// request ids) and answers each proposal's slot.
     async fn submit(&self, batch: &Batch, deadline: Instant) -> Result<Vec<u64>, StoreError> {
-        let here = |index: u64| {
-            (0..batch.proposals.len())
-                .map(|p| machine::slot(index, p))
-                .collect()
-        };
-        let mut last_error = String::from("no leader is known");
-        loop {
-            if Instant::now() >= deadline {
-                return Err(StoreError::Unavailable(format!(
-                    "the write was not committed within {WRITE_DEADLINE:?}: {last_error}"
-                )));
-            }
-            match self.raft.current_leader().await {
-                Some(l) if l == self.id => match self.raft.client_write(batch.clone()).await {
-                    Ok(r) => return Ok(here(r.log_id.index)),
-                    Err(e) => last_error = e.to_string(),
-                },
-                Some(l) => match self.addr_of(l) {
-                    Some(addr) => match self.network.forward(&addr, batch).await {
-                        Ok(Forwarded::Slots(s)) if s.len() == batch.proposals.len() => {
-                            return Ok(s);
-                        }
-                        Ok(Forwarded::Slots(s)) => {
-                            last_error = format!(
-                                "the leader placed {} of {} proposals",
-                                s.len(),
-                                batch.proposals.len()
-                            )
-                        }
-                        Ok(Forwarded::Applied(i)) => return Ok(here(i)),
-                        Ok(Forwarded::NotLeader) => {
-                            last_error = format!("member {l} is no longer the leader")
-                        }
-                        Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
-                    },
-                    None => last_error = format!("the leader {l} has no address"),
-                },
-                None => {}
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match self.on_leader(&LeaderOp::Write(batch), deadline).await {
+            Ok(Placed::Slots(s)) => Ok(s),
+            Ok(Placed::Index(i)) => Ok(slots_at(i, batch.proposals.len())),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "the write was not committed: {e}"
+            ))),
         }
     }
 
@@ -348,7 +313,7 @@ impl Replicated {
     /// this sees every write acknowledged before the call began.
     pub(super) async fn read_barrier(&self) -> Result<(), StoreError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let index = self.on_leader(&LeaderOp::ReadIndex, deadline).await.map_err(|e| {
+        let index = self.index_on_leader(&LeaderOp::ReadIndex, deadline).await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "a consistent read needs the leader: {e}; ask for a possibly stale read to be served from this API server"
             ))
@@ -364,29 +329,44 @@ impl Replicated {
 }
 
 /// What a member asks of the leader.
-enum LeaderOp {
+enum LeaderOp<'a> {
+    Write(&'a Batch),
     ReadIndex,
     Change(MemberChange),
 }
 
+/// Where the leader placed what it was asked: a log index, or a slot per proposal.
+enum Placed {
+    Index(u64),
+    Slots(Vec<u64>),
+}
+
+/// The slots of a batch of `n` proposals in the entry at `index`.
+fn slots_at(index: u64, n: usize) -> Vec<u64> {
+    (0..n).map(|p| machine::slot(index, p)).collect()
+}
+
 impl Replicated {
     /// Runs `op` on the leader (here, or over the Raft port), retrying through leader changes
-    /// until `deadline`; answers the log index the leader gave.
-    async fn on_leader(&self, op: &LeaderOp, deadline: Instant) -> Result<u64, String> {
+    /// until `deadline`; answers where the leader placed it.
+    async fn on_leader(&self, op: &LeaderOp<'_>, deadline: Instant) -> Result<Placed, String> {
         let mut last_error = String::from("no leader is known");
         loop {
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "no leader answered within {WRITE_DEADLINE:?} ({last_error})"
-                ));
+                return Err(format!("no leader answered in time ({last_error})"));
             }
             let answer = match self.raft.current_leader().await {
                 Some(l) if l == self.id => Ok(match op {
+                    LeaderOp::Write(b) => match self.raft.client_write((*b).clone()).await {
+                        Ok(r) => Forwarded::Applied(r.log_id.index),
+                        Err(e) => Forwarded::Failed(e.to_string()),
+                    },
                     LeaderOp::ReadIndex => read_index_here(&self.raft).await,
                     LeaderOp::Change(c) => change_members_here(&self.raft, c).await,
                 }),
                 Some(l) => match self.addr_of(l) {
                     Some(addr) => match op {
+                        LeaderOp::Write(b) => self.network.forward(&addr, b).await,
                         LeaderOp::ReadIndex => self.network.read_index(&addr).await,
                         LeaderOp::Change(c) => self.network.change_members(&addr, c).await,
                     },
@@ -395,8 +375,13 @@ impl Replicated {
                 None => Err(last_error.clone()),
             };
             match answer {
-                Ok(Forwarded::Applied(i)) => return Ok(i),
-                Ok(Forwarded::Slots(_)) => last_error = "the leader answered slots".into(),
+                Ok(Forwarded::Applied(i)) => return Ok(Placed::Index(i)),
+                Ok(Forwarded::Slots(s)) => match op {
+                    LeaderOp::Write(b) if s.len() == b.proposals.len() => {
+                        return Ok(Placed::Slots(s));
+                    }
+                    _ => last_error = format!("the leader placed {} proposals", s.len()),
+                },
                 Ok(Forwarded::NotLeader) => last_error = "the leader changed".into(),
                 // A refused change is final: retrying would refuse it again.
                 Ok(Forwarded::Failed(e)) if matches!(op, LeaderOp::Change(_)) => return Err(e),
@@ -406,12 +391,20 @@ impl Replicated {
         }
     }
 
+    /// The log index the leader placed a read-index or membership change at.
+    async fn index_on_leader(&self, op: &LeaderOp<'_>, deadline: Instant) -> Result<u64, String> {
+        match self.on_leader(op, deadline).await? {
+            Placed::Index(i) => Ok(i),
+            Placed::Slots(_) => Err("the leader answered slots".into()),
+        }
+    }
+
     /// Carries out a membership change through the leader; waits until this member applied it.
     pub(super) async fn change_members(&self, change: MemberChange) -> Result<(), StoreError> {
         // Adding waits for the new member to catch up, which may take a snapshot's transfer.
         let deadline = Instant::now() + Duration::from_secs(120);
         let index = self
-            .on_leader(&LeaderOp::Change(change), deadline)
+            .index_on_leader(&LeaderOp::Change(change), deadline)
             .await
             .map_err(StoreError::Unavailable)?;
         if self.applied(index, deadline).await {
