@@ -403,11 +403,14 @@ impl Replicated {
     pub(super) async fn change_members(&self, change: MemberChange) -> Result<(), StoreError> {
         // Adding waits for the new member to catch up, which may take a snapshot's transfer.
         let deadline = Instant::now() + Duration::from_secs(120);
+        // A member removing itself never hears of the commit: the leader stops replicating to
+        // it. The leader's answer is then all there is to wait for.
+        let removes_self = matches!(change, MemberChange::Remove { id } if id == self.id);
         let index = self
             .index_on_leader(&LeaderOp::Change(change), deadline)
             .await
             .map_err(StoreError::Unavailable)?;
-        if self.applied(index, deadline).await {
+        if removes_self || self.applied(index, deadline).await {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
