@@ -40,13 +40,29 @@ macro_rules! unary {
     }};
 }
 
+/// A write's answer from a replicated follower says so (`rudder-follower` metadata), so a
+/// client that knows several masters moves its writes toward the leader, saving the hop.
+macro_rules! write {
+    ($self:ident, $req:ident, $method:ident) => {{
+        let id = identity(&$req)?;
+        let mut r = Response::new($self.api.$method(&id, $req.into_inner()).await?);
+        if $self.api.store().forwards_writes() {
+            r.metadata_mut().insert(
+                rudder_proto::FOLLOWER_METADATA,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        Ok(r)
+    }};
+}
+
 #[tonic::async_trait]
 impl pb::resources_server::Resources for GrpcApi {
     async fn create(
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, create)
+        write!(self, req, create)
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Object>, Status> {
@@ -64,43 +80,43 @@ impl pb::resources_server::Resources for GrpcApi {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, update)
+        write!(self, req, update)
     }
 
     async fn update_status(
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, update_status)
+        write!(self, req, update_status)
     }
 
     async fn finalize(
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, finalize)
+        write!(self, req, finalize)
     }
 
     async fn patch(&self, req: Request<pb::PatchRequest>) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, patch)
+        write!(self, req, patch)
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        unary!(self, req, delete)
+        write!(self, req, delete)
     }
 
     async fn bind(&self, req: Request<pb::BindRequest>) -> Result<Response<pb::Object>, Status> {
-        unary!(self, req, bind)
+        write!(self, req, bind)
     }
 
     async fn evict(
         &self,
         req: Request<pb::EvictRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        unary!(self, req, evict)
+        write!(self, req, evict)
     }
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;

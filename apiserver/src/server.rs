@@ -165,6 +165,7 @@ pub async fn open_replicated_api<S: Storage>(
         config.store.clone(),
         indexer(),
         replica,
+        crate::replica::network::Network::default(),
     )
     .await?;
     let api = api_on(store, config);

@@ -18,6 +18,10 @@
 //! bookmarks at a third of that interval, so silence means the server or the path to it is
 //! stuck.
 //!
+//! Writes prefer the leader of replicated masters: a follower's answer to a write carries
+//! `rudder-follower` metadata (it forwarded the write), and the client then starts its next
+//! calls at the next address, so within a few writes it talks to the leader and saves the hop.
+//!
 //! The transport is a seam: [`Client::with_connector`] takes any connector (a tower service
 //! from URI to an I/O stream), so a cluster can later run in a simulated network.
 //!
@@ -267,6 +271,12 @@ impl Client {
         &self.inner.addrs
     }
 
+    /// The address the next call goes to first.
+    pub fn current_addr(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.addrs.len();
+        &self.inner.addrs[i]
+    }
+
     /// Runs `call` against the current server, failing over to the next ones while the
     /// transport reports the server unreachable or the call exceeds its deadline.
     pub(crate) async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
@@ -275,6 +285,21 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         self.with_failover_at(call).await.map(|(v, _)| v)
+    }
+
+    /// [`Client::with_failover`] for a write: when a replicated follower answered (it
+    /// forwarded the write to the leader), the next calls start at the next address, so a
+    /// client knowing every master soon writes to the leader directly.
+    async fn write_with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let (r, idx) = self.with_failover_at(call).await?;
+        if r.metadata().contains_key(pb::FOLLOWER_METADATA) {
+            self.skip_server(idx);
+        }
+        Ok(r.into_inner())
     }
 
     /// [`Client::with_failover`], also telling which address answered.
@@ -321,7 +346,15 @@ impl Client {
                     tracing::debug!(server = %addr, error = %last, "connection lost, trying again");
                     lost_once = true;
                 }
-                Ok(Err(s)) => return Err(s.into()),
+                Ok(Err(s)) => {
+                    // A server that answers it cannot serve now (a master cut off from its
+                    // quorum, one that lags) is passed over by the next call. This call's
+                    // outcome is unknown, so it is not repeated elsewhere.
+                    if s.code() == Code::Unavailable {
+                        self.skip_server(idx);
+                    }
+                    return Err(s.into());
+                }
                 Err(_) => {
                     tracing::warn!(server = %addr, ?timeout, "no answer within the deadline, trying the next server");
                     last = format!("{addr} did not answer within {timeout:?}");
@@ -363,9 +396,9 @@ impl Client {
     }
 
     pub async fn create(&self, req: pb::CreateRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).create(req).await?.into_inner()) }
+            async move { Self::resources(ch).create(req).await }
         })
         .await
     }
@@ -387,59 +420,59 @@ impl Client {
     }
 
     pub async fn update(&self, req: pb::UpdateRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).update(req).await?.into_inner()) }
+            async move { Self::resources(ch).update(req).await }
         })
         .await
     }
 
     pub async fn update_status(&self, req: pb::UpdateRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).update_status(req).await?.into_inner()) }
+            async move { Self::resources(ch).update_status(req).await }
         })
         .await
     }
 
     pub async fn patch(&self, req: pb::PatchRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).patch(req).await?.into_inner()) }
+            async move { Self::resources(ch).patch(req).await }
         })
         .await
     }
 
     pub async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).delete(req).await?.into_inner()) }
+            async move { Self::resources(ch).delete(req).await }
         })
         .await
     }
 
     /// Sets a Namespace's `spec.finalizers` (the `namespaces/finalize` subresource).
     pub async fn finalize(&self, req: pb::UpdateRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).finalize(req).await?.into_inner()) }
+            async move { Self::resources(ch).finalize(req).await }
         })
         .await
     }
 
     pub async fn bind(&self, req: pb::BindRequest) -> Result<pb::Object, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).bind(req).await?.into_inner()) }
+            async move { Self::resources(ch).bind(req).await }
         })
         .await
     }
 
     /// Evicts a pod (the `pods/eviction` subresource).
     pub async fn evict(&self, req: pb::EvictRequest) -> Result<pb::DeleteResponse, ClientError> {
-        self.with_failover(|ch| {
+        self.write_with_failover(|ch| {
             let req = req.clone();
-            async move { Ok(Self::resources(ch).evict(req).await?.into_inner()) }
+            async move { Self::resources(ch).evict(req).await }
         })
         .await
     }

@@ -12,6 +12,10 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// Response metadata a replicated follower sets on a write's answer (it forwarded the write to
+/// the leader); clients then send their writes to another master until they reach the leader.
+pub const FOLLOWER_METADATA: &str = "rudder-follower";
+
 /// Reasons and codes of watch ERROR events, shared by the server, the client and the client's
 /// fake so that all three decide by the same values. Clients decide by *reason*; codes follow
 /// HTTP's meaning for humans reading logs.

@@ -257,7 +257,14 @@ impl DiskFile for CrashFile {
                 .inodes
                 .get_mut(&ino)
                 .ok_or_else(|| io::Error::other("gone"))?;
-            file.synced = file.data.clone();
+            // Appends are the common case: copy only what was added since the last sync.
+            if file.data.starts_with(&file.synced) {
+                let from = file.synced.len();
+                let added = file.data[from..].to_vec();
+                file.synced.extend_from_slice(&added);
+            } else {
+                file.synced = file.data.clone();
+            }
             Ok(())
         })
     }

@@ -7,7 +7,10 @@
 //!
 //! - [`codec`]: the versioned command format.
 //! - [`logstore`]: openraft's log storage over the crash-tested [`crate::raft::RaftLog`].
-//! - [`network`]: the master-to-master gRPC service and client, and forwarding of writes.
+//! - [`network`]: master-to-master calls over a transport (gRPC on the Raft port), and
+//!   forwarding of writes.
+//! - [`rejoin`]: a member on an empty directory rejoins an existing cluster safely.
+//! - `sim` (tests): the seeded simulation of a cluster on an in-process network and crashing disks.
 //!
 //! A member is configured with its id, the address its peers reach its Raft port at, and the
 //! initial members ([`ReplicaConfig`]). A member starting with an empty log and no vote proposes
@@ -17,6 +20,9 @@
 pub mod codec;
 pub mod logstore;
 pub mod network;
+pub mod rejoin;
+#[cfg(test)]
+mod sim;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -77,6 +83,11 @@ impl ReplicaConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             max_payload_entries: 2000,
+            // A snapshot travels in chunks, each of which must arrive within this; openraft's
+            // 200 ms default is less than a 3 MiB chunk takes between loaded hosts, and a late
+            // chunk restarts the whole transfer, so a large snapshot never arrived.
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()
         }
         .validate()

@@ -181,6 +181,30 @@ impl Machine {
         })
     }
 
+    /// After a crash the snapshot on disk may be ahead of the engine: it is synced when cut or
+    /// received, the engine's copy of the same state a little later, and the log need not hold
+    /// the entries between the two (a follower that received the snapshot never had them). So
+    /// the engine is brought to the snapshot first, as when one is installed.
+    pub(super) async fn catch_up_with_snapshot(&mut self) -> Result<(), Err> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((meta, data)) = current
+            && meta.last_log_id > self.applied
+        {
+            tracing::warn!(
+                snapshot = ?meta.last_log_id,
+                engine = ?self.applied,
+                "the engine is behind the snapshot on disk (a crash in between); loading the snapshot"
+            );
+            self.install_snapshot(&meta, Box::new(Cursor::new(data.to_vec())))
+                .await?;
+        }
+        Ok(())
+    }
+
     fn meta_effect(&self, index: u64) -> Effect {
         let meta = MachineMeta {
             applied: self.applied,

@@ -23,7 +23,7 @@ use crate::replica::logstore::LogStore;
 use crate::replica::network::{
     Forwarded, MemberChange, Network, change_members_here, read_index_here,
 };
-use crate::replica::{RaftHandle, ReplicaConfig};
+use crate::replica::{RaftHandle, ReplicaConfig, rejoin};
 use crate::state::{Command, Event};
 use crate::storage::{Storage, StorageError};
 
@@ -57,7 +57,7 @@ const BATCH_BYTES: usize = 4 * 1024 * 1024;
 impl Store {
     /// Opens a member of a replicated cluster over `storage` (the state machine's engine), with
     /// the Raft log and snapshots under `dir`; bootstraps the cluster from `replica.members` if
-    /// this member has never been part of one.
+    /// this member has never been part of one. Peers are reached through `network`.
     pub async fn open_replicated<S: Storage>(
         storage: S,
         disk: Arc<dyn Disk>,
@@ -65,6 +65,7 @@ impl Store {
         config: StoreConfig,
         indexer: Arc<Indexer>,
         replica: &ReplicaConfig,
+        network: Network,
     ) -> Result<(Store, RaftHandle), StorageError> {
         let pairs = storage.scan_all()?;
         let engine_meta = pairs
@@ -99,7 +100,7 @@ impl Store {
         let restored = fresh && !state.is_empty();
         start_background(&shared, Arc::new(storage))?;
         let results = Arc::new(Results::new(applied_log));
-        let machine = Machine::new(
+        let mut machine = Machine::new(
             shared.clone(),
             state,
             engine_meta,
@@ -108,7 +109,20 @@ impl Store {
             indexer,
             dir.to_path_buf(),
         )?;
-        let network = Network::default();
+        machine
+            .catch_up_with_snapshot()
+            .await
+            .map_err(raft_storage)?;
+        // An empty member of a cluster that exists already leaves it before its Raft starts.
+        let rejoin = fresh && !replica.join && !restored && replica.members.len() > 1;
+        let rejoin = if rejoin {
+            rejoin::find_leader(&network, replica).await
+        } else {
+            None
+        };
+        if let Some(leader) = &rejoin {
+            rejoin::leave(&network, replica, leader).await;
+        }
         let raft_config = replica.openraft().map_err(StorageError::Io)?;
         let raft = openraft::Raft::new(
             replica.id,
@@ -119,7 +133,9 @@ impl Store {
         )
         .await
         .map_err(|e| StorageError::Io(format!("starting raft: {e}")))?;
-        if fresh && !replica.join {
+        if rejoin.is_some() {
+            tokio::spawn(rejoin::return_as_voter(network.clone(), replica.clone()));
+        } else if fresh && !replica.join {
             match raft.initialize(replica.nodes()).await {
                 Ok(()) => tracing::info!(members = ?replica.members, "bootstrapped a new cluster"),
                 // Another member's proposal of the same membership reached this one first.
@@ -150,6 +166,15 @@ impl Store {
         match &self.writer {
             Writer::Replicated(r) => Some(&r.raft),
             Writer::Local(_) => None,
+        }
+    }
+
+    /// Whether this member of a replicated cluster is not the leader it knows of (its writes
+    /// are forwarded); false for a single master.
+    pub fn forwards_writes(&self) -> bool {
+        match &self.writer {
+            Writer::Replicated(r) => r.raft.metrics().borrow().current_leader != Some(r.id),
+            Writer::Local(_) => false,
         }
     }
 }
@@ -208,7 +233,7 @@ impl Replicated {
             Ok(Placed::Slots(s)) => Ok(s),
             Ok(Placed::Index(i)) => Ok(slots_at(i, batch.proposals.len())),
             Err(e) => Err(StoreError::Unavailable(format!(
-                "the write was not committed: {e}"
+                "the write was not confirmed, and may yet be applied: {e}"
             ))),
         }
     }
@@ -355,24 +380,21 @@ impl Replicated {
             if Instant::now() >= deadline {
                 return Err(format!("no leader answered in time ({last_error})"));
             }
-            let answer = match self.raft.current_leader().await {
-                Some(l) if l == self.id => Ok(match op {
-                    LeaderOp::Write(b) => match self.raft.client_write((*b).clone()).await {
-                        Ok(r) => Forwarded::Applied(r.log_id.index),
-                        Err(e) => Forwarded::Failed(e.to_string()),
-                    },
-                    LeaderOp::ReadIndex => read_index_here(&self.raft).await,
-                    LeaderOp::Change(c) => change_members_here(&self.raft, c).await,
-                }),
-                Some(l) => match self.addr_of(l) {
-                    Some(addr) => match op {
-                        LeaderOp::Write(b) => self.network.forward(&addr, b).await,
-                        LeaderOp::ReadIndex => self.network.read_index(&addr).await,
-                        LeaderOp::Change(c) => self.network.change_members(&addr, c).await,
-                    },
-                    None => Err(format!("the leader {l} has no address")),
-                },
-                None => Err(last_error.clone()),
+            if let Some(ms) = self.isolated_leader() {
+                return Err(format!(
+                    "this master leads but has heard from no quorum for {ms} ms (cut off from the other masters?); nothing was proposed: try another master"
+                ));
+            }
+            // A leader cut off from its quorum never commits and is not told so: the deadline
+            // bounds the wait, as does noticing that the quorum stopped answering.
+            let answer = tokio::select! {
+                a = self.ask_leader(op) => a,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    Err(format!("not done within {WRITE_DEADLINE:?}, or longer"))
+                }
+                ms = self.until_isolated() => return Err(format!(
+                    "this master lost its quorum ({ms} ms without an answer) while waiting; the outcome is unknown"
+                )),
             };
             match answer {
                 Ok(Forwarded::Applied(i)) => return Ok(Placed::Index(i)),
@@ -388,6 +410,53 @@ impl Replicated {
                 Ok(Forwarded::Failed(e)) | Err(e) => last_error = e,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// If this member leads but no quorum has answered it for two election timeouts, how long:
+    /// it is probably cut off, and what it proposes now would wait for the partition to heal
+    /// (openraft 0.9 leaders do not step down by themselves).
+    fn isolated_leader(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        // A lone voter is its own quorum.
+        m.membership_config.membership().voter_ids().nth(1)?;
+        let limit = 2 * self.raft.config().election_timeout_max;
+        match m.millis_since_quorum_ack {
+            Some(ms) if m.current_leader == Some(self.id) && ms > limit => Some(ms),
+            _ => None,
+        }
+    }
+
+    /// Resolves once this member is an isolated leader ([`Replicated::isolated_leader`]).
+    async fn until_isolated(&self) -> u64 {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(ms) = self.isolated_leader() {
+                return ms;
+            }
+        }
+    }
+
+    /// Asks the leader (this member, or over the Raft port) to carry out `op`, once.
+    async fn ask_leader(&self, op: &LeaderOp<'_>) -> Result<Forwarded, String> {
+        match self.raft.current_leader().await {
+            Some(l) if l == self.id => Ok(match op {
+                LeaderOp::Write(b) => match self.raft.client_write((*b).clone()).await {
+                    Ok(r) => Forwarded::Applied(r.log_id.index),
+                    Err(e) => Forwarded::Failed(e.to_string()),
+                },
+                LeaderOp::ReadIndex => read_index_here(&self.raft).await,
+                LeaderOp::Change(c) => change_members_here(&self.raft, c).await,
+            }),
+            Some(l) => match self.addr_of(l) {
+                Some(addr) => match op {
+                    LeaderOp::Write(b) => self.network.forward(&addr, b).await,
+                    LeaderOp::ReadIndex => self.network.read_index(&addr).await,
+                    LeaderOp::Change(c) => self.network.change_members(&addr, c).await,
+                },
+                None => Err(format!("the leader {l} has no address")),
+            },
+            None => Err("no leader is known".into()),
         }
     }
 
@@ -418,6 +487,10 @@ impl Replicated {
             )))
         }
     }
+}
+
+fn raft_storage(e: openraft::StorageError<u64>) -> StorageError {
+    StorageError::Io(format!("the raft log: {e}"))
 }
 
 /// After a restore the objects exist only in this member's engine, not in the log a joining

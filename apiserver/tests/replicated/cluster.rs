@@ -14,6 +14,8 @@ pub struct Member {
     pub api: String,
     pub raft: String,
     pub dir: PathBuf,
+    /// The network namespace the member runs in, if not the test's own.
+    pub netns: Option<String>,
     child: Option<Child>,
     /// A client that talks to this member only.
     pub client: Client,
@@ -66,6 +68,21 @@ impl Cluster {
         c
     }
 
+    /// One member in each of `hosts` (network namespace, address), on fixed ports there.
+    pub fn start_in(hosts: &[(String, String)], extra: &[&str]) -> Cluster {
+        let mut c = Self::build(hosts.len(), extra);
+        for (m, (ns, ip)) in c.members.iter_mut().zip(hosts) {
+            m.api = format!("{ip}:7100");
+            m.raft = format!("{ip}:7200");
+            m.client = Client::new(&[m.api.as_str()]).expect("client");
+            m.netns = Some(ns.clone());
+        }
+        for i in 0..hosts.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
     /// The cluster's members, none started yet.
     fn build(n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
@@ -79,6 +96,7 @@ impl Cluster {
                 api,
                 raft,
                 dir: tmp.path().join(format!("m{}", i + 1)),
+                netns: None,
                 child: None,
             });
         }
@@ -101,6 +119,7 @@ impl Cluster {
             api,
             raft,
             dir: self._tmp.path().join(format!("m{id}")),
+            netns: None,
             child: None,
         });
         let i = self.members.len() - 1;
@@ -135,14 +154,27 @@ impl Cluster {
             .append(true)
             .open(format!("{}.log", m.dir.display()))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+        let binary = env!("CARGO_BIN_EXE_rudder-apiserver");
+        // `ip netns exec` execs the server, so the child is the server itself.
+        let mut command = match &m.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, binary]);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["--data-dir", &m.dir.display().to_string()])
             .args(["--listen", &m.api])
             .args(["--raft-id", &m.id.to_string()])
             .args(["--raft-listen", &m.raft])
             .args(["--raft-members", &list])
             .args(&extra)
-            .env("RUST_LOG", "warn,openraft=error")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUDDER_TEST_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -155,6 +187,13 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Kills member `i` and deletes its data directory: a member whose disk was lost.
+    pub fn wipe(&mut self, i: usize) {
+        self.kill9(i);
+        let dir = &self.members[i].dir;
+        std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("wiping {}: {e}", dir.display()));
     }
 
     pub fn running(&self, i: usize) -> bool {
@@ -184,6 +223,16 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
+    }
+
+    /// One of the members that do not lead now, chosen by `rng`.
+    pub async fn random_follower(&self, rng: &mut impl rand::Rng) -> usize {
+        let leader = self
+            .leader(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no leader; logs:\n{}", self.log_tails()));
+        let followers: Vec<usize> = (0..self.members.len()).filter(|i| *i != leader).collect();
+        followers[rng.random_range(0..followers.len())]
     }
 
     pub async fn stats(&self, i: usize) -> Option<pb::StatsResponse> {
@@ -223,12 +272,28 @@ impl Cluster {
         ))
     }
 
-    /// The last lines of a member's log, for failure messages.
+    /// The last lines of a member's log, and any panic in it, for failure messages.
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(format!("{}.log", self.members[i].dir.display()))
             .unwrap_or_default();
-        let lines: Vec<_> = text.lines().rev().take(15).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        let all: Vec<_> = text.lines().collect();
+        let mut out = Vec::new();
+        if let Some(p) = all.iter().position(|l| l.contains("panicked at")) {
+            out.extend(all[p..(p + 3).min(all.len())].iter().copied());
+            out.push("...");
+        }
+        out.extend(all[all.len().saturating_sub(15)..].iter().copied());
+        out.join("\n")
+    }
+}
+
+impl Cluster {
+    /// Every member's last log lines.
+    pub fn log_tails(&self) -> String {
+        (0..self.members.len())
+            .map(|i| format!("member {}:\n{}", self.members[i].id, self.log_tail(i)))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     }
 }
 
@@ -236,6 +301,18 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill9(i);
+        }
+        // A failed test's member logs are kept for reading; the data is not.
+        if std::thread::panicking() {
+            let keep =
+                std::env::temp_dir().join(format!("rudder-replicated-logs-{}", std::process::id()));
+            if std::fs::create_dir_all(&keep).is_ok() {
+                for m in &self.members {
+                    let log = format!("{}.log", m.dir.display());
+                    let _ = std::fs::copy(&log, keep.join(format!("m{}.log", m.id)));
+                }
+                eprintln!("member logs kept in {}", keep.display());
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Reads on a follower are linearizable by default (read-index through the leader): a write
 //! acknowledged by the leader is seen by a get on any follower issued after the acknowledgement.
-//! A stale read is served locally when asked for.
+//! A stale read is served locally when asked for. A client that knows every master moves its
+//! writes to the leader.
 
 use std::time::{Duration, Instant};
 
@@ -76,4 +77,21 @@ async fn a_follower_read_after_an_acknowledged_write_sees_it() {
         );
     }
     eprintln!("stale reads that missed the write just acknowledged: {stale_misses} of 200");
+
+    // A client knowing every master, starting at a follower, moves its writes to the leader.
+    let mut addrs = cluster.api_addrs();
+    addrs.rotate_left((leader + 1) % 3);
+    let client = Client::new(&addrs).expect("client");
+    assert_ne!(client.current_addr(), cluster.members[leader].api);
+    for i in 0..3 {
+        client
+            .create(create(format!("lead{i}")))
+            .await
+            .expect("write");
+    }
+    assert_eq!(
+        client.current_addr(),
+        cluster.members[leader].api,
+        "the client's writes did not move to the leader"
+    );
 }
