@@ -208,6 +208,8 @@ impl pb::admin_server::Admin for GrpcApi {
             commits: s.commits,
             committed_writes: s.committed_writes,
             raft: self.api.store().raft().map(crate::replica::status),
+            alarms: self.api.health.alarms(),
+            last_backup: self.api.health.last_backup(),
         }))
     }
 

@@ -13,12 +13,14 @@
 //! - [`auth`]: the one authentication layer every request passes.
 //! - [`grpc`]: thin tonic handlers over the service.
 //! - [`relay`]: logs, exec and port-forward relayed to node agents over streams they opened.
+//! - [`maintenance`]: scheduled backups with retention, and the store alarm.
 //! - [`server`]: assembling and running all of it.
 
 pub mod auth;
 pub mod clock;
 pub mod error;
 pub mod grpc;
+pub mod maintenance;
 pub mod raft;
 pub mod relay;
 pub mod replica;

@@ -92,6 +92,21 @@ struct Args {
     /// With --restore-from: restore, then exit instead of serving.
     #[arg(long, requires = "restore_from")]
     restore_only: bool,
+    /// Take a backup into this directory every --backup-interval-seconds, keeping the newest
+    /// --backup-keep (the files `rudder admin snapshot restore` takes).
+    #[arg(long)]
+    backup_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 3600)]
+    backup_interval_seconds: u64,
+    #[arg(long, default_value_t = 24)]
+    backup_keep: usize,
+    /// Raise the store alarm (an Event, `rudder status`) below this many free bytes under the
+    /// data directory; keep it well above --min-free-bytes, where writes stop.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+    disk_alarm_bytes: u64,
+    /// Raise the store alarm above this store size in bytes (0: never).
+    #[arg(long, default_value_t = 8 * 1024 * 1024 * 1024)]
+    store_size_alarm_bytes: u64,
 }
 
 #[tokio::main]
@@ -116,6 +131,13 @@ async fn main() -> anyhow::Result<()> {
     config.api.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
     config.api.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
     config.api.service_range = args.service_cluster_ip_range;
+    config.api.maintenance = rudder_apiserver::maintenance::MaintenanceConfig {
+        backup_dir: args.backup_dir.clone(),
+        backup_every: Duration::from_secs(args.backup_interval_seconds.max(1)),
+        backup_keep: args.backup_keep.max(1),
+        disk_alarm_bytes: args.disk_alarm_bytes,
+        size_alarm_bytes: args.store_size_alarm_bytes,
+    };
     if let (Some(id), Some(listen), Some(members)) =
         (args.raft_id, &args.raft_listen, &args.raft_members)
     {

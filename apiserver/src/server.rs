@@ -67,6 +67,8 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     expiry: JoinHandle<()>,
+    /// Scheduled backups and the store alarm ([`crate::maintenance`]).
+    maintenance: JoinHandle<()>,
     /// A replicated member's Raft and the task serving its Raft port.
     raft: Option<(RaftHandle, JoinHandle<Result<(), tonic::transport::Error>>)>,
 }
@@ -234,6 +236,11 @@ impl Server {
                 }
             })
         };
+        let maintenance = tokio::spawn(crate::maintenance::run(
+            api.clone(),
+            api.config.maintenance.clone(),
+            api.health.clone(),
+        ));
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -276,6 +283,7 @@ impl Server {
             shutdown: Some(tx),
             task,
             expiry,
+            maintenance,
             raft: None,
         }
     }
@@ -289,6 +297,7 @@ impl Server {
             let _ = tx.send(());
         }
         self.expiry.abort();
+        self.maintenance.abort();
         if let Some((raft, task)) = self.raft.take() {
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(error = %e, "raft did not stop cleanly");

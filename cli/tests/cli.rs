@@ -663,3 +663,77 @@ fn up_status_down() {
     let o = run(&["get", "ns"]);
     assert!(o.err_line().contains(listen));
 }
+
+/// A loopback port `p` with `p`, `p + 1` and `p + 2` all free now.
+fn three_free_ports() -> u16 {
+    loop {
+        let p = common::free_port();
+        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+        if p < 65_000 && free(p + 1) && free(p + 2) {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn up_with_three_masters_replicates_and_survives_losing_one() {
+    common::apiserver_bin();
+    let home = tempfile::tempdir().unwrap();
+    let mut cluster = common::LocalCluster::new("cli-masters", 227, 228);
+    let api = three_free_ports();
+    cluster.listen = format!("127.0.0.1:{api}");
+    let _down = cluster.guard(home.path());
+    let run = |args: &[&str]| run_rudder(None, home.path(), args, None, &[]);
+    let mut args = cluster.up_args();
+    let raft = three_free_ports().to_string();
+    args.extend(["--masters".into(), "3".into(), "--raft-port".into(), raft]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let up = run(&args);
+    let out = up.ok().to_string();
+    let all = format!(
+        "127.0.0.1:{api},127.0.0.1:{},127.0.0.1:{}",
+        api + 1,
+        api + 2
+    );
+    assert!(
+        out.contains(&format!("export RUDDER_SERVER={all}")),
+        "{out}"
+    );
+    for c in ["apiserver", "apiserver-2", "apiserver-3"] {
+        assert!(home.path().join(format!("data/{c}.pid")).is_file(), "{c}");
+        assert!(
+            home.path().join(format!("data/{c}")).is_dir(),
+            "{c}'s store"
+        );
+    }
+    let st = run(&["status", "--data-dir", "data"]);
+    let text = st.ok().to_string();
+    for c in ["apiserver ", "apiserver-2 ", "apiserver-3 "] {
+        let row = text.lines().find(|l| l.starts_with(c)).unwrap_or_default();
+        assert!(row.contains(" yes ") && row.contains(" ok "), "{c}: {text}");
+    }
+    assert!(text.contains("replication:     member 1 of 3"), "{text}");
+    assert!(text.contains("alarms:          none"), "{text}");
+    // One master down: the others keep serving reads and writes through the same config.
+    let pid: i32 = std::fs::read_to_string(home.path().join("data/apiserver-2.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    let cm = run_rudder(
+        None,
+        home.path(),
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: survives\ndata:\n  k: v\n"),
+        &[],
+    );
+    cm.ok();
+    let got = run(&["get", "configmap", "survives", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(got.ok().trim(), "v");
+    let down = run(&["down", "--data-dir", "data"]);
+    down.ok();
+    assert!(!home.path().join("data/apiserver-3.pid").exists());
+}

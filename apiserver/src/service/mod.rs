@@ -79,6 +79,8 @@ pub struct ApiConfig {
     pub default_unreachable_toleration_seconds: i64,
     /// Where Service cluster IPs come from (`--service-cluster-ip-range`).
     pub service_range: allocate::ServiceRange,
+    /// Scheduled backups and the store alarm.
+    pub maintenance: crate::maintenance::MaintenanceConfig,
 }
 
 impl Default for ApiConfig {
@@ -90,6 +92,7 @@ impl Default for ApiConfig {
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
             service_range: allocate::ServiceRange::default(),
+            maintenance: crate::maintenance::MaintenanceConfig::default(),
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct Api {
     pub(crate) closing: tokio_util::sync::CancellationToken,
     /// Stored objects shown in other served versions, converted once per version.
     pub(crate) conversions: Arc<convert::Conversions>,
+    /// What the maintenance task last found (alarms, the last backup).
+    pub(crate) health: Arc<crate::maintenance::Health>,
 }
 
 /// The store key of a kind: `group/Kind`.
@@ -147,6 +152,7 @@ impl Api {
             watchers: Arc::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             conversions: Arc::default(),
+            health: Arc::default(),
         }
     }
 

@@ -560,6 +560,11 @@ impl Store {
     }
 
     /// Events a watcher may lag by before being cut off.
+    /// Free bytes below which writes are refused.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.shared.config.min_free_bytes
+    }
+
     pub fn watch_buffer(&self) -> usize {
         self.shared.config.watch_buffer
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::storage::{Storage, free_bytes};
 
 /// Figures for the Admin service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreStats {
     pub resource_version: u64,
     pub objects: u64,

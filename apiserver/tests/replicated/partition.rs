@@ -64,11 +64,11 @@ impl Hosts {
             .unwrap_or_default();
         let third = (0..250u32)
             .map(|k| (pid + k) % 250)
-            .find(|t| !routes.contains(&format!("10.213.{t}.")))
-            .expect("a free 10.213.x.0/24");
+            .find(|t| !routes.contains(&format!("10.229.{t}.")))
+            .expect("a free 10.229.x.0/24");
         let hosts = Hosts {
             prefix,
-            subnet: format!("10.213.{third}"),
+            subnet: format!("10.229.{third}"),
             n,
         };
         let sw = hosts.switch();

@@ -9,6 +9,11 @@
 //! node agent's files in `<dir>/node-<i>/`. The processes are started in their own process group
 //! so that a Ctrl-C in the terminal that ran `rudder up` does not stop them. `rudder down` stops
 //! them, dependents first, removes the containers the node agents ran and the proxy's rules.
+//! `status` is in [`status`].
+
+mod status;
+
+pub use status::status;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,7 +24,6 @@ use rudder_client::Client;
 
 use crate::config;
 use crate::error::{CliError, Result};
-use crate::printers::Table;
 use crate::util;
 
 #[derive(Debug, Args, Clone)]
@@ -55,6 +59,13 @@ pub struct UpArgs {
     /// Port the proxy serves Ingress over HTTPS on, at the same address; 0 for none.
     #[arg(long, default_value_t = 443)]
     pub ingress_https_port: u16,
+    /// API servers to run: 1, or 3 or 5 replicating one store with Raft. Master i serves the
+    /// API on --listen's port + i - 1 and Raft on --raft-port + i - 1, on --listen's host.
+    #[arg(long, default_value_t = 1, value_parser = parse_masters)]
+    pub masters: u8,
+    /// The first master's Raft port, with --masters above 1.
+    #[arg(long, default_value_t = 7443)]
+    pub raft_port: u16,
     /// How many node agents (nodes) to run on this machine's Docker engine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=200))]
     pub nodes: u8,
@@ -118,32 +129,115 @@ fn subnet_prefix(subnet: &str) -> Result<String> {
     Ok(format!("{a}.{b}."))
 }
 
+/// Whether component `c` is an API server.
+fn is_master(c: &str) -> bool {
+    c == APISERVER || c.starts_with("apiserver-")
+}
+
+fn parse_masters(s: &str) -> std::result::Result<u8, String> {
+    match s.parse() {
+        Ok(n @ (1 | 3 | 5)) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: 1, 3 or 5 masters (a majority must survive a loss)"
+        )),
+    }
+}
+
+/// Master i's component name: `apiserver` for the first (as with one), `apiserver-<i>` after.
+fn master_component(i: u8) -> String {
+    if i == 1 {
+        APISERVER.to_string()
+    } else {
+        format!("{APISERVER}-{i}")
+    }
+}
+
+/// `host:port` with the port moved up by `by`.
+fn port_plus(addr: &str, by: u8, flag: &str) -> Result<String> {
+    let bad = || CliError::msg(format!("{flag} {addr:?}: expected HOST:PORT"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let port = port
+        .checked_add(u16::from(by))
+        .ok_or_else(|| CliError::msg(format!("{flag} {addr:?}: port too high for --masters")))?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// The API servers' arguments and listen addresses, one per master.
+fn masters(args: &UpArgs, dir: &Path) -> Result<Vec<(String, Vec<String>, String)>> {
+    let host = args.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+    let raft_of = |i: u8| port_plus(&format!("{host}:{}", args.raft_port), i - 1, "--raft-port");
+    let members = (1..=args.masters)
+        .map(|i| Ok(format!("{i}={}", dial_addr(&raft_of(i)?))))
+        .collect::<Result<Vec<_>>>()?
+        .join(",");
+    let mut out = Vec::new();
+    for i in 1..=args.masters {
+        let c = master_component(i);
+        let listen = port_plus(&args.listen, i - 1, "--listen")?;
+        let mut a = vec![
+            "--data-dir".into(),
+            dir.join(&c).display().to_string(),
+            "--listen".into(),
+            listen.clone(),
+            "--service-cluster-ip-range".into(),
+            args.service_cidr.clone(),
+        ];
+        if args.masters > 1 {
+            a.extend([
+                "--raft-id".into(),
+                i.to_string(),
+                "--raft-listen".into(),
+                raft_of(i)?,
+                "--raft-members".into(),
+                members.clone(),
+            ]);
+        }
+        out.push((c, a, listen));
+    }
+    Ok(out)
+}
+
 fn node_component(i: u8) -> String {
     format!("node-agent-{i}")
 }
 
-/// Every component with a pid file in `dir`, in start order: the fixed ones, then the node
-/// agents by number.
-fn components(dir: &Path) -> Vec<(String, &'static str)> {
-    let mut out: Vec<(String, &'static str)> = COMPONENTS
-        .iter()
-        .map(|(c, b)| (c.to_string(), *b))
-        .collect();
-    let mut nodes: Vec<u8> = std::fs::read_dir(dir)
+/// The numbers `i` of the `<prefix>-<i>.pid` files in `dir`, in order.
+fn numbered(dir: &Path, prefix: &str) -> Vec<u8> {
+    let mut found: Vec<u8> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("node-agent-")?
+            name.strip_prefix(prefix)?
+                .strip_prefix('-')?
                 .strip_suffix(".pid")?
                 .parse()
                 .ok()
         })
         .collect();
-    nodes.sort_unstable();
+    found.sort_unstable();
+    found
+}
+
+/// Every component with a pid file in `dir`, in start order: the masters, the other fixed
+/// ones, then the node agents by number.
+fn components(dir: &Path) -> Vec<(String, &'static str)> {
+    let mut out: Vec<(String, &'static str)> = vec![(APISERVER.to_string(), APISERVER_BIN)];
     out.extend(
-        nodes
+        numbered(dir, APISERVER)
+            .into_iter()
+            .map(|i| (master_component(i), APISERVER_BIN)),
+    );
+    out.extend(
+        COMPONENTS
+            .iter()
+            .filter(|(c, _)| *c != APISERVER)
+            .map(|(c, b)| (c.to_string(), *b)),
+    );
+    out.extend(
+        numbered(dir, "node-agent")
             .into_iter()
             .map(|i| (node_component(i), NODE_AGENT_BIN)),
     );
@@ -241,7 +335,7 @@ fn log_tail(p: &Path, n: usize) -> String {
 
 /// A component's health at `addr`: the API server's gRPC health call, the others' `/healthz`.
 async fn component_healthy(c: &str, addr: &str) -> std::result::Result<(), String> {
-    if c == APISERVER {
+    if is_master(c) {
         healthy(addr).await
     } else {
         http_healthy(addr).await
@@ -314,23 +408,14 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     let dir = dir
         .canonicalize()
         .map_err(|e| CliError::io(format!("resolving {}", dir.display()), e))?;
-    let store = dir.join(APISERVER);
-    let api_args = vec![
-        "--data-dir".into(),
-        store.display().to_string(),
-        "--listen".into(),
-        args.listen.clone(),
-        "--service-cluster-ip-range".into(),
-        args.service_cidr.clone(),
-    ];
-    let addr = ensure(
-        &dir,
-        APISERVER,
-        APISERVER_BIN,
-        api_args,
-        dial_addr(&args.listen),
-    )
-    .await?;
+    // Masters start together: a new replicated cluster's members bootstrap it once each has
+    // found no leader among the others.
+    let starts = masters(&args, &dir)?;
+    let started = starts.into_iter().map(|(c, a, listen)| {
+        let dir = dir.clone();
+        async move { ensure(&dir, &c, APISERVER_BIN, a, dial_addr(&listen)).await }
+    });
+    let addr = futures::future::try_join_all(started).await?.join(",");
     let sched_args = vec![
         "--server".into(),
         addr.clone(),
@@ -502,11 +587,7 @@ async fn ensure(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let what = if c == APISERVER {
-        "listening"
-    } else {
-        "health"
-    };
+    let what = if is_master(c) { "listening" } else { "health" };
     util::outln(&format!(
         "{c} started (pid {pid}), {what} on {addr}; logs in {}",
         log.display()
@@ -651,122 +732,6 @@ fn remove_node_containers(dir: &Path, all: &[(String, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Prints the components and the server's statistics. Exit code 0 when everything is running
-/// and healthy, 3 otherwise (as `systemctl status`), so scripts can test it.
-pub async fn status(args: DataDirArgs) -> Result<i32> {
-    let dir = &args.data_dir;
-    let mut ok = true;
-    let mut rows = Vec::new();
-    let mut stats_addr = None;
-    for (c, bin) in components(dir) {
-        let c = c.as_str();
-        let pid = read_pid(dir, c);
-        let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, bin));
-        let addr = read_trimmed(&addr_file(dir, c)).unwrap_or_default();
-        let health = if is_alive && !addr.is_empty() {
-            match component_healthy(c, &addr).await {
-                Ok(()) => {
-                    if c == APISERVER {
-                        stats_addr = Some(addr.clone());
-                    }
-                    "ok".to_string()
-                }
-                Err(e) => e,
-            }
-        } else {
-            "-".to_string()
-        };
-        ok &= is_alive && health == "ok";
-        rows.push(vec![
-            c.to_string(),
-            pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            if is_alive { "yes" } else { "no" }.to_string(),
-            health,
-            if addr.is_empty() { "-".into() } else { addr },
-        ]);
-    }
-    let t = Table {
-        headers: ["COMPONENT", "PID", "ALIVE", "HEALTH", "ADDRESS"]
-            .map(String::from)
-            .to_vec(),
-        rows,
-    };
-    util::out(&t.render(true))?;
-    if let Some(addr) = stats_addr {
-        let c = Client::new(&[addr.as_str()])?;
-        match c.stats().await {
-            Ok(s) => {
-                let writable = if s.writable {
-                    "yes".to_string()
-                } else {
-                    format!("no ({})", s.unwritable_reason)
-                };
-                util::out(&format!(
-                    "\nresourceVersion: {}\nobjects:         {}\nstore size:      {}\ndisk free:       {}\nwatchers:        {}\nwritable:        {writable}\n",
-                    s.resource_version,
-                    s.object_count,
-                    bytes(s.store_size_bytes),
-                    bytes(s.disk_free_bytes),
-                    s.watchers,
-                ))?;
-                if let Some(r) = &s.raft {
-                    let lagging: Vec<String> = r
-                        .members
-                        .iter()
-                        .filter(|m| m.lag > 0)
-                        .map(|m| format!("{} behind by {}", m.id, m.lag))
-                        .collect();
-                    util::out(&format!(
-                        "replication:     member {} of {}, {} in term {}, leader {}, applied {} of {}{}\n",
-                        r.id,
-                        r.members.len(),
-                        r.role,
-                        r.term,
-                        if r.leader == 0 {
-                            "unknown".to_string()
-                        } else {
-                            r.leader.to_string()
-                        },
-                        r.applied_index,
-                        r.last_log_index,
-                        if lagging.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", lagging.join(", "))
-                        },
-                    ))?;
-                }
-                ok &= s.writable;
-            }
-            Err(e) => {
-                eprintln!("{}", CliError::from(e));
-                ok = false;
-            }
-        }
-    } else if !dir.exists() {
-        util::outln(&format!(
-            "\nno cluster in {} (start one with `rudder up`)",
-            dir.display()
-        ))?;
-    }
-    Ok(if ok { 0 } else { 3 })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,11 +751,5 @@ mod tests {
         c.wait().unwrap();
         assert!(!alive(pid));
         assert!(!alive(0) || cfg!(not(target_os = "linux")));
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(12), "12 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
     }
 }
