@@ -80,6 +80,14 @@ struct Args {
     /// get the snapshot).
     #[arg(long, default_value_t = 5_000)]
     raft_keep_after_snapshot: u64,
+    /// Interval between the leader's heartbeats, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between these two (milliseconds,
+    /// `MIN,MAX`) stands for election. A follower also refuses votes for MAX after its last
+    /// heartbeat (openraft's leader lease), so a leader's loss takes one to two timeouts.
+    #[arg(long, default_value = "400,800", value_parser = parse_timeouts)]
+    raft_election_timeout_ms: (u64, u64),
     /// This master joins a running cluster: it does not bootstrap one, and waits until a member
     /// adds it (`rudder admin members add ID ADDR`).
     #[arg(long)]
@@ -107,6 +115,19 @@ struct Args {
     /// Raise the store alarm above this store size in bytes (0: never).
     #[arg(long, default_value_t = 8 * 1024 * 1024 * 1024)]
     store_size_alarm_bytes: u64,
+}
+
+fn parse_timeouts(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?}: expected MIN,MAX in milliseconds, MIN below MAX");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a >= b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 #[tokio::main]
@@ -154,6 +175,8 @@ async fn main() -> anyhow::Result<()> {
         replica.snapshot_every = args.raft_snapshot_every.max(1);
         replica.keep_after_snapshot = args.raft_keep_after_snapshot;
         replica.join = args.raft_join;
+        replica.heartbeat_ms = args.raft_heartbeat_ms.max(1);
+        replica.election_timeout_ms = args.raft_election_timeout_ms;
         config.replica = Some((
             replica,
             std::sync::Arc::new(std::sync::Mutex::new(Some(raft_listener))),

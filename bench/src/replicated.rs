@@ -40,6 +40,10 @@ pub struct ReplArgs {
     /// The etcd binary.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: String,
+    /// An extra flag for every replicated master (repeat it), e.g.
+    /// `--master-arg=--raft-election-timeout-ms=300,400`.
+    #[arg(long = "master-arg", allow_hyphen_values = true)]
+    pub master_args: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -99,7 +103,12 @@ impl Drop for Procs {
 }
 
 /// `n` Rudder masters (replicated when `raft`, else one single master); API addresses.
-fn rudder_group(bin: &Path, n: usize, raft: bool) -> anyhow::Result<(Procs, Vec<String>)> {
+fn rudder_group(
+    bin: &Path,
+    n: usize,
+    raft: bool,
+    extra: &[String],
+) -> anyhow::Result<(Procs, Vec<String>)> {
     let dir = tempfile::Builder::new()
         .prefix("rudder-bench-repl-")
         .tempdir()?;
@@ -126,7 +135,8 @@ fn rudder_group(bin: &Path, n: usize, raft: bool) -> anyhow::Result<(Procs, Vec<
         if raft {
             c.args(["--raft-id", &(i + 1).to_string()])
                 .args(["--raft-listen", &rafts[i]])
-                .args(["--raft-members", &members]);
+                .args(["--raft-members", &members])
+                .args(extra);
         }
         cmds.push(c);
         logs.push(dir.path().join(format!("m{i}.log")));
@@ -417,7 +427,7 @@ pub async fn run(bin: &Path, a: &ReplArgs) -> anyhow::Result<Figures> {
         ("rudder, 3 masters (raft)", 3, true),
     ] {
         eprintln!("  {label}: {} creates, {} clients", a.creates, a.clients);
-        let (procs, addrs) = rudder_group(bin, n, raft)?;
+        let (procs, addrs) = rudder_group(bin, n, raft, &a.master_args)?;
         rudder_ready(&addrs, &procs).await?;
         let leader = if raft {
             leader_index(&addrs).await.unwrap_or(0)
@@ -433,7 +443,7 @@ pub async fn run(bin: &Path, a: &ReplArgs) -> anyhow::Result<Figures> {
         "  rudder, 3 masters: {} leader kills under writes",
         a.failovers
     );
-    let (mut procs, addrs) = rudder_group(bin, 3, true)?;
+    let (mut procs, addrs) = rudder_group(bin, 3, true, &a.master_args)?;
     rudder_ready(&addrs, &procs).await?;
     let fails = failovers(&mut procs, &addrs, a.failovers).await?;
     drop(procs);

@@ -417,10 +417,11 @@ impl Replicated {
     /// it is probably cut off, and what it proposes now would wait for the partition to heal
     /// (openraft 0.9 leaders do not step down by themselves).
     fn isolated_leader(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow().clone();
+        let limit = 2 * self.raft.config().election_timeout_max;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         // A lone voter is its own quorum.
         m.membership_config.membership().voter_ids().nth(1)?;
-        let limit = 2 * self.raft.config().election_timeout_max;
         match m.millis_since_quorum_ack {
             Some(ms) if m.current_leader == Some(self.id) && ms > limit => Some(ms),
             _ => None,
