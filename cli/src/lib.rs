@@ -128,7 +128,7 @@ pub enum Command {
     /// Start a local cluster (the API server) in the background.
     Up(cluster::UpArgs),
     /// Stop the local cluster started by `up`.
-    Down(cluster::DataDirArgs),
+    Down(cluster::DownArgs),
     /// Show the local cluster's processes, health and store statistics.
     Status(cluster::DataDirArgs),
     /// Administer the control plane: the masters of a replicated cluster.

@@ -648,7 +648,19 @@ fn up_status_down() {
         nodes.stdout
     );
     let down = run(&["down", "--data-dir", "data"]);
-    assert!(down.ok().contains("stopped"), "{}", down.stdout);
+    let said = down.ok().to_string();
+    assert!(said.contains("stopped"), "{said}");
+    // The networks the node agent made go with the cluster.
+    assert!(said.contains("removed network rudder-cli-test"), "{said}");
+    let net = std::process::Command::new("docker")
+        .args(["network", "inspect", "rudder-cli-test"])
+        .output()
+        .expect("docker runs");
+    assert!(!net.status.success(), "down removes the pod network");
+    assert!(
+        home.path().join("data/apiserver").is_dir(),
+        "plain down keeps the data"
+    );
     assert!(!home.path().join("data/apiserver.pid").exists());
     assert!(!home.path().join("data/scheduler.pid").exists());
     assert!(!home.path().join("data/controller-manager.pid").exists());
@@ -662,6 +674,12 @@ fn up_status_down() {
     assert_eq!(st.code, 3, "{}", st.stdout);
     let o = run(&["get", "ns"]);
     assert!(o.err_line().contains(listen));
+    let purge = run(&["down", "--data-dir", "data", "--purge"]);
+    assert!(purge.ok().contains("deleted"), "{}", purge.stdout);
+    assert!(
+        !home.path().join("data").exists(),
+        "--purge deletes the data"
+    );
 }
 
 /// A loopback port `p` with `p`, `p + 1` and `p + 2` all free now.

@@ -34,6 +34,15 @@ pub struct DataDirArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// Also delete the data directory: the store, the logs, the node agents' files.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub dir: DataDirArgs,
@@ -110,6 +119,11 @@ const COMPONENTS: [(&str, &str); 4] = [
 /// Where `up` records the proxy's nftables table (for `down` to remove it).
 fn table_file(dir: &Path) -> PathBuf {
     dir.join("proxy.table")
+}
+
+/// Where `up` records the Docker networks the node agents create (for `down` to remove them).
+fn networks_file(dir: &Path) -> PathBuf {
+    dir.join("docker.networks")
 }
 
 /// Where `up` records node agent i's node name (for `down` to find its containers).
@@ -484,6 +498,11 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.proxy_health_addr),
     )
     .await?;
+    std::fs::write(
+        networks_file(&dir),
+        format!("{}\n{}\n", args.pod_network, args.service_network),
+    )
+    .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
     for i in 1..=args.nodes {
         let node = format!("{}-{i}", args.node_prefix);
         std::fs::write(node_file(&dir, i), format!("{node}\n"))
@@ -613,8 +632,8 @@ async fn wait_exit(pid: i32, within: Duration) -> bool {
     !alive(pid)
 }
 
-pub async fn down(args: DataDirArgs) -> Result<()> {
-    let dir = &args.data_dir;
+pub async fn down(args: DownArgs) -> Result<()> {
+    let dir = &args.dir.data_dir;
     let mut any = false;
     let mut had_proxy = false;
     // Dependents first: the others would only log errors once the API server is gone.
@@ -651,9 +670,40 @@ pub async fn down(args: DataDirArgs) -> Result<()> {
     if had_proxy {
         remove_proxy_rules(dir);
     }
+    remove_networks(dir)?;
     if !any {
         util::outln(&format!("nothing is running from {}", dir.display()))?;
     }
+    if args.purge && dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| CliError::io(format!("deleting {}", dir.display()), e))?;
+        util::outln(&format!("deleted {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the Docker networks `up` had the node agents create, once their containers are
+/// gone. A network something else still uses stays, and `down` says so.
+fn remove_networks(dir: &Path) -> Result<()> {
+    let Some(names) = read_trimmed(&networks_file(dir)) else {
+        return Ok(());
+    };
+    for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
+        let out = std::process::Command::new("docker")
+            .args(["network", "rm", name])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => util::outln(&format!("removed network {name}"))?,
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                if !why.contains("not found") {
+                    eprintln!("network {name} stays: {why}");
+                }
+            }
+            Err(e) => eprintln!("cannot run docker to remove network {name}: {e}"),
+        }
+    }
+    let _ = std::fs::remove_file(networks_file(dir));
     Ok(())
 }
 
