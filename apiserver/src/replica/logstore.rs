@@ -193,6 +193,20 @@ impl LogStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Copies of the entries held after `index`, in order.
+    pub fn entries_after(&self, index: u64) -> Vec<Entry<TypeConfig>> {
+        self.mem()
+            .entries
+            .range(index + 1..)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// The last purged index, if the log was ever purged.
+    pub fn purged(&self) -> Option<u64> {
+        self.mem().meta.purged.map(|l| l.index)
+    }
 }
 
 fn io_thread(

@@ -71,7 +71,7 @@ pub(super) fn slot(index: u64, position: usize) -> u64 {
 }
 
 /// The log index a slot belongs to.
-fn slot_index(slot: u64) -> u64 {
+pub(super) fn slot_index(slot: u64) -> u64 {
     slot >> 16
 }
 
@@ -111,14 +111,27 @@ struct MachineMeta {
 
 /// A snapshot's body.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
+pub(super) struct SnapshotBody {
     version: u32,
     /// The version of the last successful write it holds.
-    rv: u64,
+    pub(super) rv: u64,
     /// kind, namespace, name, JSON.
-    objects: Vec<(String, String, String, Vec<u8>)>,
-    /// Remembered request ids and the index each was first applied at.
-    requests: Vec<(u128, u64)>,
+    pub(super) objects: Vec<(String, String, String, Vec<u8>)>,
+    /// Remembered request ids and the slot each was first applied at.
+    pub(super) requests: Vec<(u128, u64)>,
+}
+
+/// Decodes a snapshot's body, refusing another format version.
+pub(super) fn decode_body(data: &[u8]) -> Result<SnapshotBody, String> {
+    let body: SnapshotBody =
+        postcard::from_bytes(data).map_err(|e| format!("the snapshot does not decode: {e}"))?;
+    if body.version != SNAPSHOT_VERSION {
+        return Err(format!(
+            "snapshot format version {}; this build reads {SNAPSHOT_VERSION}",
+            body.version
+        ));
+    }
+    Ok(body)
 }
 
 const SNAPSHOT_VERSION: u32 = 2;
@@ -179,6 +192,19 @@ impl Machine {
             dir,
             current: Arc::new(Mutex::new(current)),
         })
+    }
+
+    /// The last log index applied to the state (and, after the start, to the engine).
+    pub(super) fn applied_index(&self) -> u64 {
+        self.applied.map_or(0, |l| l.index)
+    }
+
+    /// The snapshot on disk: its last log index and body.
+    pub(super) fn current_snapshot(&self) -> Option<(u64, Arc<Vec<u8>>)> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current
+            .as_ref()
+            .map(|(m, d)| (m.last_log_id.map_or(0, |l| l.index), d.clone()))
     }
 
     /// After a crash the snapshot on disk may be ahead of the engine: it is synced when cut or
@@ -379,14 +405,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), Err> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = postcard::from_bytes(&data)
-            .map_err(|e| sm_error(format!("the snapshot received does not decode: {e}")))?;
-        if body.version != SNAPSHOT_VERSION {
-            return Err(sm_error(format!(
-                "snapshot format version {}; this build reads {SNAPSHOT_VERSION}",
-                body.version
-            )));
-        }
+        let body = decode_body(&data).map_err(sm_error)?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let rv = body.rv;
         let mut state = State::default();

@@ -41,6 +41,7 @@ mod legacy;
 pub mod log;
 mod machine;
 mod read;
+mod rebuild;
 mod replicated;
 mod stats;
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::{Indexer, state_from};
 use super::hub::Hub;
 use super::machine::{self, META_RAFT, Machine, Results};
+use super::rebuild::{self, Base};
 use super::{Shared, Store, StoreConfig, StoreError, Writer, new_shared, start_background};
 use crate::raft::{Disk, LogOptions};
 use crate::replica::codec::{Batch, MAX_BATCH, Proposal};
@@ -106,13 +107,14 @@ impl Store {
             engine_meta,
             requests,
             results.clone(),
-            indexer,
+            indexer.clone(),
             dir.to_path_buf(),
         )?;
         machine
             .catch_up_with_snapshot()
             .await
             .map_err(raft_storage)?;
+        restore_history(&machine, &log, &shared, &*indexer);
         // An empty member of a cluster that exists already leaves it before its Raft starts.
         let rejoin = fresh && !replica.join && !restored && replica.members.len() > 1;
         let rejoin = if rejoin {
@@ -487,6 +489,46 @@ impl Replicated {
                 "the change was committed at index {index}, but this API server had not applied it yet"
             )))
         }
+    }
+}
+
+/// Gives a restarted member back the watch history it had ([`super::rebuild`]).
+fn restore_history(machine: &Machine, log: &LogStore, shared: &Shared, indexer: &Indexer) {
+    let upto = machine.applied_index();
+    let base = match machine.current_snapshot() {
+        Some((index, data)) => match Base::from_snapshot(index, &data, indexer) {
+            Some(b) => b,
+            None => return,
+        },
+        None if log.purged().is_none() => Base::empty(),
+        None => return,
+    };
+    let entries = log.entries_after(base.index);
+    let now = shared.front().snapshot.rv;
+    match rebuild::history(base, &entries, upto) {
+        Some((oldest, events)) if events.last().map_or(oldest, |e| e.rv) == now => {
+            let c = &shared.config;
+            let mut hub = Hub::new(oldest, c.history_window, c.history_bytes, c.watch_buffer);
+            let n = events.len();
+            for ev in events {
+                hub.publish(ev);
+            }
+            hub.trim();
+            shared.front().hub = hub;
+            tracing::info!(
+                events = n,
+                from = oldest,
+                "rebuilt the watch history from the snapshot and the log"
+            );
+        }
+        Some((_, events)) => tracing::warn!(
+            rebuilt = events.last().map(|e| e.rv),
+            engine = now,
+            "the history rebuilt from the log does not end at the engine's version; watches start at the engine's"
+        ),
+        None => tracing::info!(
+            "the log does not follow on from the snapshot; watches start at the engine's version"
+        ),
     }
 }
 

@@ -40,6 +40,30 @@ impl Cluster {
         Self::start_with(n, &[])
     }
 
+    /// Three members cutting a snapshot every 300 entries (keeping 50 before it), once the
+    /// leader takes writes: the cluster, the leader's index and a client of the leader.
+    pub async fn snapshotting() -> (Cluster, usize, Client) {
+        let flags = [
+            "--raft-snapshot-every",
+            "300",
+            "--raft-keep-after-snapshot",
+            "50",
+        ];
+        let cluster = Self::start_with(3, &flags);
+        let leader = cluster
+            .leader(Duration::from_secs(20))
+            .await
+            .expect("a leader");
+        let writer = Client::new(&[cluster.members[leader].api.as_str()]).expect("client");
+        // The namespaces exist once the first create goes through.
+        let until = Instant::now() + Duration::from_secs(20);
+        while super::create_cm(&writer, "first").await.is_err() {
+            assert!(Instant::now() < until, "no write succeeded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (cluster, leader, writer)
+    }
+
     /// One master on a data directory restored from `backup`: a new cluster holding it.
     pub fn start_restored(backup: &std::path::Path) -> Cluster {
         let mut c = Self::build(1, &[]);

@@ -10,6 +10,7 @@
 mod backup;
 mod checker;
 mod cluster;
+mod history;
 mod membership;
 mod partition;
 mod reads;

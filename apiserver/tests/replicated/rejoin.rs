@@ -2,32 +2,14 @@
 //! cluster's leader, has itself removed and added again, catches up by snapshot, and then holds
 //! exactly what the others hold and votes again.
 
-use std::time::{Duration, Instant};
-
-use rudder_client::Client;
+use std::time::Duration;
 
 use super::cluster::Cluster;
 use super::{create_cm, holding};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_whose_disk_was_lost_rejoins_under_its_old_id() {
-    let flags = [
-        "--raft-snapshot-every",
-        "300",
-        "--raft-keep-after-snapshot",
-        "50",
-    ];
-    let mut cluster = Cluster::start_with(3, &flags);
-    let leader = cluster
-        .leader(Duration::from_secs(20))
-        .await
-        .expect("a leader");
-    let writer = Client::new(&[cluster.members[leader].api.as_str()]).expect("client");
-    let until = Instant::now() + Duration::from_secs(20);
-    while create_cm(&writer, "first").await.is_err() {
-        assert!(Instant::now() < until, "no write succeeded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut cluster, leader, writer) = Cluster::snapshotting().await;
     for i in 0..400 {
         create_cm(&writer, &format!("before-{i}"))
             .await

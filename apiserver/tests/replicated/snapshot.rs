@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use rudder_client::Client;
 use rudder_proto as pb;
 use tokio_stream::StreamExt;
 
@@ -13,27 +12,8 @@ use super::{NS, create_cm, holding, kind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start_with(
-        3,
-        &[
-            "--raft-snapshot-every",
-            "300",
-            "--raft-keep-after-snapshot",
-            "50",
-        ],
-    );
-    let leader = cluster
-        .leader(Duration::from_secs(20))
-        .await
-        .expect("a leader");
+    let (mut cluster, leader, writer) = Cluster::snapshotting().await;
     let lagging = (leader + 1) % 3;
-    let writer = Client::new(&[cluster.members[leader].api.as_str()]).expect("client");
-    // The namespaces exist once the first create goes through.
-    let until = Instant::now() + Duration::from_secs(20);
-    while create_cm(&writer, "first").await.is_err() {
-        assert!(Instant::now() < until, "no write succeeded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     cluster
         .converged(1, Duration::from_secs(10))
         .await
