@@ -694,7 +694,7 @@ fn three_free_ports() -> u16 {
 }
 
 #[test]
-fn up_with_three_masters_replicates_and_survives_losing_one() {
+fn up_with_three_masters_replicates_serves_sessions_through_each_and_survives_losing_one() {
     common::apiserver_bin();
     let home = tempfile::tempdir().unwrap();
     let mut cluster = common::LocalCluster::new("cli-masters", 227, 228);
@@ -732,6 +732,31 @@ fn up_with_three_masters_replicates_and_survives_losing_one() {
     }
     assert!(text.contains("replication:     member 1 of 3"), "{text}");
     assert!(text.contains("alarms:          none"), "{text}");
+    // The node agent keeps its relay stream open to every master: logs through each of them.
+    rudder_testkit::images::require_docker();
+    let image = rudder_testkit::images::busybox();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talk\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo hello from the pod; sleep 3600\"]\n"
+    );
+    run_rudder(None, home.path(), &["apply", "-f", "-"], Some(&pod), &[]).ok();
+    for i in 0..3u16 {
+        let server = format!("127.0.0.1:{}", api + i);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let logs = run(&["--server", &server, "logs", "talk"]);
+            if logs.code == 0 && logs.stdout.contains("hello from the pod") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log through master {}: {} {}",
+                i + 1,
+                logs.stdout,
+                logs.stderr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
     // One master down: the others keep serving reads and writes through the same config.
     let pid: i32 = std::fs::read_to_string(home.path().join("data/apiserver-2.pid"))
         .unwrap()

@@ -271,6 +271,25 @@ impl Client {
         &self.inner.addrs
     }
 
+    /// One client per configured server, each talking to that server only (sharing this
+    /// client's connections and deadlines): for a call that must reach every master, as a node
+    /// agent's relay connection does.
+    pub fn each_server(&self) -> Vec<Client> {
+        self.inner
+            .addrs
+            .iter()
+            .zip(&self.inner.channels)
+            .map(|(addr, ch)| Client {
+                inner: Arc::new(Inner {
+                    addrs: vec![addr.clone()],
+                    channels: vec![ch.clone()],
+                    current: AtomicUsize::new(0),
+                    config: self.inner.config.clone(),
+                }),
+            })
+            .collect()
+    }
+
     /// The address the next call goes to first.
     pub fn current_addr(&self) -> &str {
         let i = self.inner.current.load(Ordering::Relaxed) % self.inner.addrs.len();

@@ -257,20 +257,31 @@ pub async fn run(
         facts.clone(),
         cancel.clone(),
     ));
+    // One relay connection to every master, so that a session opened through any of them
+    // finds this node (sessions are not relayed between masters).
     let relay_task = relay.map(|client| {
         let stats = Arc::new(crate::relay::HostStats {
             probe: Arc::clone(&host),
             facts: facts.clone(),
             summarizer: crate::summary::Summarizer::default(),
         });
-        tokio::spawn(crate::relay::run(
-            client,
-            cfg.node.name.clone(),
-            Arc::clone(&runtime),
-            stats,
-            Arc::clone(&clock),
-            cancel.clone(),
-        ))
+        let tasks: Vec<_> = client
+            .each_server()
+            .into_iter()
+            .map(|one| {
+                tokio::spawn(crate::relay::run(
+                    one,
+                    cfg.node.name.clone(),
+                    Arc::clone(&runtime),
+                    Arc::clone(&stats),
+                    Arc::clone(&clock),
+                    cancel.clone(),
+                ))
+            })
+            .collect();
+        tokio::spawn(async move {
+            futures::future::join_all(tasks).await;
+        })
     });
     let (events, events_task) = EventRecorder::new(
         Arc::clone(&api),
