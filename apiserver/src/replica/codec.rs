@@ -195,16 +195,39 @@ impl<'a> Reader<'a> {
 }
 
 /// The proposals of one log entry, applied in order.
+///
+/// The encoding is made once and kept: the leader writes a batch to its log and sends it to
+/// every follower, and a follower writes to its log the bytes it received, so each would
+/// otherwise encode the same proposals again.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
+    /// Not to be changed once encoded (read, or taken apart).
     pub proposals: Vec<Proposal>,
+    encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Most proposals in one batch (their position in it is 16 bits of their slot).
 pub const MAX_BATCH: usize = 4096;
 
 impl Batch {
+    pub fn new(proposals: Vec<Proposal>) -> Batch {
+        Batch {
+            proposals,
+            encoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The encoding, made on first use.
+    pub fn encoded(&self) -> &bytes::Bytes {
+        self.encoded
+            .get_or_init(|| bytes::Bytes::from(self.encode_now()))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
+        self.encoded().to_vec()
+    }
+
+    fn encode_now(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             8 + self
                 .proposals
@@ -244,7 +267,9 @@ impl Batch {
         if r.at != b.len() {
             return Err(format!("{} bytes after the batch", b.len() - r.at));
         }
-        Ok(Batch { proposals })
+        let batch = Batch::new(proposals);
+        let _ = batch.encoded.set(bytes::Bytes::copy_from_slice(b));
+        Ok(batch)
     }
 }
 
@@ -252,7 +277,7 @@ impl Batch {
 // proposal goes through it as one opaque byte string in the format above.
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.encode())
+        s.serialize_bytes(self.encoded())
     }
 }
 
@@ -315,9 +340,7 @@ mod tests {
                 expect: Expect::Absent,
             },
         };
-        let batch = Batch {
-            proposals: vec![put.clone(), del.clone()],
-        };
+        let batch = Batch::new(vec![put.clone(), del.clone()]);
         let wire = postcard::to_allocvec(&batch).expect("serializes");
         let back: Batch = postcard::from_bytes(&wire).expect("deserializes");
         assert_eq!(back.proposals.len(), 2);

@@ -175,7 +175,7 @@ impl Network {
 
     /// Sends a batch of proposals to the leader at `addr`.
     pub async fn forward(&self, addr: &str, p: &Batch) -> Result<Forwarded, String> {
-        let data = Bytes::from(p.encode());
+        let data = p.encoded().clone();
         self.ask_leader(
             addr,
             Call::Forward,

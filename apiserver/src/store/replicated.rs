@@ -245,7 +245,7 @@ impl Replicated {
     async fn run_batch(&self, waiting: Vec<Waiting>) {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let (proposals, replies): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-        let batch = Batch { proposals };
+        let batch = Batch::new(proposals);
         let slots = self.submit(&batch, deadline).await;
         // Local proposers wait until this member applied their entries; forwarders only need
         // the slots.
