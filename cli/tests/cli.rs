@@ -641,6 +641,29 @@ fn up_status_down() {
         got.stdout,
         svc.stderr
     );
+    // A LoadBalancer Service gets an address from the pool `up` gives the controller-manager:
+    // the last /24 of the pod subnet.
+    run_rudder(
+        None,
+        home.path(),
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\nspec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n",
+        ),
+        &[],
+    )
+    .ok();
+    let lb = || {
+        run(&[
+            "get",
+            "svc",
+            "lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ])
+        .stdout
+    };
+    wait_until("a LoadBalancer address", || lb().starts_with("10.217.255."));
     let nodes = run(&["get", "nodes"]);
     assert!(
         nodes.ok().contains(&format!("{prefix}-1")),

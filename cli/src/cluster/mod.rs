@@ -90,6 +90,11 @@ pub struct UpArgs {
     /// Its subnet, a /16: node i gets the i-th /24 in it as its pod CIDR.
     #[arg(long, default_value = "10.88.0.0/16")]
     pub pod_subnet: String,
+    /// Addresses for Services of type LoadBalancer, a CIDR; default: the last /24 of
+    /// --pod-subnet, which no node's pod range uses and which stays on this host's pod network.
+    /// `none` for no LoadBalancer addresses.
+    #[arg(long)]
+    pub load_balancer_pool: Option<String>,
     /// The Docker network that keeps Service addresses on this host (created if missing).
     #[arg(long, default_value = "rudder-services")]
     pub service_network: String,
@@ -444,12 +449,20 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.scheduler_health_addr),
     )
     .await?;
-    let cm_args = vec![
+    let net = subnet_prefix(&args.pod_subnet)?;
+    let mut cm_args = vec![
         "--server".into(),
         addr.clone(),
         "--health-addr".into(),
         args.controller_manager_health_addr.clone(),
     ];
+    let pool = args
+        .load_balancer_pool
+        .clone()
+        .unwrap_or_else(|| format!("{net}255.0/24"));
+    if pool != "none" {
+        cm_args.extend(["--load-balancer-pool".into(), pool]);
+    }
     ensure(
         &dir,
         CONTROLLER_MANAGER,
@@ -460,7 +473,6 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     .await?;
     // Cluster DNS on the node's address on the pod network (its gateway), which is also the
     // node agents' default --cluster-dns for their pods.
-    let net = subnet_prefix(&args.pod_subnet)?;
     let mut proxy_args = vec![
         "--dns-addr".into(),
         format!("{net}0.1:53"),
