@@ -58,6 +58,12 @@ pub struct DrainArgs {
     /// Delete the pods instead of evicting them (disruption budgets are not consulted).
     #[arg(long)]
     pub disable_eviction: bool,
+    /// Only pods matching this label selector are drained (the node is cordoned all the same).
+    #[arg(long, default_value = "")]
+    pub pod_selector: String,
+    /// List the node's pods in pages of this many (0: all at once).
+    #[arg(long, default_value_t = 500)]
+    pub chunk_size: u32,
     #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
     pub dry_run: DryRun,
 }
@@ -175,18 +181,29 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> Result<()> {
     };
     crate::cordon::run(ctx, cordon, true).await?;
     let client = ctx.client()?;
-    let list = client
-        .list(pb::ListRequest {
-            kind: Some(rudder_client::conn::kind_ref("v1", "Pod")),
-            field_selector: format!("spec.nodeName={}", args.node),
-            ..Default::default()
-        })
-        .await?;
-    let pods: Vec<Value> = list
-        .items
-        .iter()
-        .map(|o| serde_json::from_slice(&o.json).unwrap_or(Value::Null))
-        .collect();
+    let mut pods: Vec<Value> = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list(pb::ListRequest {
+                kind: Some(rudder_client::conn::kind_ref("v1", "Pod")),
+                field_selector: format!("spec.nodeName={}", args.node),
+                label_selector: args.pod_selector.clone(),
+                limit: args.chunk_size,
+                continue_token: token,
+                ..Default::default()
+            })
+            .await?;
+        pods.extend(
+            page.items
+                .iter()
+                .map(|o| serde_json::from_slice(&o.json).unwrap_or(Value::Null)),
+        );
+        if page.continue_token.is_empty() {
+            break;
+        }
+        token = page.continue_token;
+    }
     let plan = plan(&pods, &args);
     for w in &plan.warnings {
         eprintln!("Warning: {w}");
@@ -345,6 +362,8 @@ mod tests {
             timeout: "0s".into(),
             grace_period: -1,
             disable_eviction: false,
+            pod_selector: String::new(),
+            chunk_size: 500,
             dry_run: DryRun::None,
         }
     }
