@@ -218,20 +218,16 @@ impl pb::admin_server::Admin for GrpcApi {
         req: Request<pb::SaveBackupRequest>,
     ) -> Result<Response<pb::Backup>, Status> {
         identity(&req)?;
-        let store = self.api.store();
-        store
-            .read_barrier()
+        let b = self
+            .api
+            .store()
+            .backup()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let state = store.snapshot();
-        let (rv, objects) = (state.rv, state.len() as u64);
-        let data = tokio::task::spawn_blocking(move || crate::store::backup::encode(&state))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::Backup {
-            data: data.into(),
-            resource_version: rv,
-            objects,
+            data: b.data.into(),
+            resource_version: b.resource_version,
+            objects: b.objects,
         }))
     }
 

@@ -103,32 +103,19 @@ pub fn alarms(stats: &StoreStats, cfg: &MaintenanceConfig, min_free: u64) -> Vec
 
 /// Takes one backup into `dir` now and prunes older ones; the file written.
 pub async fn backup_once(api: &Api, dir: &Path, keep: usize) -> Result<PathBuf, String> {
-    let store = api.store();
-    store.read_barrier().await.map_err(|e| e.to_string())?;
-    let state = store.snapshot();
-    let rv = state.rv;
+    let taken = api.store().backup().await.map_err(|e| e.to_string())?;
     let stamp = api.clock.now().strftime("%Y%m%dT%H%M%SZ").to_string();
-    let name = format!("rudder-{stamp}-rv{rv}.rbak");
+    let name = format!("rudder-{stamp}-rv{}.rbak", taken.resource_version);
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let data = crate::store::backup::encode(&state);
-        write_synced(&dir, &name, &data).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| crate::store::backup::write_synced(&dir, &name, &[&taken.data]))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         prune(&dir, keep.max(1)).map_err(|e| format!("pruning {}: {e}", dir.display()))?;
         Ok(dir.join(name))
     })
     .await
     .map_err(|e| e.to_string())?
-}
-
-fn write_synced(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Deletes all but the newest `keep` backups (by name, which sorts by time).

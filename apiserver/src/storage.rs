@@ -235,17 +235,7 @@ impl Storage for MemStorage {
     }
 
     fn apply(&self, batch: Vec<Op>) -> Result<(), StorageError> {
-        let mut m = self.map();
-        for op in batch {
-            match op {
-                Op::Put(k, v) => {
-                    m.insert(k, v);
-                }
-                Op::Delete(k) => {
-                    m.remove(&k);
-                }
-            }
-        }
+        apply_ops(&mut self.map(), batch);
         Ok(())
     }
 
@@ -268,6 +258,23 @@ impl Storage for MemStorage {
 
     fn dir(&self) -> Option<&Path> {
         None
+    }
+}
+
+/// Applies `ops` in order to an in-memory map (the fakes' engine).
+pub(crate) fn apply_ops(
+    map: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    ops: impl IntoIterator<Item = Op>,
+) {
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                map.insert(k, v);
+            }
+            Op::Delete(k) => {
+                map.remove(&k);
+            }
+        }
     }
 }
 

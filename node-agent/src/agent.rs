@@ -265,23 +265,17 @@ pub async fn run(
             facts: facts.clone(),
             summarizer: crate::summary::Summarizer::default(),
         });
-        let tasks: Vec<_> = client
-            .each_server()
-            .into_iter()
-            .map(|one| {
-                tokio::spawn(crate::relay::run(
-                    one,
-                    cfg.node.name.clone(),
-                    Arc::clone(&runtime),
-                    Arc::clone(&stats),
-                    Arc::clone(&clock),
-                    cancel.clone(),
-                ))
-            })
-            .collect();
-        tokio::spawn(async move {
-            futures::future::join_all(tasks).await;
-        })
+        let links = client.each_server().into_iter().map(|one| {
+            crate::relay::run(
+                one,
+                cfg.node.name.clone(),
+                Arc::clone(&runtime),
+                Arc::clone(&stats),
+                Arc::clone(&clock),
+                cancel.clone(),
+            )
+        });
+        tokio::spawn(futures::future::join_all(links))
     });
     let (events, events_task) = EventRecorder::new(
         Arc::clone(&api),

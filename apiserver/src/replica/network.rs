@@ -248,16 +248,17 @@ pub async fn change_members_here(raft: &RaftHandle, change: &MemberChange) -> Fo
             }
         }
         MemberChange::Remove { id } => {
-            let (voters, known, applied) = {
+            let (voters, gone, applied) = {
                 let m = raft.metrics();
                 let m = m.borrow();
                 let membership = m.membership_config.membership();
                 let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-                let known = membership.get_node(id).is_some();
-                (voters, known, m.last_applied.map_or(0, |l| l.index))
+                let leads = m.current_leader == Some(m.id);
+                let gone = leads && membership.get_node(id).is_none();
+                (voters, gone, m.last_applied.map_or(0, |l| l.index))
             };
             // Removing a member that is gone already is done (a retried removal).
-            if !known && m_is_leader(raft) {
+            if gone {
                 return Forwarded::Applied(applied);
             }
             if voters.contains(id) {
@@ -274,12 +275,6 @@ pub async fn change_members_here(raft: &RaftHandle, change: &MemberChange) -> Fo
         Err(e) if not_leader(&e) => Forwarded::NotLeader,
         Err(e) => Forwarded::Failed(e.to_string()),
     }
-}
-
-fn m_is_leader(raft: &RaftHandle) -> bool {
-    let m = raft.metrics();
-    let m = m.borrow();
-    m.current_leader == Some(m.id)
 }
 
 /// What the leader answers a forwarded write (the index it was applied at) or a read-index

@@ -41,32 +41,38 @@ pub async fn find_leader(network: &Network, replica: &ReplicaConfig) -> Option<S
     None
 }
 
-/// Has the leader carry out `change`, retrying (and looking for the leader again) until it
-/// is committed; a change that cannot commit (no quorum) is retried while saying why.
+/// Has the leader carry out `change`, retrying (and looking for the leader again, or for the
+/// first time when `leader` is None) until it is committed; a change that cannot commit (no
+/// quorum) is retried while saying why.
 async fn until_done(
     network: &Network,
     replica: &ReplicaConfig,
-    mut leader: String,
+    mut leader: Option<String>,
     change: MemberChange,
 ) {
     let mut attempts = 0u32;
     loop {
-        match network.change_members(&leader, &change).await {
-            Ok(Forwarded::Applied(index)) => {
-                tracing::info!(?change, index, "membership change committed");
-                return;
-            }
-            other => {
-                attempts += 1;
-                if attempts % 5 == 1 {
-                    tracing::warn!(?change, answer = ?other, "rejoining: the leader has not carried out the change yet; retrying");
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Some(l) = find_leader(network, replica).await {
-                    leader = l;
-                }
-            }
+        if leader.is_none() {
+            leader = find_leader(network, replica).await;
         }
+        let answer = match &leader {
+            Some(l) => network.change_members(l, &change).await,
+            None => Err("no leader answers".into()),
+        };
+        if let Ok(Forwarded::Applied(index)) = answer {
+            tracing::info!(?change, index, "membership change committed");
+            return;
+        }
+        attempts += 1;
+        if attempts % 5 == 1 {
+            tracing::warn!(
+                ?change,
+                ?answer,
+                "rejoining: the leader has not carried out the change yet; retrying"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        leader = None;
     }
 }
 
@@ -77,13 +83,8 @@ pub async fn leave(network: &Network, replica: &ReplicaConfig, leader: &str) {
         leader,
         "this member's data directory is empty but its cluster exists: it rejoins by being removed and added again, then catches up from the leader"
     );
-    until_done(
-        network,
-        replica,
-        leader.to_string(),
-        MemberChange::Remove { id: replica.id },
-    )
-    .await;
+    let remove = MemberChange::Remove { id: replica.id };
+    until_done(network, replica, Some(leader.to_string()), remove).await;
 }
 
 /// The second half, once this member's Raft serves: it is added again, as a learner until it
@@ -96,16 +97,11 @@ pub async fn return_as_voter(network: Network, replica: ReplicaConfig) {
         );
         return;
     };
-    let leader = loop {
-        if let Some(l) = find_leader(&network, &replica).await {
-            break l;
-        }
-    };
     let change = MemberChange::Add {
         id: replica.id,
         addr,
         learner: false,
     };
-    until_done(&network, &replica, leader, change).await;
+    until_done(&network, &replica, None, change).await;
     tracing::info!(id = replica.id, "rejoined the cluster as a voter");
 }

@@ -27,7 +27,7 @@ use super::network::{Call, CallError, Network, RaftService, Transport};
 use super::{RaftHandle, ReplicaConfig};
 use crate::raft::crash::CrashDisk;
 use crate::state::{Command, Expect, ObjIndex, ObjKey};
-use crate::storage::{KvPairs, Op, Storage, StorageError};
+use crate::storage::{KvPairs, Op, Storage, StorageError, apply_ops};
 use crate::store::{Store, StoreConfig};
 
 /// The in-process network: live members by address, who is cut off, and how lossy it is.
@@ -128,19 +128,6 @@ impl SimStorage {
             Ok(e)
         } else {
             Err(StorageError::Io("the process crashed".into()))
-        }
-    }
-}
-
-fn apply_ops(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: impl IntoIterator<Item = Op>) {
-    for op in ops {
-        match op {
-            Op::Put(k, v) => {
-                map.insert(k, v);
-            }
-            Op::Delete(k) => {
-                map.remove(&k);
-            }
         }
     }
 }

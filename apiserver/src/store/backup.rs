@@ -17,6 +17,45 @@ use super::checkpoint::{META_APPLIED, object_key};
 use crate::state::{ObjKey, State};
 use crate::storage::{Op, Storage, StorageError};
 
+/// A backup taken now: the bytes of the file, the version it holds and how many objects.
+pub struct Taken {
+    pub data: Vec<u8>,
+    pub resource_version: u64,
+    pub objects: u64,
+}
+
+impl super::Store {
+    /// Every object at one version, after a read barrier (so it holds every write acknowledged
+    /// before the call), encoded off the async threads.
+    pub async fn backup(&self) -> Result<Taken, super::StoreError> {
+        self.read_barrier().await?;
+        let state = self.snapshot();
+        let (resource_version, objects) = (state.rv, state.len() as u64);
+        let data = tokio::task::spawn_blocking(move || encode(&state))
+            .await
+            .map_err(|e| super::StoreError::Unavailable(format!("encoding the backup: {e}")))?;
+        Ok(Taken {
+            data,
+            resource_version,
+            objects,
+        })
+    }
+}
+
+/// Writes `dir/name` whole or not at all: the parts go to a temporary file, which is synced,
+/// renamed over the name, and the directory synced.
+pub fn write_synced(dir: &std::path::Path, name: &str, parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    for p in parts {
+        f.write_all(p)?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 const MAGIC: &[u8; 8] = b"RUDDRBAK";
 const VERSION: u32 = 1;
 

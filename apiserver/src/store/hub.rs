@@ -63,6 +63,26 @@ impl Hub {
         }
     }
 
+    /// [`Hub::new`] sized by the store's configuration.
+    pub(super) fn configured(compacted: u64, c: &super::StoreConfig) -> Hub {
+        Hub::new(compacted, c.history_window, c.history_bytes, c.watch_buffer)
+    }
+
+    /// A hub whose history is `events` (in version order), complete after `oldest`, trimmed to
+    /// the configured window: a history rebuilt at start-up.
+    pub(super) fn with_history(
+        oldest: u64,
+        events: impl IntoIterator<Item = Arc<Event>>,
+        c: &super::StoreConfig,
+    ) -> Hub {
+        let mut hub = Hub::configured(oldest, c);
+        for ev in events {
+            hub.publish(ev);
+        }
+        hub.trim();
+        hub
+    }
+
     /// Appends a committed event to the history and sends it to every watcher.
     pub(super) fn publish(&mut self, ev: Arc<Event>) {
         self.bytes += event_bytes(&ev);

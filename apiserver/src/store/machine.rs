@@ -463,10 +463,9 @@ impl RaftStateMachine<TypeConfig> for Machine {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         {
-            let c = &self.shared.config;
             let mut front = self.shared.front();
             // Watchers from before the snapshot cannot be continued: they relist.
-            front.hub = Hub::new(rv, c.history_window, c.history_bytes, c.watch_buffer);
+            front.hub = Hub::configured(rv, &self.shared.config);
             front.snapshot = Arc::new(self.state.clone());
         }
         self.shared.published.send_replace(rv);
@@ -556,18 +555,10 @@ fn save_snapshot_file(
     meta: &SnapshotMeta<u64, BasicNode>,
     data: &[u8],
 ) -> Result<(), String> {
-    use std::io::Write;
     let body = postcard::to_allocvec(&(meta, data)).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(&crc32fast::hash(&body).to_le_bytes())
-        .and_then(|()| f.write_all(&body))
-        .and_then(|()| f.sync_data())
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(|e| e.to_string())?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("syncing {}: {e}", dir.display()))
+    let crc = crc32fast::hash(&body).to_le_bytes();
+    super::backup::write_synced(dir, SNAPSHOT_FILE, &[&crc, &body])
+        .map_err(|e| format!("writing {}: {e}", dir.join(SNAPSHOT_FILE).display()))
 }
 
 fn decode_snapshot_file(b: &[u8]) -> Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)> {

@@ -353,27 +353,12 @@ impl Store {
         history: Option<(u64, Vec<Arc<Event>>)>,
     ) -> Result<Store, StorageError> {
         let state = checkpoint::load_state(&storage, indexer)?;
-        let compacted = state.rv;
-        let mut hub = Hub::new(
-            compacted,
-            config.history_window,
-            config.history_bytes,
-            config.watch_buffer,
-        );
-        if let Some((oldest, events)) = history
-            && events.last().is_some_and(|ev| ev.rv == state.rv)
-        {
-            hub = Hub::new(
-                oldest,
-                config.history_window,
-                config.history_bytes,
-                config.watch_buffer,
-            );
-            for ev in events {
-                hub.publish(ev);
+        let hub = match history {
+            Some((oldest, events)) if events.last().is_some_and(|ev| ev.rv == state.rv) => {
+                Hub::with_history(oldest, events, &config)
             }
-            hub.trim();
-        }
+            _ => Hub::configured(state.rv, &config),
+        };
         let shared = new_shared(&storage, state.clone(), hub, config, log.size());
         let storage = Arc::new(storage);
         start_background(&shared, storage)?;

@@ -57,7 +57,7 @@ impl Base {
     }
 }
 
-/// The events of `entries` (in log order, the first right after `base.index`) up to log
+/// The events of `entries` (in log order, all after `base.index`, the first right after it) up to log
 /// `upto`; with the version after which the history is complete.
 pub(super) fn history(
     base: Base,
@@ -77,8 +77,7 @@ pub(super) fn history(
         o.into()
     };
     let mut events = Vec::new();
-    let first = last;
-    for e in entries.iter().filter(|e| e.log_id.index > first) {
+    for e in entries {
         let index = e.log_id.index;
         if index > upto {
             break;

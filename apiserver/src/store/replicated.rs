@@ -75,12 +75,7 @@ impl Store {
             .map(|(_, v)| v.clone());
         let requests = machine::engine_requests(&pairs);
         let state = state_from(pairs, &*indexer)?;
-        let hub = Hub::new(
-            state.rv,
-            config.history_window,
-            config.history_bytes,
-            config.watch_buffer,
-        );
+        let hub = Hub::configured(state.rv, &config);
         let log_dir = dir.join("log");
         let opts = LogOptions {
             min_free_bytes: config.min_free_bytes,
@@ -507,14 +502,8 @@ fn restore_history(machine: &Machine, log: &LogStore, shared: &Shared, indexer: 
     let now = shared.front().snapshot.rv;
     match rebuild::history(base, &entries, upto) {
         Some((oldest, events)) if events.last().map_or(oldest, |e| e.rv) == now => {
-            let c = &shared.config;
-            let mut hub = Hub::new(oldest, c.history_window, c.history_bytes, c.watch_buffer);
             let n = events.len();
-            for ev in events {
-                hub.publish(ev);
-            }
-            hub.trim();
-            shared.front().hub = hub;
+            shared.front().hub = Hub::with_history(oldest, events, &shared.config);
             tracing::info!(
                 events = n,
                 from = oldest,

@@ -126,6 +126,12 @@ fn table_file(dir: &Path) -> PathBuf {
     dir.join("proxy.table")
 }
 
+/// Writes `text` and a newline to `file` in the data dir `dir`, for `down` and `status`.
+fn record(dir: &Path, file: &Path, text: &str) -> Result<()> {
+    std::fs::write(file, format!("{text}\n"))
+        .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))
+}
+
 /// Where `up` records the Docker networks the node agents create (for `down` to remove them).
 fn networks_file(dir: &Path) -> PathBuf {
     dir.join("docker.networks")
@@ -500,8 +506,7 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     if args.ingress_http_port != 0 || args.ingress_https_port != 0 {
         proxy_args.extend(["--ingress-status-address".into(), format!("{net}0.1")]);
     }
-    std::fs::write(table_file(&dir), format!("{}\n", args.proxy_nft_table))
-        .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
+    record(&dir, &table_file(&dir), &args.proxy_nft_table)?;
     ensure(
         &dir,
         PROXY,
@@ -510,15 +515,11 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         dial_addr(&args.proxy_health_addr),
     )
     .await?;
-    std::fs::write(
-        networks_file(&dir),
-        format!("{}\n{}\n", args.pod_network, args.service_network),
-    )
-    .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
+    let networks = format!("{}\n{}", args.pod_network, args.service_network);
+    record(&dir, &networks_file(&dir), &networks)?;
     for i in 1..=args.nodes {
         let node = format!("{}-{i}", args.node_prefix);
-        std::fs::write(node_file(&dir, i), format!("{node}\n"))
-            .map_err(|e| CliError::io(format!("writing in {}", dir.display()), e))?;
+        record(&dir, &node_file(&dir, i), &node)?;
         let port = u32::from(args.node_agent_health_port) + u32::from(i) - 1;
         let port = u16::try_from(port)
             .map_err(|_| CliError::msg("--node-agent-health-port: too high for --nodes"))?;
