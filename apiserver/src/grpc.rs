@@ -2,33 +2,39 @@
 //! authentication layer, call [`crate::service::Api`] and convert its errors once.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
 use rudder_proto as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::service::{Api, Identity};
+use crate::service::Identity;
+
+use crate::auth::identity;
+use crate::auth::secure::Secured;
+use crate::service::Api;
 
 /// Serves every gRPC service over one [`Api`].
 #[derive(Clone)]
 pub struct GrpcApi {
     api: Api,
+    /// The CA and settings of a secured port, for signing certificates.
+    secured: Option<Arc<Secured>>,
 }
 
 impl GrpcApi {
-    pub fn new(api: Api) -> Self {
-        GrpcApi { api }
+    pub fn new(api: Api, secured: Option<Arc<Secured>>) -> Self {
+        GrpcApi { api, secured }
     }
-}
 
-/// The identity the auth layer attached; refusing the call if it is missing keeps the seam
-/// fail-closed should a server be assembled without the layer.
-fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
-    req.extensions()
-        .get::<Identity>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no identity: the authentication layer did not run"))
+    /// The caller, once allowed to `verb` the non-resource `path`.
+    fn caller_at<T>(&self, req: &Request<T>, verb: &str, path: &str) -> Result<Identity, Status> {
+        let id = identity(req)?;
+        self.api.authorize_path(&id, verb, path)?;
+        Ok(id)
+    }
 }
 
 macro_rules! unary {
@@ -137,7 +143,7 @@ impl pb::discovery_server::Discovery for GrpcApi {
         &self,
         req: Request<pb::DiscoveryRequest>,
     ) -> Result<Response<pb::DiscoveryResponse>, Status> {
-        identity(&req)?;
+        self.caller_at(&req, "get", "/apis")?;
         // Every served version; names resolve to the storage version, so it is the preferred one.
         let resources = self
             .api
@@ -164,8 +170,9 @@ impl pb::discovery_server::Discovery for GrpcApi {
 impl pb::health_server::Health for GrpcApi {
     async fn check(
         &self,
-        _req: Request<pb::HealthRequest>,
+        req: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
+        self.caller_at(&req, "get", "/healthz")?;
         let (status, writable) = match self.api.store().writable() {
             Ok(()) => ("ok".to_string(), true),
             Err(reason) => (reason, false),
@@ -175,8 +182,9 @@ impl pb::health_server::Health for GrpcApi {
 
     async fn version(
         &self,
-        _req: Request<pb::VersionRequest>,
+        req: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionResponse>, Status> {
+        self.caller_at(&req, "get", "/version")?;
         Ok(Response::new(pb::VersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: option_env!("RUDDER_GIT_COMMIT")
@@ -193,7 +201,7 @@ impl pb::admin_server::Admin for GrpcApi {
         &self,
         req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        identity(&req)?;
+        self.caller_at(&req, "get", "/admin/stats")?;
         let s = self.api.store().stats();
         Ok(Response::new(pb::StatsResponse {
             resource_version: s.resource_version,
@@ -217,7 +225,7 @@ impl pb::admin_server::Admin for GrpcApi {
         &self,
         req: Request<pb::SaveBackupRequest>,
     ) -> Result<Response<pb::Backup>, Status> {
-        identity(&req)?;
+        self.caller_at(&req, "get", "/admin/backup")?;
         let b = self
             .api
             .store()
@@ -235,7 +243,7 @@ impl pb::admin_server::Admin for GrpcApi {
         &self,
         req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::RaftStatus>, Status> {
-        identity(&req)?;
+        self.caller_at(&req, "get", "/admin/members")?;
         let raft = self.api.store().raft().ok_or_else(not_replicated)?;
         Ok(Response::new(crate::replica::status(raft)))
     }
@@ -244,7 +252,7 @@ impl pb::admin_server::Admin for GrpcApi {
         &self,
         req: Request<pb::ChangeMembersRequest>,
     ) -> Result<Response<pb::RaftStatus>, Status> {
-        identity(&req)?;
+        self.caller_at(&req, "update", "/admin/members")?;
         let r = req.into_inner();
         let store = self.api.store();
         if store.raft().is_none() {
@@ -285,6 +293,78 @@ impl pb::admin_server::Admin for GrpcApi {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let raft = store.raft().ok_or_else(not_replicated)?;
         Ok(Response::new(crate::replica::status(raft)))
+    }
+
+    async fn sign_certificate(
+        &self,
+        req: Request<pb::SignCertificateRequest>,
+    ) -> Result<Response<pb::SignCertificateResponse>, Status> {
+        Ok(Response::new(self.sign(req).await?))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let id = identity(&req)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            user: id.user,
+            groups: id.groups,
+        }))
+    }
+}
+
+impl GrpcApi {
+    async fn sign(
+        &self,
+        req: Request<pb::SignCertificateRequest>,
+    ) -> Result<pb::SignCertificateResponse, Status> {
+        let id = self.caller_at(&req, "create", "/admin/certificates")?;
+        let r = req.into_inner();
+        let secured = self.secured.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this API server serves plaintext and holds no CA")
+        })?;
+        if r.user.is_empty() {
+            return Err(Status::invalid_argument("user: Required value"));
+        }
+        let admin = id.groups.iter().any(|g| g == "system:masters");
+        let own_groups: Vec<&String> = id
+            .groups
+            .iter()
+            .filter(|g| *g != crate::auth::authn::AUTHENTICATED)
+            .collect();
+        if !admin && (r.user != id.user || r.groups.iter().any(|g| !own_groups.contains(&g))) {
+            return Err(Status::permission_denied(format!(
+                "user \"{}\" may renew only its own certificate (user {:?} with a subset of its groups); issuing for others takes system:masters",
+                id.user, id.user
+            )));
+        }
+        let limit = secured.settings.cert_lifetime;
+        let lifetime = match r.lifetime_seconds {
+            0 => limit,
+            s => Duration::from_secs(s).min(limit),
+        };
+        let groups: Vec<&str> = r.groups.iter().map(String::as_str).collect();
+        let now = SystemTime::now();
+        let (certificate, private_key) = if r.csr.is_empty() {
+            let i = secured
+                .ca
+                .issue_client(&r.user, &groups, now, lifetime)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            (i.cert_pem, i.key_pem)
+        } else {
+            let c = secured
+                .ca
+                .sign_request(&r.csr, &r.user, &groups, now, lifetime)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            (c, String::new())
+        };
+        tracing::info!(by = %id.user, user = %r.user, groups = ?r.groups, ?lifetime, "signed a client certificate");
+        Ok(pb::SignCertificateResponse {
+            certificate,
+            private_key,
+            certificate_authority: secured.ca.cert_pem().to_string(),
+        })
     }
 }
 

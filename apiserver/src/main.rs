@@ -115,6 +115,42 @@ struct Args {
     /// Raise the store alarm above this store size in bytes (0: never).
     #[arg(long, default_value_t = 8 * 1024 * 1024 * 1024)]
     store_size_alarm_bytes: u64,
+    /// The cluster CA and the built-in credentials (made on first start when missing); masters
+    /// of one cluster share it. Default: `<data-dir>/pki`.
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// More names and addresses for the serving certificate (comma separated), besides
+    /// localhost, the loopback addresses, the listen address and the host name.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Kubernetes' static token file: `token,user,uid[,"group1,group2"]` per line.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Serve callers without credentials, as `system:anonymous` (RBAC still applies).
+    #[arg(long)]
+    anonymous_auth: bool,
+    /// How requests are authorized: RBAC (the Node authorizer, then RBAC) or AlwaysAllow.
+    #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
+    authorization_mode: String,
+    /// Lifetime of the serving certificate and of the certificates this master signs, in
+    /// hours; each is renewed after two thirds of it.
+    #[arg(long, default_value_t = 365 * 24)]
+    cert_lifetime_hours: u64,
+    /// Lifetime as above, in seconds (overrides the hours; for tests of renewal).
+    #[arg(long, hide = true)]
+    cert_lifetime_seconds: Option<u64>,
+    /// Plaintext, no authentication, and every caller may do anything. Only for tests and
+    /// throwaway experiments on loopback; never on a cluster anyone shares.
+    #[arg(long, conflicts_with_all = ["pki_dir", "token_auth_file", "anonymous_auth"])]
+    insecure_allow_all: bool,
+}
+
+/// The listen address as clients dial it (an unspecified address becomes loopback).
+fn dialable(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]" | "", port)) => format!("127.0.0.1:{port}"),
+        _ => listen.to_string(),
+    }
 }
 
 fn parse_timeouts(s: &str) -> Result<(u64, u64), String> {
@@ -159,6 +195,29 @@ async fn main() -> anyhow::Result<()> {
         disk_alarm_bytes: args.disk_alarm_bytes,
         size_alarm_bytes: args.store_size_alarm_bytes,
     };
+    if !args.insecure_allow_all {
+        use rudder_apiserver::auth::secure::{AuthorizationMode, Security};
+        let mut s = Security::new(
+            args.pki_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("pki")),
+        );
+        s.sans = args.tls_san.clone();
+        s.servers = vec![dialable(&args.listen)];
+        s.anonymous = args.anonymous_auth;
+        s.token_file = args.token_auth_file.clone();
+        s.authorization = if args.authorization_mode == "AlwaysAllow" {
+            AuthorizationMode::AlwaysAllow
+        } else {
+            AuthorizationMode::Rbac
+        };
+        s.cert_lifetime = Duration::from_secs(
+            args.cert_lifetime_seconds
+                .unwrap_or(args.cert_lifetime_hours.saturating_mul(3600))
+                .max(1),
+        );
+        config.security = Some(s);
+    }
     if let (Some(id), Some(listen), Some(members)) =
         (args.raft_id, &args.raft_listen, &args.raft_members)
     {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rudder_proto as pb;
 use serde_json::json;
 
-use crate::service::{Api, Identity};
+use crate::service::Api;
 use crate::store::StoreStats;
 
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ async fn record_alarm(api: &Api, message: &str) {
         json: Bytes::from(ev.to_string()),
         options: None,
     };
-    if let Err(e) = api.create(&Identity::anonymous(), req).await {
+    if let Err(e) = api.create(&Api::server_identity(), req).await {
         tracing::warn!(error = %e, "recording the store alarm as an Event");
     }
 }
@@ -198,6 +198,7 @@ pub async fn run(api: Api, cfg: MaintenanceConfig, health: Arc<Health>) {
 mod tests {
     use super::*;
     use crate::server::{ServerConfig, open_api};
+    use crate::service::Identity;
     use crate::storage::SledStorage;
 
     fn kind(k: &str) -> Option<pb::KindRef> {

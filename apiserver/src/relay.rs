@@ -75,12 +75,7 @@ fn unavailable(msg: impl Into<String>) -> Status {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
-    req.extensions()
-        .get::<Identity>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no identity: the authentication layer did not run"))
-}
+use crate::auth::identity;
 
 impl StreamsService {
     pub fn new(api: Api) -> Self {
@@ -90,12 +85,31 @@ impl StreamsService {
         }
     }
 
-    /// The pod's node and uid; an error a user can act on when it has none yet.
-    async fn locate(&self, id: &Identity, ns: &str, pod: &str) -> Result<(String, String), Status> {
+    /// The pod's node and uid, once `id` may `verb` the pod's `sub`resource; an error a user
+    /// can act on when it has no node yet.
+    async fn locate(
+        &self,
+        id: &Identity,
+        (verb, sub): (&str, &str),
+        ns: &str,
+        pod: &str,
+    ) -> Result<(String, String), Status> {
+        let ns = if ns.is_empty() { "default" } else { ns };
+        self.api.authorize_with(
+            id,
+            &crate::auth::authz::Attributes {
+                verb,
+                resource: "pods",
+                subresource: sub,
+                namespace: ns,
+                name: pod,
+                ..Default::default()
+            },
+        )?;
         let obj = self
             .api
             .get(
-                id,
+                &Api::server_identity(),
                 pb::GetRequest {
                     kind: Some(pb::KindRef {
                         api_version: "v1".into(),
@@ -123,6 +137,20 @@ impl StreamsService {
             .and_then(Value::as_str)
             .unwrap_or_default();
         Ok((node.to_string(), uid.to_string()))
+    }
+
+    /// May `id` `verb` the node's `sub`resource (`relay`: serve its sessions; `stats`)?
+    fn node_access(&self, id: &Identity, verb: &str, sub: &str, node: &str) -> Result<(), Status> {
+        Ok(self.api.authorize_with(
+            id,
+            &crate::auth::authz::Attributes {
+                verb,
+                resource: "nodes",
+                subresource: sub,
+                name: node,
+                ..Default::default()
+            },
+        )?)
     }
 
     /// Asks `node`'s agent to open `what`, and waits for its Attach.
@@ -232,7 +260,9 @@ impl pb::streams_server::Streams for StreamsService {
     ) -> Result<Response<Self::LogsStream>, Status> {
         let id = identity(&req)?;
         let r = req.into_inner();
-        let (node, uid) = self.locate(&id, &r.namespace, &r.pod).await?;
+        let (node, uid) = self
+            .locate(&id, ("get", "log"), &r.namespace, &r.pod)
+            .await?;
         let (from_agent, _to_agent) = self
             .open(&node, &uid, pb::session_open::What::Logs(r))
             .await?;
@@ -266,7 +296,9 @@ impl pb::streams_server::Streams for StreamsService {
                 "command: Required value: a command to run",
             ));
         }
-        let (node, uid) = self.locate(&id, &start.namespace, &start.pod).await?;
+        let (node, uid) = self
+            .locate(&id, ("create", "exec"), &start.namespace, &start.pod)
+            .await?;
         let (from_agent, to_agent) = self
             .open(&node, &uid, pb::session_open::What::Exec(start))
             .await?;
@@ -323,7 +355,9 @@ impl pb::streams_server::Streams for StreamsService {
                 start.port
             )));
         }
-        let (node, uid) = self.locate(&id, &start.namespace, &start.pod).await?;
+        let (node, uid) = self
+            .locate(&id, ("create", "portforward"), &start.namespace, &start.pod)
+            .await?;
         let (from_agent, to_agent) = self
             .open(&node, &uid, pb::session_open::What::PortForward(start))
             .await?;
@@ -360,11 +394,12 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<pb::SummaryRequest>,
     ) -> Result<Response<pb::Summary>, Status> {
-        identity(&req)?;
+        let id = identity(&req)?;
         let r = req.into_inner();
         if r.node.is_empty() {
             return Err(Status::invalid_argument("node: Required value"));
         }
+        self.node_access(&id, "get", "stats", &r.node)?;
         let node = r.node.clone();
         let (mut from_agent, _to_agent) = self
             .open(&node, "", pb::session_open::What::Summary(r))
@@ -384,11 +419,12 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<pb::AgentHello>,
     ) -> Result<Response<Self::AgentConnectStream>, Status> {
-        identity(&req)?;
+        let id = identity(&req)?;
         let node = req.into_inner().node;
         if node.is_empty() {
             return Err(Status::invalid_argument("node: Required value"));
         }
+        self.node_access(&id, "create", "relay", &node)?;
         let (tx, rx) = mpsc::channel(64);
         let reg = {
             let mut st = lock(&self.relay.state);
@@ -415,7 +451,8 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<Streaming<pb::AgentData>>,
     ) -> Result<Response<Self::AgentAttachStream>, Status> {
-        identity(&req)?;
+        let id = identity(&req)?;
+        self.node_access(&id, "create", "relay", "")?;
         let mut from_agent = req.into_inner();
         let session = match from_agent.next().await {
             Some(Ok(pb::AgentData {

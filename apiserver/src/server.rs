@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::auth::{Anonymous, AuthLayer};
+use crate::auth::AuthLayer;
+use crate::auth::authn::Authenticator;
+use crate::auth::secure::{AuthorizationMode, Secured, Security};
 use crate::clock::{Clock, Ids, SystemClock};
 use crate::grpc::GrpcApi;
 use crate::replica::{RaftHandle, ReplicaConfig};
@@ -34,6 +36,9 @@ pub struct ServerConfig {
     pub ids: Arc<Ids>,
     /// Set for a member of a replicated cluster: its place, and the listener of its Raft port.
     pub replica: Option<(ReplicaConfig, Arc<std::sync::Mutex<Option<TcpListener>>>)>,
+    /// TLS, authentication and authorization. `None` serves plaintext to anonymous callers who
+    /// may do anything: only for in-process tests and `--insecure-allow-all`.
+    pub security: Option<Security>,
 }
 
 impl ServerConfig {
@@ -45,6 +50,7 @@ impl ServerConfig {
             clock: Arc::new(SystemClock),
             ids: Arc::new(Ids::from_entropy()),
             replica: None,
+            security: None,
         }
     }
 }
@@ -58,6 +64,8 @@ pub enum StartError {
     Bootstrap(#[from] crate::error::ApiError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("cannot set up TLS: {0}")]
+    Pki(#[from] crate::auth::pki::PkiError),
 }
 
 /// A running server.
@@ -69,6 +77,8 @@ pub struct Server {
     expiry: JoinHandle<()>,
     /// Scheduled backups and the store alarm ([`crate::maintenance`]).
     maintenance: JoinHandle<()>,
+    /// The serving certificate's renewal, on a secured port.
+    renewal: Option<JoinHandle<()>>,
     /// A replicated member's Raft and the task serving its Raft port.
     raft: Option<(RaftHandle, JoinHandle<Result<(), tonic::transport::Error>>)>,
 }
@@ -137,13 +147,17 @@ pub async fn open_api<S: Storage>(storage: S, config: &ServerConfig) -> Result<A
 }
 
 fn api_on(store: Store, config: &ServerConfig) -> Api {
-    Api::new(
+    let api = Api::new(
         store,
         rudder_api::Registry::builtin(),
         config.clock.clone(),
         config.ids.clone(),
         config.api.clone(),
-    )
+    );
+    match &config.security {
+        Some(s) if s.authorization == AuthorizationMode::Rbac => api.with_rbac(),
+        _ => api,
+    }
 }
 
 /// Opens a member of a replicated cluster over `storage`; the system namespaces are created in
@@ -196,10 +210,18 @@ impl Server {
         mut config: ServerConfig,
         listener: TcpListener,
     ) -> Result<Server, StartError> {
+        let secured = match config.security.clone() {
+            Some(s) => Some(Arc::new(Secured::prepare(
+                s,
+                listener.local_addr()?,
+                config.clock.clone(),
+            )?)),
+            None => None,
+        };
         let storage = SledStorage::open(&config.data_dir)?;
         let Some((replica, raft_listener)) = config.replica.take() else {
             let api = open_api(storage, &config).await?;
-            return Ok(Self::serve(api, listener));
+            return Ok(Self::serve_with(api, listener, secured));
         };
         let raft_listener = raft_listener
             .lock()
@@ -209,14 +231,19 @@ impl Server {
                 StartError::Listen(std::io::Error::other("the Raft listener was already used"))
             })?;
         let (api, raft) = open_replicated_api(storage, &config, &replica).await?;
-        let mut server = Self::serve(api, listener);
+        let mut server = Self::serve_with(api, listener, secured);
         let store = server.api.store().clone();
         server.raft = Some(serve_raft(raft, store, raft_listener));
         Ok(server)
     }
 
-    /// Serves an already opened API on `listener`.
+    /// Serves an already opened API on `listener`, plaintext, to anyone.
     pub fn serve(api: Api, listener: TcpListener) -> Server {
+        Self::serve_with(api, listener, None)
+    }
+
+    /// Serves an already opened API on `listener`; over mutual TLS when `secured`.
+    pub fn serve_with(api: Api, listener: TcpListener, secured: Option<Arc<Secured>>) -> Server {
         // Event expiry runs beside the server and ends with it.
         let expiry = {
             let api = api.clone();
@@ -244,7 +271,11 @@ impl Server {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let grpc = GrpcApi::new(api.clone());
+        let grpc = GrpcApi::new(api.clone(), secured.clone());
+        let authenticator = match &secured {
+            Some(s) => s.authenticator.clone(),
+            None => Arc::new(Authenticator::anonymous_only(api.clock.clone())),
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -254,7 +285,7 @@ impl Server {
             // all at once; at 20 that closed the connection under the calls still going. The
             // guard stays, sized to what one component legitimately has in flight.
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
-            .layer(AuthLayer::new(Arc::new(Anonymous)))
+            .layer(AuthLayer::new(authenticator))
             .add_service(
                 pb::resources_server::ResourcesServer::new(grpc.clone())
                     .max_decoding_message_size(16 * 1024 * 1024)
@@ -266,17 +297,35 @@ impl Server {
             .add_service(pb::streams_server::StreamsServer::new(
                 crate::relay::StreamsService::new(api.clone()),
             ));
-        // Accepted sockets do not inherit the builder's TCP_NODELAY; without it small replies
-        // wait out the peer's delayed ACK (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|s| {
-            s.and_then(|s| {
-                s.set_nodelay(true)?;
-                Ok(s)
-            })
-        });
-        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let stop = async {
             let _ = rx.await;
-        }));
+        };
+        let (task, renewal) = match secured {
+            Some(s) => {
+                let cfg = crate::auth::tls::server_config(s.serving.clone(), &s.verifier);
+                let incoming =
+                    crate::auth::tls::incoming(listener, Arc::new(cfg), s.verifier.clone());
+                let renewal = tokio::spawn(s.renew_forever());
+                (
+                    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+                    Some(renewal),
+                )
+            }
+            None => {
+                // Accepted sockets do not inherit the builder's TCP_NODELAY; without it small
+                // replies wait out the peer's delayed ACK (~40 ms).
+                let incoming = TcpListenerStream::new(listener).map(|s| {
+                    s.and_then(|s| {
+                        s.set_nodelay(true)?;
+                        Ok(s)
+                    })
+                });
+                (
+                    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+                    None,
+                )
+            }
+        };
         Server {
             addr,
             api,
@@ -284,6 +333,7 @@ impl Server {
             task,
             expiry,
             maintenance,
+            renewal,
             raft: None,
         }
     }
@@ -298,6 +348,9 @@ impl Server {
         }
         self.expiry.abort();
         self.maintenance.abort();
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
         if let Some((raft, task)) = self.raft.take() {
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(error = %e, "raft did not stop cleanly");

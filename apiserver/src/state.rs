@@ -189,6 +189,9 @@ pub enum ApplyError {
 /// and costs O(1); a change copies only the path to the changed entry.
 type Objects = imbl::OrdMap<(String, String), Arc<StoredObject>>;
 
+/// The objects of one kind; cloning is O(1), and `ptr_eq` tells whether the kind changed.
+pub type KindObjects = Objects;
+
 /// The current version of every object.
 ///
 /// Cloning is O(1) (persistent maps): the writer publishes a clone after every commit as the
@@ -234,6 +237,11 @@ impl Overlay {
 }
 
 impl State {
+    /// The objects of one kind (`group/Kind`), if any exist.
+    pub fn objects_of(&self, kind: &str) -> Option<&KindObjects> {
+        self.kinds.get(kind)
+    }
+
     pub fn get(&self, key: &ObjKey) -> Option<&Arc<StoredObject>> {
         self.kinds
             .get(&key.kind)?

@@ -91,6 +91,7 @@ pub fn reason(err: &ClientError) -> &'static str {
         ClientError::BadRequest(_) => "BadRequest",
         ClientError::Timeout(_) => "Timeout",
         ClientError::Forbidden(_) => "Forbidden",
+        ClientError::Unauthorized(_) => "Unauthorized",
         ClientError::Expired(_) => "Expired",
         ClientError::TooManyRequests(_) => "TooManyRequests",
         ClientError::InsufficientStorage(_) => "InsufficientStorage",

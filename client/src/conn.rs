@@ -34,8 +34,28 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use rudder_proto as pb;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
+
+use crate::tls::{Credentials, Tls};
+
+/// A connection to one server, adding the bearer token (if any) to every call.
+pub(crate) type Chan = InterceptedService<Channel, Bearer>;
+
+/// Sets `authorization: Bearer <token>` on every call; the token can be replaced while the
+/// client is in use (a rotated service-account token).
+#[derive(Clone, Default)]
+pub(crate) struct Bearer(Arc<std::sync::RwLock<Option<tonic::metadata::AsciiMetadataValue>>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = self.0.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Metadata key the server sets on errors with the Kubernetes reason (`NotFound`, `Conflict`,
 /// `Invalid`, `Expired`, ...).
@@ -67,6 +87,9 @@ pub enum ClientError {
     Timeout(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The server does not know who is calling (no, expired or foreign credentials).
+    #[error("{0}")]
+    Unauthorized(String),
     /// A version or continue token older than the server's history: relist.
     #[error("{0}")]
     Expired(String),
@@ -130,7 +153,8 @@ impl From<Status> for ClientError {
             (Code::AlreadyExists, _) => ClientError::AlreadyExists(msg),
             (Code::Aborted, _) => ClientError::Conflict(msg),
             (Code::InvalidArgument, _) => ClientError::Invalid(msg),
-            (Code::PermissionDenied, _) | (Code::Unauthenticated, _) => ClientError::Forbidden(msg),
+            (Code::PermissionDenied, _) => ClientError::Forbidden(msg),
+            (Code::Unauthenticated, _) => ClientError::Unauthorized(msg),
             (Code::OutOfRange, _) => ClientError::Expired(msg),
             (_, "") if is_transport_failure(&s) => {
                 ClientError::Unavailable(format!("connection lost: {}", error_chain(&s)))
@@ -173,9 +197,11 @@ pub struct Client {
 
 struct Inner {
     addrs: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<Chan>,
     current: AtomicUsize,
     config: ClientConfig,
+    bearer: Bearer,
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,7 +233,59 @@ impl Client {
         addrs: &[S],
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
-        Self::build(addrs, config, |ep| ep.connect_lazy())
+        Self::build(addrs, config, None, |ep| ep.connect_lazy())
+    }
+
+    /// A client that trusts only `credentials`' CA and presents its certificate and token.
+    /// `addrs` may be empty: the credentials' servers are used then.
+    pub fn with_credentials<S: AsRef<str>>(
+        addrs: &[S],
+        config: ClientConfig,
+        credentials: &Credentials,
+    ) -> Result<Self, ClientError> {
+        let tls = Tls::new(credentials).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let client = Self::with_tls(addrs, &credentials.servers, config, tls)?;
+        if let Some(t) = &credentials.token {
+            client.set_token(t)?;
+        }
+        Ok(client)
+    }
+
+    /// A client over TLS with the given settings (`addrs`, else `fallback`).
+    pub fn with_tls<S: AsRef<str>>(
+        addrs: &[S],
+        fallback: &[String],
+        config: ClientConfig,
+        tls: Tls,
+    ) -> Result<Self, ClientError> {
+        let connector = tls.connector(config.connect_timeout);
+        let addrs: Vec<String> = if addrs.is_empty() {
+            fallback.to_vec()
+        } else {
+            addrs.iter().map(|a| a.as_ref().to_string()).collect()
+        };
+        Self::build(&addrs, config, Some(tls), move |ep| {
+            ep.connect_with_connector_lazy(connector.clone())
+        })
+    }
+
+    /// Sends `token` as `authorization: Bearer` on every later call.
+    pub fn set_token(&self, token: &str) -> Result<(), ClientError> {
+        let v = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| ClientError::Invalid("token: not a valid header value".into()))?;
+        *self
+            .inner
+            .bearer
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok(())
+    }
+
+    /// The TLS settings, when connecting over TLS (to renew the client certificate).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.inner.tls.as_ref()
     }
 
     /// A client whose connections are made by `connector` (a tower service from the server's
@@ -226,7 +304,7 @@ impl Client {
         Box<dyn std::error::Error + Send + Sync>: From<C::Error>,
         C::Error: Send,
     {
-        Self::build(addrs, config, move |ep| {
+        Self::build(addrs, config, None, move |ep| {
             ep.connect_with_connector_lazy(connector.clone())
         })
     }
@@ -234,11 +312,13 @@ impl Client {
     fn build<S: AsRef<str>>(
         addrs: &[S],
         config: ClientConfig,
+        tls: Option<Tls>,
         connect: impl Fn(Endpoint) -> Channel,
     ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::Invalid("no API server address given".into()));
         }
+        let bearer = Bearer::default();
         let mut channels = Vec::new();
         let mut names = Vec::new();
         for a in addrs {
@@ -249,7 +329,7 @@ impl Client {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true);
-            channels.push(connect(ep));
+            channels.push(InterceptedService::new(connect(ep), bearer.clone()));
             names.push(a.to_string());
         }
         Ok(Client {
@@ -258,6 +338,8 @@ impl Client {
                 channels,
                 current: AtomicUsize::new(0),
                 config,
+                bearer,
+                tls,
             }),
         })
     }
@@ -285,6 +367,8 @@ impl Client {
                     channels: vec![ch.clone()],
                     current: AtomicUsize::new(0),
                     config: self.inner.config.clone(),
+                    bearer: self.inner.bearer.clone(),
+                    tls: self.inner.tls.clone(),
                 }),
             })
             .collect()
@@ -300,7 +384,7 @@ impl Client {
     /// transport reports the server unreachable or the call exceeds its deadline.
     pub(crate) async fn with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Chan) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         self.with_failover_at(call).await.map(|(v, _)| v)
@@ -311,7 +395,7 @@ impl Client {
     /// client knowing every master soon writes to the leader directly.
     async fn write_with_failover<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Chan) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let (r, idx) = self.with_failover_at(call).await?;
@@ -324,7 +408,7 @@ impl Client {
     /// [`Client::with_failover`], also telling which address answered.
     async fn with_failover_at<T, F, Fut>(&self, call: F) -> Result<(T, usize), ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Chan) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let n = self.inner.channels.len();
@@ -387,7 +471,7 @@ impl Client {
     }
 
     /// The channel to the current server.
-    pub(crate) fn current_channel(&self) -> Channel {
+    pub(crate) fn current_channel(&self) -> Chan {
         let i = self.inner.current.load(Ordering::Relaxed) % self.inner.channels.len();
         self.inner.channels[i].clone()
     }
@@ -408,7 +492,7 @@ impl Client {
         );
     }
 
-    fn resources(ch: Channel) -> pb::resources_client::ResourcesClient<Channel> {
+    fn resources(ch: Chan) -> pb::resources_client::ResourcesClient<Chan> {
         pb::resources_client::ResourcesClient::new(ch)
             .max_decoding_message_size(256 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
@@ -614,6 +698,34 @@ impl Client {
                 .save_backup(pb::SaveBackupRequest {})
                 .await?
                 .into_inner())
+        })
+        .await
+    }
+
+    /// The caller as the server authenticated it.
+    pub async fn who_am_i(&self) -> Result<pb::WhoAmIResponse, ClientError> {
+        self.with_failover(|ch| async move {
+            Ok(pb::admin_client::AdminClient::new(ch)
+                .who_am_i(pb::WhoAmIRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// A client certificate signed by the cluster CA (an admin's issue, or a renewal).
+    pub async fn sign_certificate(
+        &self,
+        req: pb::SignCertificateRequest,
+    ) -> Result<pb::SignCertificateResponse, ClientError> {
+        self.with_failover(|ch| {
+            let req = req.clone();
+            async move {
+                Ok(pb::admin_client::AdminClient::new(ch)
+                    .sign_certificate(req)
+                    .await?
+                    .into_inner())
+            }
         })
         .await
     }

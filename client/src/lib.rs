@@ -16,6 +16,7 @@
 //! - [`expectations`]: "wait until the cache saw my writes" per owner, as Kubernetes' controllers.
 //! - [`health`]: the `/healthz` endpoint every component serves.
 //! - [`streams`]: logs, exec and port-forward through the API server's relay.
+//! - [`tls`]: mutual TLS to the API servers and the credentials file.
 //!
 //! See `docs/client.md` for how the pieces fit.
 
@@ -32,6 +33,7 @@ pub mod informer;
 pub mod leader;
 pub mod reflector;
 pub mod streams;
+pub mod tls;
 pub mod workqueue;
 pub mod write;
 

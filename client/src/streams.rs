@@ -8,11 +8,10 @@
 use futures::Stream;
 use rudder_proto as pb;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
-use crate::conn::{Client, ClientError};
+use crate::conn::{Chan, Client, ClientError};
 
-fn streams(ch: Channel) -> pb::streams_client::StreamsClient<Channel> {
+fn streams(ch: Chan) -> pb::streams_client::StreamsClient<Chan> {
     pb::streams_client::StreamsClient::new(ch)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024)
@@ -87,7 +86,7 @@ impl Client {
 /// The server a node agent's relay connection is on.
 #[derive(Clone, Debug)]
 pub struct RelayLink {
-    ch: Channel,
+    ch: Chan,
 }
 
 impl RelayLink {

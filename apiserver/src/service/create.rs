@@ -22,7 +22,7 @@ const SERVER_OWNED: [&str; 7] = [
 impl Api {
     pub async fn create(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::CreateRequest,
     ) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
@@ -43,6 +43,8 @@ impl Api {
         } else {
             "default".to_string()
         };
+        self.authorize(id, "create", &info, &ns, meta::name(&obj), "")?;
+        self.check_escalation(id, &info, &ns, &obj)?;
         if meta::resource_version(&obj) != 0 || !meta::str_field(&obj, "resourceVersion").is_empty()
         {
             return Err(ApiError::BadRequest(

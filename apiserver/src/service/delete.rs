@@ -28,7 +28,7 @@ use crate::state::{Command, Expect, ObjKey};
 impl Api {
     pub async fn delete(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::DeleteRequest,
     ) -> Result<pb::DeleteResponse, ApiError> {
         let info = self.kind(&req.kind)?;
@@ -39,6 +39,7 @@ impl Api {
         } else {
             req.namespace.clone()
         };
+        self.authorize(id, "delete", &info, &ns, &req.name, "")?;
         let key = self.key(&info, &ns, &req.name);
         if info.kind == "Namespace"
             && info.group.is_empty()

@@ -35,6 +35,7 @@ impl Api {
         } else {
             req.namespace.clone()
         };
+        self.authorize(id, "create", &pod_info, &ns, &req.name, "eviction")?;
         let opts =
             eviction::parse_eviction(&req.json, &req.name, &ns).map_err(ApiError::BadRequest)?;
         let dry = opts.dry_run || dry_run(&req.options);
@@ -97,7 +98,8 @@ impl Api {
                 }),
                 propagation_policy: opts.propagation_policy.clone(),
             };
-            return self.delete(id, delete).await;
+            // Authorized above as an eviction; the delete is the server's.
+            return self.delete(&Api::server_identity(), delete).await;
         }
         Err(ApiError::TooManyRequests(format!(
             "Cannot evict pod {}: its disruption budget kept changing; try again",

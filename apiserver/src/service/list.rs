@@ -100,10 +100,21 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
 impl Api {
     pub async fn list(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::ListRequest,
     ) -> Result<pb::ListResponse, ApiError> {
         let info = self.kind(&req.kind)?;
+        self.authorize_with(
+            id,
+            &crate::auth::authz::Attributes {
+                verb: "list",
+                group: info.group,
+                resource: info.plural,
+                namespace: if info.namespaced { &req.namespace } else { "" },
+                field_selector: &req.field_selector,
+                ..Default::default()
+            },
+        )?;
         let filter = Filter::new(
             &info,
             &req.namespace,
@@ -172,10 +183,21 @@ impl Api {
     /// server stops ([`Api::close_watches`]).
     pub async fn watch(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::WatchRequest,
     ) -> Result<mpsc::Receiver<pb::WatchEvent>, ApiError> {
         let info = self.kind(&req.kind)?;
+        self.authorize_with(
+            id,
+            &crate::auth::authz::Attributes {
+                verb: "watch",
+                group: info.group,
+                resource: info.plural,
+                namespace: if info.namespaced { &req.namespace } else { "" },
+                field_selector: &req.field_selector,
+                ..Default::default()
+            },
+        )?;
         let filter = Filter::new(
             &info,
             &req.namespace,

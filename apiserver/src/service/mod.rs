@@ -12,6 +12,7 @@
 //! every reply and watch event is converted back to the version asked for ([`convert`]).
 
 pub mod allocate;
+mod authorize;
 mod convert;
 mod create;
 mod delete;
@@ -113,6 +114,10 @@ pub struct Api {
     pub(crate) conversions: Arc<convert::Conversions>,
     /// What the maintenance task last found (alarms, the last backup).
     pub(crate) health: Arc<crate::maintenance::Health>,
+    /// Who may do what ([`authorize`]); everything is allowed until the server sets it.
+    pub(crate) authz: Arc<crate::auth::authz::Chain>,
+    /// The RBAC authorizer, for the escalation check (`None`: RBAC is off).
+    pub(crate) rbac: Option<Arc<crate::auth::rbac::Rbac>>,
 }
 
 /// The store key of a kind: `group/Kind`.
@@ -153,7 +158,21 @@ impl Api {
             closing: tokio_util::sync::CancellationToken::new(),
             conversions: Arc::default(),
             health: Arc::default(),
+            authz: Arc::new(crate::auth::authz::Chain(vec![Arc::new(
+                crate::auth::authz::AlwaysAllow,
+            )])),
+            rbac: None,
         }
+    }
+
+    /// Authorizes every request with RBAC (and the Node authorizer before it), and makes the
+    /// default roles at bootstrap.
+    pub fn with_rbac(mut self) -> Self {
+        let rbac = Arc::new(crate::auth::rbac::Rbac::new(self.store.clone()));
+        let node = Arc::new(crate::auth::node::NodeAuthorizer::new(self.store.clone()));
+        self.authz = Arc::new(crate::auth::authz::Chain(vec![node, rbac.clone()]));
+        self.rbac = Some(rbac);
+        self
     }
 
     /// Ends every open watch stream, and any opened later: the server is stopping.
@@ -202,6 +221,43 @@ impl Api {
                 )
                 .await
             {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.rbac.is_some() {
+            self.create_default_policy().await?;
+        }
+        Ok(())
+    }
+
+    /// The server acting for itself (bootstrap, the store alarm, an authorized eviction's
+    /// delete).
+    pub fn server_identity() -> Identity {
+        Identity {
+            user: "system:apiserver".into(),
+            groups: vec!["system:masters".into()],
+        }
+    }
+
+    /// The default roles and bindings ([`crate::auth::policy`]) that do not exist yet.
+    async fn create_default_policy(&self) -> Result<(), ApiError> {
+        let me = Identity {
+            user: "system:apiserver".into(),
+            groups: vec!["system:masters".into()],
+        };
+        for obj in crate::auth::policy::defaults() {
+            let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+            let req = pb::CreateRequest {
+                kind: Some(pb::KindRef {
+                    api_version: "rbac.authorization.k8s.io/v1".into(),
+                    kind,
+                }),
+                namespace: String::new(),
+                json: Bytes::from(obj.to_string()),
+                options: None,
+            };
+            match self.create(&me, req).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -285,9 +341,10 @@ impl Api {
         }
     }
 
-    pub async fn get(&self, _id: &Identity, req: pb::GetRequest) -> Result<pb::Object, ApiError> {
+    pub async fn get(&self, id: &Identity, req: pb::GetRequest) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
         let ns = self.request_namespace(&info, &req.namespace);
+        self.authorize(id, "get", &info, &ns, &req.name, "")?;
         let key = self.key(&info, &ns, &req.name);
         if !req.allow_stale {
             self.store

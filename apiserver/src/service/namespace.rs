@@ -62,7 +62,7 @@ impl Api {
     /// content) is removed.
     pub async fn finalize(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::UpdateRequest,
     ) -> Result<pb::Object, ApiError> {
         let info = match &req.kind {
@@ -75,6 +75,7 @@ impl Api {
         };
         let body = self.parse_body(&info, &req.json)?;
         let name = meta::name(&body).to_string();
+        self.authorize(id, "update", &info, "", &name, "finalize")?;
         if !is_namespace(&info) {
             return Err(ApiError::NotFound {
                 resource: format!("{}/finalize", info.qualified_plural()),

@@ -35,22 +35,23 @@ const SERVER_META: [&str; 5] = [
 impl Api {
     pub async fn update(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::UpdateRequest,
     ) -> Result<pb::Object, ApiError> {
-        self.update_common(req, false).await
+        self.update_common(id, req, false).await
     }
 
     pub async fn update_status(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::UpdateRequest,
     ) -> Result<pb::Object, ApiError> {
-        self.update_common(req, true).await
+        self.update_common(id, req, true).await
     }
 
     async fn update_common(
         &self,
+        id: &Identity,
         req: pb::UpdateRequest,
         status: bool,
     ) -> Result<pb::Object, ApiError> {
@@ -78,6 +79,9 @@ impl Api {
         } else {
             String::new()
         };
+        let sub = if status { "status" } else { "" };
+        self.authorize(id, "update", &info, &ns, &name, sub)?;
+        self.check_escalation(id, &info, &ns, &obj)?;
         let key = self.key(&info, &ns, &name);
         let client_rv = meta::resource_version(&obj);
         let dry = dry_run(&req.options);
@@ -93,7 +97,7 @@ impl Api {
     /// Applies a JSON merge patch or JSON patch to the stored object, then updates as above.
     pub async fn patch(
         &self,
-        _id: &Identity,
+        id: &Identity,
         req: pb::PatchRequest,
     ) -> Result<pb::Object, ApiError> {
         let info = self.kind(&req.kind)?;
@@ -102,6 +106,8 @@ impl Api {
         } else {
             req.namespace.clone()
         };
+        let sub = if req.status { "status" } else { "" };
+        self.authorize(id, "patch", &info, &ns, &req.name, sub)?;
         let key = self.key(&info, &ns, &req.name);
         if req.patch.len() > super::MAX_OBJECT_BYTES {
             return Err(ApiError::TooLarge {
@@ -135,6 +141,7 @@ impl Api {
         let dry = dry_run(&req.options);
         let name = req.name.clone();
         let info_c = info.clone();
+        let (api, who, ns_c) = (self.clone(), id.clone(), ns.clone());
         self.guaranteed_update(&info, &key, client_rv, req.status, dry, move |_, old| {
             let mut doc = old.clone();
             match &json_patch {
@@ -147,6 +154,7 @@ impl Api {
                 })?,
                 None => json_patch::merge(&mut doc, &patch),
             }
+            api.check_escalation(&who, &info_c, &ns_c, &doc)?;
             super::namespace::keep_spec_finalizers(&info_c, old, &mut doc);
             Ok(doc)
         })
@@ -154,7 +162,7 @@ impl Api {
     }
 
     /// Assigns a pod to a node (the binding subresource).
-    pub async fn bind(&self, _id: &Identity, req: pb::BindRequest) -> Result<pb::Object, ApiError> {
+    pub async fn bind(&self, id: &Identity, req: pb::BindRequest) -> Result<pb::Object, ApiError> {
         let info = self
             .registry
             .by_api_version_kind("v1", "Pod")
@@ -172,6 +180,7 @@ impl Api {
         } else {
             req.namespace.clone()
         };
+        self.authorize(id, "create", &info, &ns, &req.name, "binding")?;
         let key = self.key(&info, &ns, &req.name);
         let dry = dry_run(&req.options);
         for _ in 0..UPDATE_RETRIES {
