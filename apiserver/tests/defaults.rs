@@ -384,6 +384,7 @@ async fn the_service_range_is_the_configured_one() {
     );
     let dir = tempfile::tempdir().unwrap();
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+        .arg("--insecure-allow-all")
         .arg("--data-dir")
         .arg(dir.path())
         .args([

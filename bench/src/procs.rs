@@ -65,6 +65,7 @@ pub fn start_rudder(bin: &Path, extra: &[&str]) -> anyhow::Result<ServerProc> {
     let log = dir.path().join("apiserver.log");
     let log_file = std::fs::File::create(&log).context("creating the API server's log")?;
     let mut child = Command::new(bin)
+        .arg("--insecure-allow-all")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])

@@ -334,6 +334,7 @@ fn etcd_group(bin: &str) -> anyhow::Result<(Procs, Vec<String>)> {
     for i in 0..3 {
         let mut c = Command::new(bin);
         c.args(["--name", &format!("e{i}")])
+            .arg("--insecure-allow-all")
             .arg("--data-dir")
             .arg(dir.path().join(format!("e{i}")))
             .args(["--listen-client-urls", &clients[i]])

@@ -113,12 +113,17 @@ pub fn set_key(text: &str, key: &str, value: &str) -> String {
 
 /// Writes `server: addr` into the config file, creating it and its directory as needed.
 pub fn write_server(path: &Path, addr: &str) -> Result<()> {
+    write_key(path, "server", addr)
+}
+
+/// Writes `key: value` into the config file, keeping its other lines.
+pub fn write_key(path: &Path, key: &str, value: &str) -> Result<()> {
     let old = read_config(path)?.unwrap_or_default();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))?;
     }
-    std::fs::write(path, set_key(&old, "server", addr))
+    std::fs::write(path, set_key(&old, key, value))
         .map_err(|e| CliError::io(format!("writing {}", path.display()), e))
 }
 

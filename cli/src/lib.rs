@@ -73,6 +73,14 @@ pub struct Cli {
     /// List or act across all namespaces.
     #[arg(short = 'A', long = "all-namespaces", global = true)]
     pub all_namespaces: bool,
+    /// Credentials file (the cluster CA and a client certificate or token; `rudder up` writes
+    /// the admin's). Default: the config file's `credentials:`.
+    #[arg(long, global = true, env = "RUDDER_CREDENTIALS", value_name = "FILE")]
+    pub credentials: Option<std::path::PathBuf>,
+    /// Bearer token for the API servers (a ServiceAccount's or the static token file's),
+    /// instead of the credentials' certificate.
+    #[arg(long, global = true, env = "RUDDER_TOKEN")]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -138,6 +146,10 @@ pub enum Command {
 /// What every command shares: the connection, the namespace, the discovered kinds.
 pub struct Ctx {
     pub servers: Vec<String>,
+    /// The credentials file, when the cluster is secured (it always is, but for
+    /// `--insecure-allow-all` servers).
+    pub credentials: Option<std::path::PathBuf>,
+    pub token: Option<String>,
     pub namespace: String,
     pub all_namespaces: bool,
     // Made on first use: building a client needs the async runtime, and `up`/`down` need none.
@@ -149,6 +161,8 @@ impl Ctx {
     pub fn new(servers: Vec<String>, namespace: String, all_namespaces: bool) -> Self {
         Ctx {
             servers,
+            credentials: None,
+            token: None,
             namespace,
             all_namespaces,
             client: std::sync::OnceLock::new(),
@@ -158,9 +172,30 @@ impl Ctx {
 
     pub fn client(&self) -> Result<&Client> {
         self.client
-            .get_or_init(|| Client::new(&self.servers))
+            .get_or_init(|| self.connect())
             .as_ref()
             .map_err(|e| CliError::msg(e.to_string()))
+    }
+
+    fn connect(&self) -> std::result::Result<Client, rudder_client::ClientError> {
+        use rudder_client::ClientError;
+        use rudder_client::tls::Credentials;
+        let Some(path) = &self.credentials else {
+            if self.token.is_some() {
+                return Err(ClientError::Invalid(
+                    "--token needs the cluster CA to check the server: give --credentials (a file with certificate-authority) too".into(),
+                ));
+            }
+            return Client::new(&self.servers);
+        };
+        let mut c = Credentials::load(path).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if let Some(t) = &self.token {
+            // A token replaces the file's certificate: the caller is the token's user.
+            c.client_certificate = None;
+            c.client_key = None;
+            c.token = Some(t.clone());
+        }
+        Client::with_credentials(&self.servers, Default::default(), &c)
     }
 
     /// The server's resource types, asked once per run.
@@ -211,7 +246,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .and_then(|t| config::lookup(t, "namespace"))
         })
         .unwrap_or_else(|| "default".to_string());
-    let ctx = Ctx::new(servers, namespace, cli.all_namespaces);
+    let mut ctx = Ctx::new(servers, namespace, cli.all_namespaces);
+    ctx.credentials = cli.credentials.clone().or_else(|| {
+        cfg_text
+            .as_deref()
+            .and_then(|t| config::lookup(t, "credentials"))
+            .map(std::path::PathBuf::from)
+    });
+    ctx.token = cli.token.clone().filter(|t| !t.is_empty());
     match cli.command {
         Command::Apply(a) => apply::run(&ctx, a).await.map(|_| 0),
         Command::Get(a) => get::run(&ctx, a).await.map(|_| 0),

@@ -558,9 +558,27 @@ fn up_status_down() {
     assert!(out.contains("scheduler started"), "{out}");
     assert!(out.contains("controller-manager started"), "{out}");
     let cfg = std::fs::read_to_string(home.path().join("config")).unwrap();
-    assert_eq!(cfg, format!("server: {listen}\n"));
-    // The config file now routes plain commands to it.
+    let admin = home.path().join("data/pki/credentials/admin.yaml");
+    assert_eq!(
+        cfg,
+        format!("server: {listen}\ncredentials: {}\n", admin.display())
+    );
+    // The config file now routes plain commands to it, as the admin.
     run(&["get", "ns", "default"]).ok();
+    // Without a client certificate the cluster refuses the caller, and says why.
+    let text = std::fs::read_to_string(&admin).unwrap();
+    let ca = text
+        .split("client-certificate:")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    std::fs::write(home.path().join("ca-only.yaml"), ca).unwrap();
+    let refused = run(&["get", "ns", "--credentials", "ca-only.yaml"]);
+    assert!(
+        refused.err_line().contains("anonymous requests are refused"),
+        "{}",
+        refused.stderr
+    );
     let again = run(&up_args);
     assert!(again.ok().contains("already running"), "{}", again.stdout);
     let st = run(&["status", "--data-dir", "data"]);

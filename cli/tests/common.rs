@@ -141,6 +141,7 @@ impl Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
         let child = Command::new(bin)
+            .arg("--insecure-allow-all")
             .arg("--data-dir")
             .arg(dir.path().join("store"))
             .arg("--listen")

@@ -269,6 +269,22 @@ impl Client {
         })
     }
 
+    /// A client as the components and the CLI make one: over mutual TLS with the credentials
+    /// file when given (its servers used when `addrs` is empty), else plaintext (only a server
+    /// run with `--insecure-allow-all` answers that).
+    pub fn from_credentials_file<S: AsRef<str>>(
+        addrs: &[S],
+        credentials: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        match credentials {
+            Some(path) => {
+                let c = Credentials::load(path).map_err(|e| ClientError::Invalid(e.to_string()))?;
+                Self::with_credentials(addrs, ClientConfig::default(), &c)
+            }
+            None => Self::new(addrs),
+        }
+    }
+
     /// Sends `token` as `authorization: Bearer` on every later call.
     pub fn set_token(&self, token: &str) -> Result<(), ClientError> {
         let v = format!("Bearer {}", token.trim())

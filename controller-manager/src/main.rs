@@ -27,6 +27,10 @@ struct Args {
         value_delimiter = ','
     )]
     server: Vec<String>,
+    /// Credentials for the API servers (the cluster CA, this component's client certificate
+    /// and key): the file the first master writes under its PKI directory.
+    #[arg(long, env = "RUDDER_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
     /// Controllers to run: `*` for all, a name to add one, `-name` to remove one.
     #[arg(long, default_value = "*", value_delimiter = ',')]
     controllers: Vec<String>,
@@ -100,7 +104,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     rudder_client::health::init_logging();
     let args = Args::parse();
-    let client = Client::new(&args.server).context("invalid --server")?;
+    let client = Client::from_credentials_file(&args.server, args.credentials.as_deref())
+        .context("cannot use --server or --credentials")?;
     let api: Arc<dyn Api> = Arc::new(client);
     let mut cfg = Config {
         controllers: args.controllers.clone(),

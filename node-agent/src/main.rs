@@ -37,6 +37,10 @@ struct Args {
         value_delimiter = ','
     )]
     server: Vec<String>,
+    /// Credentials for the API servers (the cluster CA, this component's client certificate
+    /// and key): the file the first master writes under its PKI directory.
+    #[arg(long, env = "RUDDER_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
     /// Where pod volumes and container files live.
     #[arg(long, default_value = "/var/lib/rudder/node-agent")]
     data_dir: PathBuf,
@@ -173,7 +177,8 @@ async fn main() -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(args.docker_endpoint.as_deref(), Arc::clone(&clock))
         .await
         .context("cannot reach the Docker engine")?;
-    let client = Client::new(&args.server).context("invalid --server")?;
+    let client = Client::from_credentials_file(&args.server, args.credentials.as_deref())
+        .context("cannot use --server or --credentials")?;
     let api: Arc<dyn Api> = Arc::new(client.clone());
     let facts = HostFacts::read(&args.data_dir);
     let cfg = AgentConfig {

@@ -38,6 +38,10 @@ struct Args {
         value_delimiter = ','
     )]
     server: Vec<String>,
+    /// Credentials for the API servers (the cluster CA, this component's client certificate
+    /// and key): the file the first master writes under its PKI directory.
+    #[arg(long, env = "RUDDER_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
     /// This node's name (Local traffic policies); the host name by default.
     #[arg(long)]
     node_name: Option<String>,
@@ -214,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
         plane.cleanup().await.context("removing the rules")?;
         return Ok(());
     }
-    let client = Client::new(&args.server).context("invalid --server")?;
+    let client = Client::from_credentials_file(&args.server, args.credentials.as_deref())
+        .context("cannot use --server or --credentials")?;
     let api: Arc<dyn Api> = Arc::new(client);
     let node = args
         .node_name

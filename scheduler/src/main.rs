@@ -30,6 +30,10 @@ struct Args {
         value_delimiter = ','
     )]
     server: Vec<String>,
+    /// Credentials for the API servers (the cluster CA, this component's client certificate
+    /// and key): the file the first master writes under its PKI directory.
+    #[arg(long, env = "RUDDER_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
     /// Pods whose spec.schedulerName is this are ours.
     #[arg(long, default_value = DEFAULT_SCHEDULER_NAME)]
     scheduler_name: String,
@@ -67,7 +71,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     rudder_client::health::init_logging();
     let args = Args::parse();
-    let client = Client::new(&args.server).context("invalid --server")?;
+    let client = Client::from_credentials_file(&args.server, args.credentials.as_deref())
+        .context("cannot use --server or --credentials")?;
     let api: Arc<dyn Api> = Arc::new(client);
     let mut cfg = Config::new(&args.scheduler_name);
     cfg.host = rudder_client::health::hostname();

@@ -2,7 +2,7 @@
 //!
 //! A ClusterRoleBinding grants its ClusterRole's rules everywhere; a RoleBinding grants its Role's
 //! (or a ClusterRole's) rules in its own namespace only. A rule matches when its verbs, API
-//! groups and resources (`*`, `pods`, `pods/log`, `*/scale`, `pods/*`) cover the request, and its
+//! groups and resources (`*`, `pods`, `pods/log`, `*/scale`) cover the request, and its
 //! resourceNames, if any, hold the request's name; non-resource rules match paths exactly or by
 //! a trailing `*`. A ClusterRole with an aggregationRule holds, in addition to its own rules, the
 //! rules of every ClusterRole its selectors match (resolved here at evaluation, so it applies at
@@ -63,16 +63,18 @@ impl Rule {
         if !has(&self.api_groups, a.group) {
             return false;
         }
+        // As Kubernetes' ResourceMatches: `*` is every resource and subresource, otherwise
+        // `pods` or `pods/log` exactly, or `*/log` for that subresource of any resource.
         let resource_ok = self.resources.iter().any(|r| {
+            if r == "*" {
+                return true;
+            }
             if a.subresource.is_empty() {
-                r == "*" || r == a.resource
-            } else {
-                match r.split_once('/') {
-                    Some((res, sub)) => {
-                        (res == "*" || res == a.resource) && (sub == "*" || sub == a.subresource)
-                    }
-                    None => false,
-                }
+                return r == a.resource;
+            }
+            match r.split_once('/') {
+                Some((res, sub)) => (res == "*" || res == a.resource) && sub == a.subresource,
+                None => false,
             }
         });
         resource_ok

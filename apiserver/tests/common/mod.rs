@@ -39,6 +39,7 @@ impl TestServer {
             &["--listen", "127.0.0.1:0"]
         };
         let mut child = Command::new(bin)
+            .arg("--insecure-allow-all")
             .arg("--data-dir")
             .arg(dir)
             .args(listen)

@@ -13,6 +13,7 @@ use super::{create_cm, holding};
 
 fn restore(file: &std::path::Path, dir: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+        .arg("--insecure-allow-all")
         .arg("--data-dir")
         .arg(dir)
         .arg("--restore-from")

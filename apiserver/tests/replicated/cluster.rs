@@ -68,6 +68,7 @@ impl Cluster {
     pub fn start_restored(backup: &std::path::Path) -> Cluster {
         let mut c = Self::build(1, &[]);
         let out = Command::new(env!("CARGO_BIN_EXE_rudder-apiserver"))
+            .arg("--insecure-allow-all")
             .arg("--data-dir")
             .arg(&c.members[0].dir)
             .arg("--restore-from")
@@ -189,7 +190,11 @@ impl Cluster {
             None => Command::new(binary),
         };
         let child = command
-            .args(["--data-dir", &m.dir.display().to_string()])
+            .args([
+                "--insecure-allow-all",
+                "--data-dir",
+                &m.dir.display().to_string(),
+            ])
             .args(["--listen", &m.api])
             .args(["--raft-id", &m.id.to_string()])
             .args(["--raft-listen", &m.raft])

@@ -207,6 +207,8 @@ fn masters(args: &UpArgs, dir: &Path) -> Result<Vec<(String, Vec<String>, String
             listen.clone(),
             "--service-cluster-ip-range".into(),
             args.service_cidr.clone(),
+            "--pki-dir".into(),
+            pki_dir(dir).display().to_string(),
         ];
         if args.masters > 1 {
             a.extend([
@@ -358,10 +360,29 @@ fn log_tail(p: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The cluster's PKI directory: the CA every master shares, and the built-in credentials.
+pub fn pki_dir(dir: &Path) -> PathBuf {
+    dir.join("pki")
+}
+
+/// A built-in identity's credentials (`admin`, `scheduler`, `controller-manager`, `proxy`).
+pub fn credentials_file(dir: &Path, stem: &str) -> PathBuf {
+    pki_dir(dir)
+        .join("credentials")
+        .join(format!("{stem}.yaml"))
+}
+
+/// A client of the local cluster as its admin; plaintext until the first master made the CA.
+pub fn admin_client(dir: &Path, addrs: &[&str]) -> std::result::Result<Client, String> {
+    let creds = credentials_file(dir, "admin");
+    Client::from_credentials_file(addrs, creds.exists().then_some(creds.as_path()))
+        .map_err(|e| e.to_string())
+}
+
 /// A component's health at `addr`: the API server's gRPC health call, the others' `/healthz`.
-async fn component_healthy(c: &str, addr: &str) -> std::result::Result<(), String> {
+async fn component_healthy(dir: &Path, c: &str, addr: &str) -> std::result::Result<(), String> {
     if is_master(c) {
-        healthy(addr).await
+        healthy(dir, addr).await
     } else {
         http_healthy(addr).await
     }
@@ -401,8 +422,8 @@ async fn http_healthy(addr: &str) -> std::result::Result<(), String> {
     }
 }
 
-async fn healthy(addr: &str) -> std::result::Result<(), String> {
-    let c = Client::new(&[addr]).map_err(|e| e.to_string())?;
+async fn healthy(dir: &Path, addr: &str) -> std::result::Result<(), String> {
+    let c = admin_client(dir, &[addr])?;
     match c.health().await {
         Ok(h) if h.status == "ok" => Ok(()),
         Ok(h) => Err(h.status),
@@ -410,18 +431,27 @@ async fn healthy(addr: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn print_hints(addr: &str, cfg: Option<&Path>) -> Result<()> {
+fn print_hints(addr: &str, creds: &Path, cfg: Option<&Path>) -> Result<()> {
     if let Some(p) = cfg {
-        util::outln(&format!("Wrote server {addr} to {}.", p.display()))?;
+        util::outln(&format!(
+            "Wrote server {addr} and the admin credentials {} to {}.",
+            creds.display(),
+            p.display()
+        ))?;
     }
     util::outln(&format!(
-        "To reach it:\n  export RUDDER_SERVER={addr}\n  rudder get ns"
+        "To reach it:\n  export RUDDER_SERVER={addr} RUDDER_CREDENTIALS={}\n  rudder get ns",
+        creds.display()
     ))
 }
 
-fn write_config(cfg: Option<&Path>, addr: &str) -> Result<Option<PathBuf>> {
+fn write_config(cfg: Option<&Path>, addr: &str, creds: &Path) -> Result<Option<PathBuf>> {
     match cfg {
-        Some(p) => config::write_server(p, addr).map(|_| Some(p.to_path_buf())),
+        Some(p) => {
+            config::write_server(p, addr)?;
+            config::write_key(p, "credentials", &creds.display().to_string())?;
+            Ok(Some(p.to_path_buf()))
+        }
         None => Ok(None),
     }
 }
@@ -441,7 +471,10 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         async move { ensure(&dir, &c, APISERVER_BIN, a, dial_addr(&listen)).await }
     });
     let addr = futures::future::try_join_all(started).await?.join(",");
+    let creds = |stem: &str| credentials_file(&dir, stem).display().to_string();
     let sched_args = vec![
+        "--credentials".into(),
+        creds("scheduler"),
         "--server".into(),
         addr.clone(),
         "--health-addr".into(),
@@ -457,6 +490,8 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     .await?;
     let net = subnet_prefix(&args.pod_subnet)?;
     let mut cm_args = vec![
+        "--credentials".into(),
+        creds("controller-manager"),
         "--server".into(),
         addr.clone(),
         "--health-addr".into(),
@@ -480,6 +515,8 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
     // Cluster DNS on the node's address on the pod network (its gateway), which is also the
     // node agents' default --cluster-dns for their pods.
     let mut proxy_args = vec![
+        "--credentials".into(),
+        creds("proxy"),
         "--dns-addr".into(),
         format!("{net}0.1:53"),
         "--server".into(),
@@ -524,7 +561,10 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         let port = u16::try_from(port)
             .map_err(|_| CliError::msg("--node-agent-health-port: too high for --nodes"))?;
         let health = format!("127.0.0.1:{port}");
+        let node_creds = node_credentials(&dir, &addr, &node).await?;
         let agent_args = vec![
+            "--credentials".into(),
+            node_creds.display().to_string(),
             "--server".into(),
             addr.clone(),
             "--node-name".into(),
@@ -546,8 +586,38 @@ pub async fn up(args: UpArgs, cfg: Option<&Path>) -> Result<()> {
         ];
         ensure(&dir, &node_component(i), NODE_AGENT_BIN, agent_args, health).await?;
     }
-    let written = write_config(cfg, &addr)?;
-    print_hints(&addr, written.as_deref())
+    let admin = credentials_file(&dir, "admin");
+    let written = write_config(cfg, &addr, &admin)?;
+    print_hints(&addr, &admin, written.as_deref())
+}
+
+/// A node agent's credentials (`system:node:<node>` in `system:nodes`), signed by the cluster
+/// CA through the admin's client the first time the node starts, kept in its data directory.
+async fn node_credentials(dir: &Path, addr: &str, node: &str) -> Result<PathBuf> {
+    let path = dir.join(node).join("credentials.yaml");
+    if path.exists() {
+        return Ok(path);
+    }
+    let addrs: Vec<&str> = addr.split(',').collect();
+    let client = admin_client(dir, &addrs).map_err(CliError::msg)?;
+    let signed = client
+        .sign_certificate(rudder_client::proto::SignCertificateRequest {
+            user: format!("system:node:{node}"),
+            groups: vec!["system:nodes".into()],
+            ..Default::default()
+        })
+        .await?;
+    let creds = rudder_client::tls::Credentials {
+        servers: addrs.iter().map(|a| a.to_string()).collect(),
+        certificate_authority: signed.certificate_authority,
+        client_certificate: Some(signed.certificate),
+        client_key: Some(signed.private_key),
+        token: None,
+    };
+    creds
+        .save(&path)
+        .map_err(|e| CliError::msg(format!("writing the credentials of {node}: {e}")))?;
+    Ok(path)
 }
 
 /// Starts component `c` unless it already runs healthy, and waits until it answers at `addr`
@@ -562,7 +632,7 @@ async fn ensure(
     let log = log_file(dir, c);
     if let Some(pid) = read_pid(dir, c).filter(|&p| alive(p) && is_ours(p, bin_name)) {
         let addr = read_trimmed(&addr_file(dir, c)).unwrap_or(addr);
-        return match component_healthy(c, &addr).await {
+        return match component_healthy(dir, c, &addr).await {
             Ok(()) => {
                 util::outln(&format!("{c} is already running (pid {pid}) at {addr}"))?;
                 Ok(addr)
@@ -605,7 +675,7 @@ async fn ensure(
                 log.display()
             )));
         }
-        let last = match component_healthy(c, &addr).await {
+        let last = match component_healthy(dir, c, &addr).await {
             Ok(()) => break,
             Err(e) => e,
         };

@@ -1,7 +1,5 @@
 //! `rudder status`: each component's process and health, and the API server's figures.
 
-use rudder_client::Client;
-
 use super::{
     APISERVER, DataDirArgs, addr_file, alive, component_healthy, components, is_ours, read_pid,
     read_trimmed,
@@ -38,7 +36,7 @@ pub async fn status(args: DataDirArgs) -> Result<i32> {
         let is_alive = pid.is_some_and(|p| alive(p) && is_ours(p, bin));
         let addr = read_trimmed(&addr_file(dir, c)).unwrap_or_default();
         let health = if is_alive && !addr.is_empty() {
-            match component_healthy(c, &addr).await {
+            match component_healthy(dir, c, &addr).await {
                 Ok(()) => {
                     if c == APISERVER {
                         stats_addr = Some(addr.clone());
@@ -67,7 +65,7 @@ pub async fn status(args: DataDirArgs) -> Result<i32> {
     };
     util::out(&t.render(true))?;
     if let Some(addr) = stats_addr {
-        let c = Client::new(&[addr.as_str()])?;
+        let c = super::admin_client(dir, &[addr.as_str()]).map_err(crate::CliError::msg)?;
         match c.stats().await {
             Ok(s) => {
                 let writable = if s.writable {
