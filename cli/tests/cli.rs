@@ -575,7 +575,9 @@ fn up_status_down() {
     std::fs::write(home.path().join("ca-only.yaml"), ca).unwrap();
     let refused = run(&["get", "ns", "--credentials", "ca-only.yaml"]);
     assert!(
-        refused.err_line().contains("anonymous requests are refused"),
+        refused
+            .err_line()
+            .contains("anonymous requests are refused"),
         "{}",
         refused.stderr
     );

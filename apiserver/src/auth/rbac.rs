@@ -115,7 +115,7 @@ impl Subject {
     pub fn matches(&self, id: &Identity, binding_ns: &str) -> bool {
         match self.kind.as_str() {
             "User" => self.name == id.user,
-            "Group" => id.groups.iter().any(|g| *g == self.name),
+            "Group" => id.groups.contains(&self.name),
             "ServiceAccount" => {
                 let ns = if self.namespace.is_empty() {
                     binding_ns
@@ -144,15 +144,21 @@ struct BindingObj {
     role_ref: RoleRef,
 }
 
+/// A binding's subjects and the rules its role grants them.
+type Grant = (Vec<Subject>, Arc<Vec<Rule>>);
+
+/// The RBAC kinds' maps a compiled rule set was made from, and the rule set.
+type Cached = (Vec<Option<KindObjects>>, Arc<Compiled>);
+
 /// The rules in force, compiled from one snapshot.
 #[derive(Debug, Default)]
 pub struct Compiled {
     cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
     roles: HashMap<(String, String), Arc<Vec<Rule>>>,
     /// ClusterRoleBindings: subjects and the rules they get.
-    cluster_bindings: Vec<(Vec<Subject>, Arc<Vec<Rule>>)>,
+    cluster_bindings: Vec<Grant>,
     /// RoleBindings by namespace.
-    bindings: HashMap<String, Vec<(Vec<Subject>, Arc<Vec<Rule>>)>>,
+    bindings: HashMap<String, Vec<Grant>>,
 }
 
 fn parse<T: Default + for<'de> Deserialize<'de>>(json: &[u8], what: &str) -> T {
@@ -306,7 +312,7 @@ pub fn covers(held: &[&Rule], wanted: &Rule) -> bool {
 /// The RBAC authorizer over a store.
 pub struct Rbac {
     store: Store,
-    cache: Mutex<Option<(Vec<Option<KindObjects>>, Arc<Compiled>)>>,
+    cache: Mutex<Option<Cached>>,
 }
 
 impl Rbac {

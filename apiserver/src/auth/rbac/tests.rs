@@ -50,7 +50,10 @@ fn rules_match_verbs_groups_resources_subresources_and_names() {
     assert!(any_scale.allows(&res("update", "apps", "deployments", "scale", "d")));
     assert!(!any_scale.allows(&res("update", "apps", "deployments", "", "d")));
     let star = rule(json!({"verbs": ["patch"], "apiGroups": [""], "resources": ["*"]}));
-    assert!(star.allows(&res("patch", "", "services", "status", "s")), "* covers subresources");
+    assert!(
+        star.allows(&res("patch", "", "services", "status", "s")),
+        "* covers subresources"
+    );
     let named = rule(
         json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["one"]}),
     );
