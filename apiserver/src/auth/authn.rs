@@ -332,3 +332,47 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random bytes as a certificate, a chain or a token file never panic the parsers or
+        /// the verifier, and never authenticate.
+        #[test]
+        fn malformed_certificates_and_token_files_do_not_panic(
+            der in proptest::collection::vec(any::<u8>(), 0..600),
+            second in proptest::collection::vec(any::<u8>(), 0..200),
+            text in "[ -~\n,\"]{0,300}",
+        ) {
+            let _ = subject_of(&CertificateDer::from(der.clone()));
+            let ca = super::super::pki::Ca::generate(SystemTime::now()).expect("ca");
+            let v = CaVerifier::new(ca.cert_pem()).expect("verifier");
+            let chain = vec![CertificateDer::from(der), CertificateDer::from(second)];
+            prop_assert!(matches!(v.verify_peer(&chain), PeerCert::Refused(_)));
+            if let Ok(t) = StaticTokens::parse(&text) {
+                let _ = t.authenticate_token(&text);
+            }
+            let _ = rudder_client::tls::Credentials::parse(&text);
+            let _ = ca.sign_request(&text, "u", &[], SystemTime::now(), Duration::from_secs(60));
+        }
+
+        /// A certificate from the CA with any one bit flipped is refused: every bit is either
+        /// signed, part of the signature, or DER framing.
+        #[test]
+        fn tampered_certificates_are_refused(at in 0usize..2000, bit in 0u8..8) {
+            let ca = super::super::pki::Ca::generate(SystemTime::now()).expect("ca");
+            let issued = ca
+                .issue_client("alice", &["dev"], SystemTime::now(), Duration::from_secs(600))
+                .expect("issue");
+            let mut der = rudder_client::tls::parse_certs(&issued.cert_pem, "c").expect("pem")[0].to_vec();
+            let i = at % der.len();
+            der[i] ^= 1 << bit;
+            let v = CaVerifier::new(ca.cert_pem()).expect("verifier");
+            let verdict = v.verify_peer(&[CertificateDer::from(der)]);
+            prop_assert!(matches!(verdict, PeerCert::Refused(_)), "{:?}", verdict);
+        }
+    }
+}
